@@ -1,0 +1,36 @@
+"""The two tasks of a job. The work itself is in `worker.pipeline`.
+
+`astria.submit_prompt` is the public entry (producers send it by name with `kwargs={"spec": ...}`).
+Both tasks end with `Ignore`: the job's outcome is written to the result backend by the pipeline
+when the images are there, not when a task returns, so no task waits for Astria.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from celery.exceptions import Ignore, Reject
+
+from worker import pipeline
+from worker.app import ADVANCE_TASK, SUBMIT_TASK, app
+
+
+@app.task(name=SUBMIT_TASK, bind=True)
+def submit_prompt(self: Any, spec: Any) -> None:
+    """Validate and register the job (its id is this task's id), then take its first step."""
+    try:
+        pipeline.accept(self.request.id, spec)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        # Redis is away: no failure is recorded; the message goes back to the queue, or, if even
+        # that cannot be done, comes back after the broker's visibility timeout.
+        raise Reject(str(exc), requeue=True) from None
+    raise Ignore()
+
+
+@app.task(name=ADVANCE_TASK, ignore_result=True)
+def advance(job_id: str) -> None:
+    """Move a registered job one step: submit it, poll it once, or deliver its outcome.
+
+    Errors need no handling here: the job stays in the `due` set and falls due again."""
+    pipeline.advance(job_id)

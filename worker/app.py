@@ -1,0 +1,79 @@
+"""The Celery app: broker and result backend on REDIS_URL, JSON only, settings for crash safety.
+
+Configuration is read when the app is first used, not when this module is imported, so a process
+can set its environment (the demo, the tests) after importing `worker`.
+
+Why these settings (see README "Crash safety"):
+- `task_acks_late` + `task_reject_on_worker_lost`: a message is acknowledged only after its task
+  ran, so a worker killed mid-task leaves it to be delivered again.
+- `visibility_timeout` (BROKER_VISIBILITY_TIMEOUT) exceeds `task_time_limit`; nothing we schedule
+  lives in the broker (waiting jobs live in Redis' `due` set), so it need not exceed a generation.
+- Unacknowledged messages of a dead worker are swept back every few seconds, not every 100 s.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_init
+from kombu import Queue
+
+from worker.scheduler import DueJobScheduler
+from worker.settings import Settings, get_settings
+
+SUBMIT_TASK = "astria.submit_prompt"
+ADVANCE_TASK = "astria.advance"
+DEFAULT_QUEUE = "celery"
+ADVANCE_QUEUE = "astria.advance"
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Celery settings derived from ours."""
+    return {
+        "broker_url": settings.redis_url,
+        "result_backend": settings.redis_url,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_track_started": True,
+        "task_time_limit": settings.task_time_limit,
+        "task_queues": (Queue(DEFAULT_QUEUE), Queue(ADVANCE_QUEUE)),
+        "task_default_queue": DEFAULT_QUEUE,
+        "task_routes": {ADVANCE_TASK: {"queue": ADVANCE_QUEUE}},
+        "worker_prefetch_multiplier": 4,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "result_expires": settings.job_retention_seconds,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        "broker_transport_options": {
+            "visibility_timeout": settings.broker_visibility_timeout,
+            "unacked_restore_interval": min(10.0, settings.broker_visibility_timeout / 4),
+            "unacked_restore_throttle": 1,
+            "socket_timeout": 15,
+            "health_check_interval": 15,
+        },
+        "result_backend_transport_options": {"retry_policy": {"timeout": 30.0}},
+        "redis_socket_timeout": 15,
+        "redis_backend_health_check_interval": 15,
+        "redis_retry_on_timeout": True,
+    }
+
+
+app = Celery("astria", include=["tasks"])
+app.steps["consumer"].add(DueJobScheduler)
+
+
+@app.on_configure.connect
+def _configure(sender: Celery, **_: Any) -> None:
+    sender.conf.update(celery_config(get_settings()))
+
+
+@worker_init.connect
+def _require_api_key(**_: Any) -> None:
+    """Refuse to start a worker without ASTRIA_API_KEY, with the variable's name in the error."""
+    get_settings().api_key()

@@ -1,0 +1,354 @@
+"""The path of one job: accept -> submit (exactly once) -> route -> wait -> result.
+
+`accept` runs on the first delivery of `astria.submit_prompt`; `advance` moves a registered job one
+step (submit it, or poll it once) and then lets go, so waiting never holds a worker. The job's state
+lives in Redis (`worker.jobs`); the outcome goes to Celery's result backend under the job id.
+
+Exactly once: before every POST the job records `pending_post`. If the answer is lost (504, read
+timeout, dropped connection, garbage body, or the worker dying), the next attempt first lists the
+tune's recent prompts and adopts the one carrying this job's marker (the text as sent and the job's
+seed, which is drawn per job when the spec has none); it only POSTs again when nothing turned up
+after ASTRIA_AMBIGUOUS_GRACE_SECONDS.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+import redis
+from celery import states
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from worker import errors
+from worker.app import app
+from worker.client import AstriaClient, Prompt, TransientError, retrying
+from worker.errors import (
+    AstriaQueueError,
+    AstriaRejected,
+    AstriaUnavailable,
+    InvalidSpec,
+    PromptFailed,
+    PromptTimeout,
+)
+from worker.jobs import Job, JobStore, Lease, LeaseLost
+from worker.ratelimit import RateLimiter
+from worker.settings import Settings, get_settings
+from worker.spec import FACEID_TAG, LORA_TAG, PromptSpec, parse_spec
+
+log = logging.getLogger("astria.pipeline")
+
+_UNSUPPORTED = re.compile(r"model_type=(pti|faceid) is not supported")
+WAITING = "WAITING"
+
+
+class Reschedule(Exception):
+    """Come back to this job later instead of holding a worker while nothing can be done."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(delay)
+        self.delay = delay
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What a worker process needs, built once per process (after any fork)."""
+
+    settings: Settings
+    redis: redis.Redis
+    jobs: JobStore
+    client: AstriaClient
+
+
+def redis_client(settings: Settings) -> redis.Redis:
+    """A client that rides out a Redis restart: retried commands, timeouts, health checks."""
+    return redis.Redis.from_url(
+        settings.redis_url,
+        retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=20),
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+        socket_timeout=15,
+        socket_connect_timeout=5,
+        health_check_interval=15,
+    )
+
+
+@lru_cache(maxsize=1)
+def runtime() -> Runtime:
+    settings = get_settings()
+    client = redis_client(settings)
+    jobs = JobStore(client, settings)
+    return Runtime(settings, client, jobs, AstriaClient(settings, RateLimiter(client, settings)))
+
+
+# --- entry points (called by tasks/prompts.py) --------------------------------------------------
+def accept(job_id: str, raw_spec: Any) -> None:
+    """Validate and register a new job, then take its first step."""
+    rt = runtime()
+    try:
+        spec = _parse(rt, raw_spec)
+    except InvalidSpec as exc:
+        outcome = _failure(exc)
+        rt.jobs.record_invalid(job_id, raw_spec, outcome)
+        _deliver([job_id], outcome)
+        log.info("job %s rejected: %s", job_id, exc, extra={"job_id": job_id})
+        return
+    kind, leader, outcome = rt.jobs.register(
+        job_id, spec.model_dump(exclude_none=True), spec.idempotency_key
+    )
+    if kind == "follower":
+        log.info("job %s follows job %s (same idempotency_key)", job_id, leader)
+        if outcome:
+            _deliver([job_id], outcome)
+        return
+    advance(job_id)
+
+
+def advance(job_id: str) -> None:
+    """Take one step of a registered job, unless another worker owns it right now."""
+    rt = runtime()
+    lease = rt.jobs.acquire(job_id)
+    if lease is None:
+        return
+    try:
+        job = rt.jobs.load(job_id)
+        if job.outcome:
+            _finish(rt, lease, job.outcome)
+        elif job.status not in ("queued", "waiting"):
+            rt.jobs.release(lease)
+        elif job.prompt_id is None:
+            _submit_step(rt, lease, job)
+        else:
+            _poll_step(rt, lease, job)
+    except LeaseLost:
+        log.warning("job %s: lease lost, another worker carries on", job_id)
+    except BaseException:
+        rt.jobs.release(lease)  # the job stays due: it is retried once the lease time passes
+        raise
+
+
+# --- submit -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Target:
+    """Where and what to POST: the requested tune, or a base tune after the 422 re-route."""
+
+    tune_id: int
+    text: str
+    rerouted: bool
+
+
+def _parse(rt: Runtime, raw: Any) -> PromptSpec:
+    return parse_spec(raw, sdxl_base_tune_id=rt.settings.astria_sdxl_base_tune_id)
+
+
+def _submit_step(rt: Runtime, lease: Lease, job: Job) -> None:
+    try:
+        spec = _parse(rt, job.spec)
+        prompt, target = _submit(rt, lease, job, spec)
+    except Reschedule as later:
+        rt.jobs.schedule(lease, later.delay)
+        return
+    except (InvalidSpec, AstriaRejected, AstriaUnavailable) as exc:
+        job = rt.jobs.load(job.id)
+        if job.pending_post and time.time() < job.deadline:
+            # A POST may have created the prompt: look again later rather than give up on it.
+            rt.jobs.schedule(lease, rt.settings.astria_ambiguous_grace_seconds)
+            return
+        _finish(rt, lease, _failure(exc))
+        return
+    tune_id = int(prompt.get("tune_id") or target.tune_id)
+    app.backend.store_result(
+        job.id,
+        {"prompt_id": prompt["id"], "tune_id": tune_id,
+         "requested_tune_id": job.requested_tune_id, "rerouted": target.rerouted},
+        WAITING,
+    )
+    log.info("job %s: prompt %s created on tune %s", job.id, prompt["id"], tune_id,
+             extra={"job_id": job.id, "prompt_id": prompt["id"], "tune_id": tune_id})
+    rt.jobs.schedule(
+        lease, rt.settings.astria_first_poll_seconds, status="waiting", prompt_id=prompt["id"],
+        tune_id=tune_id, rerouted=int(target.rerouted), sent_text=target.text, pending_post=0,
+    )
+
+
+def _submit(rt: Runtime, lease: Lease, job: Job, spec: PromptSpec) -> tuple[Prompt, Target]:
+    """Create the job's prompt, at most once, retrying transient failures with tenacity."""
+    for attempt in retrying(rt.settings, before=lambda: rt.jobs.renew(lease)):
+        with attempt:
+            job = rt.jobs.load(job.id)
+            if job.pending_post:
+                found = _find_created(rt, job)
+                if found is not None:
+                    log.info("job %s: adopted prompt %s from an unanswered POST", job.id,
+                             found["id"])
+                    return found, Target(int(job.fields["post_tune_id"]),
+                                         job.fields["post_text"], job.get("post_rerouted") == "1")
+                settle = job.pending_post + rt.settings.astria_ambiguous_grace_seconds
+                if time.time() < settle:
+                    raise Reschedule(settle - time.time())
+            return _post(rt, lease, job, spec, _route(rt, spec))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _post(
+    rt: Runtime, lease: Lease, job: Job, spec: PromptSpec, target: Target
+) -> tuple[Prompt, Target]:
+    """One POST; on the documented pti/faceid 422, learn the route and re-route once."""
+    now = time.time()
+    rt.jobs.update(
+        lease, pending_post=now, post_tune_id=target.tune_id, post_text=target.text,
+        post_rerouted=int(target.rerouted), post_attempts=job.post_attempts + 1,
+        first_post_at=job.get("first_post_at") or now,
+    )
+    fields = {**spec.prompt_fields(), "text": target.text, "seed": job.seed}
+    try:
+        return rt.client.create_prompt(target.tune_id, fields), target
+    except TransientError as exc:
+        if not exc.maybe_created:
+            rt.jobs.update(lease, pending_post=0)
+        raise
+    except AstriaRejected as exc:
+        rt.jobs.update(lease, pending_post=0)
+        match = _UNSUPPORTED.search(str(exc))
+        if match is None or target.rerouted:
+            raise
+        rt.jobs.remember_route(spec.tune_id, match.group(1))
+        log.info("job %s: tune %s is %s, re-routing", job.id, spec.tune_id, match.group(1))
+        return _post(rt, lease, rt.jobs.load(job.id), spec, _reroute(rt.settings, spec,
+                                                                     match.group(1)))
+
+
+def _route(rt: Runtime, spec: PromptSpec) -> Target:
+    """Go straight to the base tune when an earlier job learnt that this tune needs it."""
+    kind = rt.jobs.known_route(spec.tune_id)
+    if kind is None:
+        return Target(spec.tune_id, spec.text, rerouted=False)
+    return _reroute(rt.settings, spec, kind)
+
+
+def _reroute(settings: Settings, spec: PromptSpec, kind: str) -> Target:
+    if kind == "faceid":
+        tag = f"<faceid:{spec.tune_id}:1>"
+        has_tag = any(int(m.group(1)) == spec.tune_id for m in FACEID_TAG.finditer(spec.text))
+        text = spec.text if has_tag else f"{tag} {spec.text}"
+        return Target(settings.astria_faceid_base_tune_id, text, rerouted=True)
+    strength = spec.lora_strength or settings.astria_lora_strength
+    text = spec.text
+    if spec.tune_id not in spec.lora_tags():
+        text = f"<lora:{spec.tune_id}:{strength:g}> {text}"
+    if len(LORA_TAG.findall(text)) > 1:
+        raise InvalidSpec(
+            f"text: tune {spec.tune_id} is an SDXL LoRA and SDXL prompts take one LoRA; "
+            "remove the other <lora:...> tags"
+        )
+    return Target(settings.astria_sdxl_base_tune_id, text, rerouted=True)
+
+
+def _find_created(rt: Runtime, job: Job) -> Prompt | None:
+    """The prompt an unanswered POST of this job created, looked up in Astria's listing."""
+    tune_id = int(job.fields["post_tune_id"])
+    text = job.fields["post_text"].strip()
+    since = float(job.get("first_post_at") or job.pending_post) - 120
+    before_id: int | None = None
+    for _ in range(10):
+        page = rt.client.list_prompts(tune_id, limit=120, before_id=before_id)
+        matches = [
+            p for p in page
+            if str(p.get("text") or "").strip() == text and _int(p.get("seed")) == job.seed
+        ]
+        if matches:
+            return min(matches, key=lambda p: int(p["id"]))
+        if len(page) < 120 or _created(page[-1]) < since:
+            return None
+        before_id = int(page[-1]["id"])
+    return None
+
+
+# --- wait -------------------------------------------------------------------------------------
+def _poll_step(rt: Runtime, lease: Lease, job: Job) -> None:
+    assert job.prompt_id is not None
+    s = rt.settings
+    try:
+        prompt: Prompt | None = rt.client.get_prompt(int(job.fields["tune_id"]), job.prompt_id)
+    except AstriaUnavailable:
+        prompt = None  # try again at the next poll
+    except AstriaRejected as exc:
+        _finish(rt, lease, _failure(exc))
+        return
+    if prompt and prompt.get("images"):
+        _finish(rt, lease, _success(job, prompt))
+    elif prompt and prompt.get("user_error"):
+        _finish(rt, lease, _failure(PromptFailed(f"Astria user_error: {prompt['user_error']}")))
+    elif time.time() >= job.deadline:
+        _finish(rt, lease, _failure(PromptTimeout(
+            f"prompt {job.prompt_id} had no images after "
+            f"{s.astria_job_deadline_seconds:g}s (ASTRIA_JOB_DEADLINE_SECONDS)"
+        )))
+    else:
+        polls = job.polls + 1
+        interval = min(s.astria_poll_max_interval,
+                       s.astria_poll_interval * s.astria_poll_backoff ** (polls - 1))
+        delay = max(0.0, min(interval, job.deadline - time.time()))
+        rt.jobs.schedule(lease, delay, polls=polls)
+
+
+# --- result -----------------------------------------------------------------------------------
+def _success(job: Job, prompt: Prompt) -> dict[str, Any]:
+    return {
+        "state": states.SUCCESS,
+        "result": {
+            "job_id": job.id,
+            "prompt_id": prompt["id"],
+            "tune_id": int(job.fields["tune_id"]),
+            "requested_tune_id": job.requested_tune_id,
+            "rerouted": job.get("rerouted") == "1",
+            "text": job.get("sent_text") or prompt.get("text"),
+            "images": list(prompt["images"]),
+            "seed": prompt.get("seed", job.seed),
+            "num_images": prompt.get("num_images"),
+        },
+    }
+
+
+def _failure(exc: AstriaQueueError) -> dict[str, Any]:
+    """A failed outcome, named after the nearest public class of `worker.errors`."""
+    public = next(c for c in type(exc).__mro__ if getattr(errors, c.__name__, None) is c)
+    return {"state": states.FAILURE, "error": {"type": public.__name__, "message": str(exc)}}
+
+
+def _finish(rt: Runtime, lease: Lease, outcome: dict[str, Any]) -> None:
+    """Decide the outcome once, deliver it to the job and its followers, then retire the job."""
+    outcome, followers = rt.jobs.decide(lease, outcome)
+    _deliver([lease.job_id, *followers], outcome)
+    rt.jobs.delivered(lease)
+    log.info("job %s: %s", lease.job_id, outcome["state"],
+             extra={"job_id": lease.job_id, "outcome": outcome["state"]})
+
+
+def _deliver(job_ids: list[str], outcome: dict[str, Any]) -> None:
+    for job_id in job_ids:
+        if outcome["state"] == states.SUCCESS:
+            app.backend.store_result(job_id, outcome["result"], states.SUCCESS)
+        else:
+            error = outcome["error"]
+            cls = getattr(errors, error["type"], AstriaQueueError)
+            app.backend.mark_as_failure(job_id, cls(error["message"]))
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _created(prompt: Prompt) -> float:
+    try:
+        return datetime.fromisoformat(str(prompt.get("created_at"))).timestamp()
+    except ValueError:
+        return float("inf")
