@@ -17,7 +17,7 @@ from typing import Any
 
 from celery import Celery
 from celery.signals import worker_init
-from kombu import Queue
+from kombu.entity import Queue
 
 from worker.scheduler import DueJobScheduler
 from worker.settings import Settings, get_settings

@@ -1,4 +1,4 @@
-"""`AstriaClient`: Astria's prompt endpoints over `requests`, with typed errors and tenacity retries.
+"""`AstriaClient`: Astria's prompt endpoints over `requests`, typed errors, tenacity retries.
 
 Reads (GET) are retried here. A POST is made exactly once per call: whether to POST again is the
 pipeline's decision, because a retried POST can create a second billed prompt.
@@ -19,7 +19,7 @@ from tenacity import (
     retry_if_exception_type,
     stop_after_attempt,
     stop_after_delay,
-    wait_exponential_jitter,
+    wait_random_exponential,
 )
 
 from worker.errors import AstriaError, AstriaRejected, AstriaUnavailable
@@ -75,8 +75,8 @@ def error_text(response: requests.Response) -> str:
 
 
 def _wait(settings: Settings) -> Callable[[RetryCallState], float]:
-    backoff = wait_exponential_jitter(
-        initial=settings.astria_retry_initial_delay, max=settings.astria_retry_max_delay
+    backoff = wait_random_exponential(
+        multiplier=settings.astria_retry_initial_delay, max=settings.astria_retry_max_delay
     )
 
     def wait(state: RetryCallState) -> float:

@@ -377,7 +377,7 @@ class JobStore:
             if job.fields:
                 jobs.append(job)
             else:
-                self.redis.zrem(self.dead_key, raw)
+                self.redis.zrem(self.dead_key, job.id)
         return jobs
 
     def redrive(self, job_id: str) -> str:

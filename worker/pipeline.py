@@ -93,9 +93,9 @@ def accept(job_id: str, raw_spec: Any) -> None:
     try:
         spec = _parse(rt, raw_spec)
     except InvalidSpec as exc:
-        outcome = _failure(exc)
-        rt.jobs.record_invalid(job_id, raw_spec, outcome)
-        _deliver([job_id], outcome)
+        rejected = _failure(exc)
+        rt.jobs.record_invalid(job_id, raw_spec, rejected)
+        _deliver([job_id], rejected)
         log.info("job %s rejected: %s", job_id, exc, extra={"job_id": job_id})
         return
     kind, leader, outcome = rt.jobs.register(
@@ -323,11 +323,11 @@ def _failure(exc: AstriaQueueError) -> dict[str, Any]:
 
 def _finish(rt: Runtime, lease: Lease, outcome: dict[str, Any]) -> None:
     """Decide the outcome once, deliver it to the job and its followers, then retire the job."""
-    outcome, followers = rt.jobs.decide(lease, outcome)
-    _deliver([lease.job_id, *followers], outcome)
+    decided, followers = rt.jobs.decide(lease, outcome)
+    _deliver([lease.job_id, *followers], decided)
     rt.jobs.delivered(lease)
-    log.info("job %s: %s", lease.job_id, outcome["state"],
-             extra={"job_id": lease.job_id, "outcome": outcome["state"]})
+    log.info("job %s: %s", lease.job_id, decided["state"],
+             extra={"job_id": lease.job_id, "outcome": decided["state"]})
 
 
 def _deliver(job_ids: list[str], outcome: dict[str, Any]) -> None:

@@ -1,7 +1,8 @@
 """The producer side: `enqueue(spec) -> job id` validates before sending; `outcome` waits for it.
 
 Producers that do not import this project send the same message by name:
-`Celery(broker=REDIS_URL, backend=REDIS_URL).send_task("astria.submit_prompt", kwargs={"spec": ...})`.
+`Celery(broker=REDIS_URL, backend=REDIS_URL)`
+`.send_task("astria.submit_prompt", kwargs={"spec": {...}})`.
 """
 
 from __future__ import annotations

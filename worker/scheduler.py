@@ -1,4 +1,4 @@
-"""`DueJobScheduler`: a worker bootstep that hands due jobs (polls, retries, take-overs) to the pool.
+"""`DueJobScheduler`: a worker bootstep handing due jobs (polls, retries, take-overs) to the pool.
 
 Every worker runs one; `JobStore.claim_due` is atomic, so each due job is dispatched by exactly one
 of them, and a dispatched `astria.advance` message expires after one lease: by then the job has
@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from typing import Any, ClassVar
 
 from celery import bootsteps
-
 
 log = logging.getLogger("astria.scheduler")
 
@@ -20,7 +19,7 @@ BATCH = 500
 
 
 class DueJobScheduler(bootsteps.StartStopStep):
-    requires = {"celery.worker.consumer.tasks:Tasks"}
+    requires: ClassVar[set[str]] = {"celery.worker.consumer.tasks:Tasks"}
 
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)

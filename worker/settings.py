@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     @property
     def task_time_limit(self) -> float:
         """Hard limit of one task run: the whole retry budget plus one request, with margin."""
-        return self.astria_retry_max_seconds + self.astria_read_timeout + 30
+        return self.astria_retry_max_seconds + self.astria_read_timeout + 10
 
     def api_key(self) -> str:
         """The Astria key, or a ConfigError naming the variable; never logged or stored."""

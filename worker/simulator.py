@@ -39,6 +39,8 @@ class SimConfig:
 
     api_key: str = "sim-key"
     generation_seconds: float = 2.0
+    #: Per-tune generation time, overriding generation_seconds for those tunes.
+    generation_seconds_by_tune: dict[int, float] = field(default_factory=dict)
     pti_tunes: set[int] = field(default_factory=set)
     faceid_tunes: set[int] = field(default_factory=set)
     sdxl_base_tune_id: int = 666678
@@ -279,6 +281,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _create(self, tune_id: int, fields: dict[str, Any]) -> tuple[int, Any]:
         cfg, state = self.state.config, self.state
         text = str(fields.get("text") or "")
+        if tune_id in cfg.pti_tunes or tune_id in cfg.faceid_tunes:
+            with state.lock:
+                state.count("rejected_422")
         if tune_id in cfg.pti_tunes:
             return 422, {"error": "model_type=pti is not supported. Use a checkpoint instead"}
         if tune_id in cfg.faceid_tunes:
@@ -308,7 +313,9 @@ class _Handler(BaseHTTPRequestHandler):
             }
             prompt["id"], prompt["tune_id"] = prompt_id, tune_id
             state.prompts[prompt_id] = prompt
-            state.ready_at[prompt_id] = time.monotonic() + cfg.generation_seconds
+            state.ready_at[prompt_id] = time.monotonic() + cfg.generation_seconds_by_tune.get(
+                tune_id, cfg.generation_seconds
+            )
             state.count("created")
             if prompt.get("callback"):
                 heapq.heappush(state.pending_callbacks, (state.ready_at[prompt_id], prompt_id))
@@ -344,6 +351,8 @@ class _Handler(BaseHTTPRequestHandler):
                         raise ValueError(f"unknown knob {key}")
                     if key in ("pti_tunes", "faceid_tunes"):
                         value = set(value)
+                    elif key == "generation_seconds_by_tune":
+                        value = {int(k): float(v) for k, v in value.items()}
                     setattr(self.state.config, key, value)
         except (ValueError, TypeError, AttributeError) as exc:
             self._send(422, {"error": str(exc)})

@@ -1,0 +1,123 @@
+"""Test harness: a real Redis, the simulator over real HTTP, and real Celery worker processes.
+
+Each `Stack` gets its own Redis database (on the throwaway server) or its own key prefix (on a
+REDIS_URL you gave), its own simulator, and starts workers as subprocesses with its environment.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+import requests
+from celery import Celery
+from celery.result import AsyncResult
+
+from worker.simulator import AstriaSimulator, SimConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+API_KEY = "sk-test-" + uuid.uuid4().hex  # a key that must never show up anywhere
+PTI_TUNE, FACEID_TUNE, SLOW_TUNE = 2001, 2002, 2003
+_databases = itertools.count(1)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.05) -> Any:
+    """Poll `predicate` until it returns something truthy; fail with `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class Stack:
+    def __init__(self, base_url: str, owns_server: bool, sim_config: SimConfig | None = None,
+                 **env: Any) -> None:
+        if owns_server:
+            db = next(_databases) % 16
+            self.redis_url = base_url.rsplit("/", 1)[0] + f"/{db}"
+            redis.Redis.from_url(self.redis_url).flushdb()
+        else:
+            self.redis_url = base_url
+        self.prefix = "astria-test-" + uuid.uuid4().hex[:8]
+        cfg = sim_config or SimConfig()
+        cfg.api_key = API_KEY
+        cfg.pti_tunes = cfg.pti_tunes or {PTI_TUNE}
+        cfg.faceid_tunes = cfg.faceid_tunes or {FACEID_TUNE}
+        cfg.generation_seconds_by_tune.setdefault(SLOW_TUNE, 3600)
+        self.sim = AstriaSimulator(cfg).start()
+        self.env = {
+            "REDIS_URL": self.redis_url, "ASTRIA_API_KEY": API_KEY,
+            "ASTRIA_BASE_URL": self.sim.url, "KEY_PREFIX": self.prefix,
+            "ASTRIA_FIRST_POLL_SECONDS": "0.5", "ASTRIA_POLL_INTERVAL": "0.5",
+            "ASTRIA_POLL_BACKOFF": "1", "ASTRIA_RETRY_INITIAL_DELAY": "0.05",
+            "ASTRIA_RETRY_MAX_DELAY": "0.5", "ASTRIA_AMBIGUOUS_GRACE_SECONDS": "1",
+            "ASTRIA_RATE_LIMIT_PER_SECOND": "500", "ASTRIA_RATE_LIMIT_BURST": "500",
+            "SCHEDULER_TICK_SECONDS": "0.1",
+            **{k.upper(): str(v) for k, v in env.items()},
+        }
+        self.app = Celery(broker=self.redis_url, backend=self.redis_url)
+        self.app.conf.update(task_serializer="json", result_serializer="json",
+                             accept_content=["json"])
+        self.redis = redis.Redis.from_url(self.redis_url)
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self.logs: list[Path] = []
+
+    def start_worker(self, concurrency: int = 8, pool: str = "threads",
+                     **env: Any) -> subprocess.Popen[bytes]:
+        log = Path(f"/tmp/astria-test-worker-{self.prefix}-{len(self.workers)}.log")
+        full_env = {**os.environ, **self.env, **{k.upper(): str(v) for k, v in env.items()}}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "worker", "worker", "-P", pool, "-c",
+             str(concurrency), "--loglevel", "INFO", "--without-mingle", "--without-gossip",
+             "-n", f"w{len(self.workers)}-{self.prefix}@%h"],
+            cwd=ROOT, env=full_env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.workers.append(proc)
+        self.logs.append(log)
+        return proc
+
+    def send(self, spec: Any, **options: Any) -> str:
+        """Enqueue by name, exactly as a producer that does not import this project does."""
+        return str(self.app.send_task("astria.submit_prompt", kwargs={"spec": spec}, **options).id)
+
+    def result(self, job_id: str) -> AsyncResult:
+        return AsyncResult(job_id, app=self.app)
+
+    def outcome(self, job_id: str, timeout: float = 30) -> Any:
+        return self.result(job_id).get(timeout=timeout, propagate=False)
+
+    def sim_json(self, path: str) -> Any:
+        return requests.get(self.sim.url + path, timeout=5).json()
+
+    def kill_worker(self, proc: subprocess.Popen[bytes]) -> None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    def worker_logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in self.logs if p.exists())
+
+    def close(self) -> None:
+        for proc in self.workers:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.workers:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.sim.stop()
+        self.app.close()

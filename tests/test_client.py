@@ -1,0 +1,90 @@
+"""AstriaClient against the simulator over real HTTP: auth, retries, typed errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from worker.client import AstriaClient, TransientError
+from worker.errors import AstriaRejected
+from worker.settings import Settings
+from worker.simulator import AstriaSimulator, SimConfig
+
+
+@pytest.fixture
+def sim() -> Iterator[AstriaSimulator]:
+    with AstriaSimulator(SimConfig(api_key="k", generation_seconds=0, rng_seed=1)) as s:
+        yield s
+
+
+def client(sim: AstriaSimulator, **overrides: object) -> AstriaClient:
+    settings = Settings(astria_api_key="k", astria_base_url=sim.url,  # type: ignore[arg-type]
+                        astria_retry_initial_delay=0.01, astria_retry_max_delay=0.05,
+                        **overrides)
+    return AstriaClient(settings)
+
+
+def knobs(sim: AstriaSimulator, **values: object) -> None:
+    requests.post(sim.url + "/_sim/config", json=values, timeout=5).raise_for_status()
+
+
+def test_create_sends_documented_form_fields_with_bearer_auth(sim: AstriaSimulator) -> None:
+    prompt = client(sim).create_prompt(7, {"text": "hi", "super_resolution": True, "seed": 3})
+    assert prompt["tune_id"] == 7 and prompt["text"] == "hi"
+    assert prompt["super_resolution"] is True and prompt["seed"] == 3
+
+
+def test_wrong_key_is_rejected_and_not_retried(sim: AstriaSimulator) -> None:
+    bad = Settings(astria_api_key="wrong", astria_base_url=sim.url)  # type: ignore[arg-type]
+    with pytest.raises(AstriaRejected, match="401"):
+        AstriaClient(bad).get_prompt(7, 1)
+    assert sim.counters == {}
+
+
+def test_422_carries_astria_text(sim: AstriaSimulator) -> None:
+    with pytest.raises(AstriaRejected) as caught:
+        client(sim).create_prompt(7, {"text": ""})
+    assert str(caught.value) == "Astria 422: text: can't be blank"
+
+
+def test_reads_retry_429_and_5xx_until_they_pass(sim: AstriaSimulator) -> None:
+    prompt = client(sim).create_prompt(7, {"text": "hi"})
+    knobs(sim, fault_429=0.5, fault_5xx=0.3, retry_after=0.01)
+    c = client(sim, astria_retry_attempts=30)
+    for _ in range(10):
+        assert c.get_prompt(7, prompt["id"])["id"] == prompt["id"]
+    counters = sim.counters
+    assert counters["fault_429"] + counters["fault_5xx"] > 0
+
+
+def test_retries_are_bounded(sim: AstriaSimulator) -> None:
+    knobs(sim, fault_5xx=1.0)
+    with pytest.raises(TransientError):
+        client(sim, astria_retry_attempts=3).get_prompt(7, 1)
+    assert sim.counters["fault_5xx"] == 3
+
+
+def test_post_is_made_once_and_flags_an_unknown_fate(sim: AstriaSimulator) -> None:
+    knobs(sim, fault_504_after_create=1.0)
+    with pytest.raises(TransientError) as caught:
+        client(sim).create_prompt(7, {"text": "hi"})
+    assert caught.value.maybe_created and caught.value.status == 504
+    assert sim.counters["created"] == 1
+
+
+def test_429_on_post_is_known_not_to_have_created(sim: AstriaSimulator) -> None:
+    knobs(sim, fault_429=1.0, retry_after=7)
+    with pytest.raises(TransientError) as caught:
+        client(sim).create_prompt(7, {"text": "hi"})
+    assert not caught.value.maybe_created and caught.value.retry_after == 7
+
+
+def test_listing_is_newest_first_with_cursor(sim: AstriaSimulator) -> None:
+    c = client(sim)
+    ids = [c.create_prompt(7, {"text": f"p{i}"})["id"] for i in range(5)]
+    page = c.list_prompts(7, limit=2)
+    assert [p["id"] for p in page] == ids[::-1][:2]
+    assert [p["id"] for p in c.list_prompts(7, limit=2, before_id=page[-1]["id"])] == [
+        ids[2], ids[1]]

@@ -1,0 +1,157 @@
+"""`astria-queue`: enqueue specs, look at jobs and dead letters, run the simulator or the demo."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from worker.errors import AstriaQueueError
+
+
+def _load_spec(value: str) -> Any:
+    if value == "-":
+        text = sys.stdin.read()
+    elif value.startswith("@"):
+        text = Path(value[1:]).read_text(encoding="utf-8")
+    else:
+        text = value
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}") from None
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+@click.group()
+def main() -> None:
+    """Astria job queue: configuration comes from the environment (see README)."""
+
+
+@main.command()
+@click.argument("spec")
+@click.option("--wait", is_flag=True, help="Wait for the outcome and print it.")
+@click.option("--timeout", type=float, default=1200.0, show_default=True)
+def enqueue(spec: str, wait: bool, timeout: float) -> None:
+    """Validate and enqueue SPEC (JSON, @file or - for stdin); print the job id."""
+    from worker.producer import enqueue as enqueue_spec
+    from worker.producer import outcome
+
+    try:
+        job_id = enqueue_spec(_load_spec(spec))
+    except AstriaQueueError as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+    click.echo(job_id)
+    if wait:
+        try:
+            _print_json(outcome(job_id, timeout=timeout))
+        except Exception as exc:
+            raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+
+
+@main.command()
+@click.argument("job_id")
+def status(job_id: str) -> None:
+    """Show a job's state and outcome (or error)."""
+    from worker.producer import job_result
+
+    result = job_result(job_id)
+    info: Any = result.info
+    if isinstance(info, BaseException):
+        info = {"error": type(info).__name__, "message": str(info)}
+    _print_json({"job_id": job_id, "state": result.state, "info": info})
+
+
+@main.group()
+def dead() -> None:
+    """Failed jobs (dead letters): list them, re-drive them."""
+
+
+@dead.command("list")
+@click.option("--limit", type=int, default=100, show_default=True)
+def dead_list(limit: int) -> None:
+    """Failed jobs, newest first, with their spec, reason and attempts (JSON lines)."""
+    from worker.pipeline import runtime
+
+    for job in runtime().jobs.dead_jobs(limit):
+        outcome = job.outcome or {}
+        click.echo(json.dumps({
+            "job_id": job.id, "spec": job.spec,
+            "reason": outcome.get("error", {}).get("message"),
+            "error": outcome.get("error", {}).get("type"),
+            "post_attempts": job.post_attempts, "prompt_id": job.prompt_id,
+            "finished_at": job.get("finished_at"),
+        }))
+
+
+@dead.command("redrive")
+@click.argument("job_ids", nargs=-1)
+@click.option("--all", "redrive_all", is_flag=True, help="Re-drive every dead job.")
+def dead_redrive(job_ids: tuple[str, ...], redrive_all: bool) -> None:
+    """Put failed jobs back to work under the same job id, without duplicating their prompt."""
+    from worker.app import app
+    from worker.pipeline import runtime
+
+    jobs = runtime().jobs
+    ids = [job.id for job in jobs.dead_jobs(10_000)] if redrive_all else list(job_ids)
+    if not ids:
+        raise click.UsageError("name job ids or pass --all")
+    for job_id in ids:
+        answer = jobs.redrive(job_id)
+        if answer == "redriven":
+            app.backend.forget(job_id)  # PENDING again until the new outcome arrives
+        click.echo(f"{job_id}: {answer}")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8765, show_default=True)
+@click.option("--api-key", default="sim-key", show_default=True, envvar="ASTRIA_API_KEY")
+@click.option("--generation-seconds", type=float, default=5.0, show_default=True)
+@click.option("--pti-tunes", default="", help="Comma-separated tune ids that answer the pti 422.")
+@click.option("--faceid-tunes", default="", help="Comma-separated tune ids: the faceid 422.")
+@click.option("--fault-429", type=float, default=0.0, help="Probability per request.")
+@click.option("--fault-5xx", type=float, default=0.0)
+@click.option("--fault-504-after-create", type=float, default=0.0)
+@click.option("--fault-garbage", type=float, default=0.0)
+@click.option("--fault-slow", type=float, default=0.0)
+@click.option("--slow-seconds", type=float, default=1.0)
+def simulator(host: str, port: int, api_key: str, generation_seconds: float, pti_tunes: str,
+              faceid_tunes: str, fault_429: float, fault_5xx: float,
+              fault_504_after_create: float, fault_garbage: float, fault_slow: float,
+              slow_seconds: float) -> None:
+    """Run the Astria simulator (point ASTRIA_BASE_URL at it)."""
+    from worker.simulator import AstriaSimulator, SimConfig
+
+    def ids(raw: str) -> set[int]:
+        return {int(x) for x in raw.split(",") if x.strip()}
+
+    sim = AstriaSimulator(SimConfig(
+        api_key=api_key, generation_seconds=generation_seconds, pti_tunes=ids(pti_tunes),
+        faceid_tunes=ids(faceid_tunes), fault_429=fault_429, fault_5xx=fault_5xx,
+        fault_504_after_create=fault_504_after_create, fault_garbage=fault_garbage,
+        fault_slow=fault_slow, slow_seconds=slow_seconds,
+    ), host=host, port=port)
+    click.echo(f"Astria simulator on {sim.url} (Ctrl-C to stop)")
+    with contextlib.suppress(KeyboardInterrupt):
+        sim.serve_forever()
+
+
+@main.command()
+@click.option("--timeout", type=float, default=300.0, show_default=True)
+def demo(timeout: float) -> None:
+    """Run the main job end to end (throwaway Redis and simulator when not configured)."""
+    from worker.demo import run_demo
+
+    try:
+        code = run_demo(timeout)
+    except AstriaQueueError as exc:
+        raise click.ClickException(str(exc)) from None
+    sys.exit(code)
