@@ -155,3 +155,7 @@ def demo(timeout: float) -> None:
     except AstriaQueueError as exc:
         raise click.ClickException(str(exc)) from None
     sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
