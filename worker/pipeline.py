@@ -66,10 +66,10 @@ class Runtime:
     client: AstriaClient
 
 
-def redis_client(settings: Settings) -> redis.Redis:
+def redis_client(url: str) -> redis.Redis:
     """A client that rides out a Redis restart: retried commands, timeouts, health checks."""
     return redis.Redis.from_url(
-        settings.redis_url,
+        url,
         retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=20),
         retry_on_error=[redis.ConnectionError, redis.TimeoutError],
         socket_timeout=15,
@@ -81,7 +81,7 @@ def redis_client(settings: Settings) -> redis.Redis:
 @lru_cache(maxsize=1)
 def runtime() -> Runtime:
     settings = get_settings()
-    client = redis_client(settings)
+    client = redis_client(settings.redis_url)
     jobs = JobStore(client, settings)
     return Runtime(settings, client, jobs, AstriaClient(settings, RateLimiter(client, settings)))
 

@@ -1,0 +1,97 @@
+"""Chaos: hundreds of jobs while Astria misbehaves, workers are SIGKILLed and Redis restarts.
+
+Asserts every job reaches a terminal outcome, none is lost, no prompt is created twice (counted on
+the simulator), and POST attempts stay bounded; prints the figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import pytest
+import redis
+
+from tests.harness import Stack
+from worker.pipeline import redis_client
+from worker.redis_server import ThrowawayRedis
+from worker.simulator import SimConfig
+
+JOBS = int(os.environ.get("CHAOS_JOBS", "300"))
+WORKERS = 3
+RETRY_ATTEMPTS = 8
+
+
+def terminal_states(client: redis.Redis, job_ids: list[str]) -> dict[str, str]:
+    states: dict[str, str] = {}
+    for start in range(0, len(job_ids), 200):
+        chunk = job_ids[start:start + 200]
+        for job_id, raw in zip(chunk, client.mget([f"celery-task-meta-{j}" for j in chunk]),
+                               strict=True):
+            if raw:
+                status = json.loads(raw)["status"]
+                if status in ("SUCCESS", "FAILURE"):
+                    states[job_id] = status
+    return states
+
+
+def test_chaos(make_stack: Callable[..., Stack], capsys: pytest.CaptureFixture[str]) -> None:
+    seed = int(os.environ.get("CHAOS_SEED", time.time()))
+    rng = random.Random(seed)
+    faults = SimConfig(generation_seconds=1, fault_429=0.05, fault_5xx=0.05, fault_slow=0.05,
+                       slow_seconds=1.0, fault_garbage=0.03, fault_504_after_create=0.05,
+                       retry_after=0.1, rng_seed=seed)
+    with ThrowawayRedis(appendonly=True) as server:
+        stack = make_stack(
+            sim_config=faults, job_lease_seconds=6, astria_read_timeout=3,
+            astria_retry_max_seconds=10, astria_retry_attempts=RETRY_ATTEMPTS,
+            broker_visibility_timeout=30, astria_job_deadline_seconds=600,
+        )
+        stack.redis_url = stack.env["REDIS_URL"] = server.url
+        stack.app.conf.broker_url = stack.app.conf.result_backend = server.url
+        reader = redis_client(server.url)
+        workers = [stack.start_worker() for _ in range(WORKERS)]
+        jobs = [stack.send({"tune_id": 42, "text": f"chaos job {i}"}) for i in range(JOBS)]
+
+        kills, redis_restarts, started = 0, 0, time.monotonic()
+        done: dict[str, str] = {}
+        while len(done) < JOBS and time.monotonic() - started < 420:
+            time.sleep(rng.uniform(0.5, 2.0))
+            done = terminal_states(reader, jobs)
+            if len(done) < JOBS * 0.8:
+                victim = rng.randrange(WORKERS)
+                stack.kill_worker(workers[victim])
+                workers[victim] = stack.start_worker()
+                kills += 1
+            if redis_restarts == 0 and len(done) >= JOBS * 0.3:
+                server.restart()
+                redis_restarts += 1
+        elapsed = time.monotonic() - started
+
+        prompts = stack.sim_json("/_sim/prompts")
+        per_text = Counter(p["text"] for p in prompts)
+        duplicates = sum(n - 1 for n in per_text.values())
+        attempts = [int(reader.hget(f"{stack.prefix}:job:{j}", "post_attempts") or 0)
+                    for j in jobs]
+        counters = stack.sim.counters
+        injected = {k: v for k, v in counters.items() if k.startswith("fault_")}
+        lost = JOBS - len(done)
+        failed = sum(1 for s in done.values() if s == "FAILURE")
+        with capsys.disabled():
+            print(f"\nchaos (seed {seed}): jobs={JOBS} succeeded={JOBS - lost - failed} "
+                  f"failed={failed} lost={lost} duplicates={duplicates} "
+                  f"prompts={len(prompts)} worker_kills={kills} redis_restarts={redis_restarts} "
+                  f"faults={sum(injected.values())} {injected} "
+                  f"max_post_attempts={max(attempts)} elapsed={elapsed:.0f}s")
+        stack.close()
+
+    assert lost == 0, f"{lost} jobs never reached a terminal state"
+    assert duplicates == 0, f"{duplicates} duplicate prompts"
+    assert len(prompts) == JOBS - sum(1 for a in attempts if a == 0)
+    assert max(attempts) <= 2 * RETRY_ATTEMPTS
+    assert kills >= 5 and redis_restarts == 1
+    assert failed <= JOBS // 100, f"{failed} jobs failed"
