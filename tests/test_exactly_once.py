@@ -130,3 +130,20 @@ def test_redis_restart_with_aof_loses_no_accepted_job(make_stack: Callable[..., 
             assert stack.outcome(job, timeout=90)["images"]
         assert set(prompts_per_text(stack).values()) == {1}
         stack.close()
+
+
+def test_message_taken_by_a_worker_that_died_at_once_is_recovered(
+    make_stack: Callable[..., Stack],
+) -> None:
+    """A worker killed right after taking a message from the queue, before kombu recorded it."""
+    from worker.transport import REGISTRY
+
+    stack = make_stack(broker_visibility_timeout=30, astria_retry_max_seconds=5,
+                       astria_read_timeout=5, job_lease_seconds=10)
+    job = stack.send({"tune_id": 42, "text": "taken by a dying worker"})
+    dead_list = f"{REGISTRY}.dead-worker"
+    assert stack.redis.lmove("celery", dead_list, "RIGHT", "LEFT")
+    stack.redis.hset(REGISTRY, dead_list, "celery")  # its heartbeat key never existed / expired
+    stack.start_worker()
+    assert stack.outcome(job, timeout=60)["images"]
+    assert stack.redis.llen(dead_list) == 0 and not stack.redis.hexists(REGISTRY, dead_list)

@@ -126,3 +126,12 @@ def test_python_helper_validates_before_sending(stack: Stack) -> None:
         assert "callback" in str(exc) and "http" in str(exc)
     else:
         raise AssertionError("enqueue accepted a file:// callback")
+
+
+def test_worker_refuses_to_start_with_bad_settings(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack()
+    for env, name in (({"astria_api_key": ""}, "ASTRIA_API_KEY"),
+                      ({"astria_poll_interval": "0"}, "ASTRIA_POLL_INTERVAL")):
+        proc = stack.start_worker(**env)
+        assert proc.wait(timeout=60) != 0
+        assert name in stack.logs[-1].read_text()

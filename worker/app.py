@@ -9,6 +9,9 @@ Why these settings (see README "Crash safety"):
 - `visibility_timeout` (BROKER_VISIBILITY_TIMEOUT) exceeds `task_time_limit`; nothing we schedule
   lives in the broker (waiting jobs live in Redis' `due` set), so it need not exceed a generation.
 - Unacknowledged messages of a dead worker are swept back every few seconds, not every 100 s.
+- `worker.transport` consumes with an atomic move, so no message is lost between kombu's pop and
+  its bookkeeping; it wants one queue and no priority steps, so both tasks share `celery` (FIFO:
+  polls and submissions take turns, neither starves the other).
 """
 
 from __future__ import annotations
@@ -19,13 +22,13 @@ from celery import Celery
 from celery.signals import worker_init
 from kombu.entity import Queue
 
+from worker.errors import ConfigError
 from worker.scheduler import DueJobScheduler
 from worker.settings import Settings, get_settings
 
 SUBMIT_TASK = "astria.submit_prompt"
 ADVANCE_TASK = "astria.advance"
 DEFAULT_QUEUE = "celery"
-ADVANCE_QUEUE = "astria.advance"
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -41,9 +44,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "task_track_started": True,
         "task_time_limit": settings.task_time_limit,
-        "task_queues": (Queue(DEFAULT_QUEUE), Queue(ADVANCE_QUEUE)),
+        "task_queues": (Queue(DEFAULT_QUEUE),),
         "task_default_queue": DEFAULT_QUEUE,
-        "task_routes": {ADVANCE_TASK: {"queue": ADVANCE_QUEUE}},
+        "broker_transport": "worker.transport:Transport",
         "worker_prefetch_multiplier": 4,
         "worker_send_task_events": True,
         "task_send_sent_event": True,
@@ -54,6 +57,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "visibility_timeout": settings.broker_visibility_timeout,
             "unacked_restore_interval": min(10.0, settings.broker_visibility_timeout / 4),
             "unacked_restore_throttle": 1,
+            "priority_steps": [0],
             "socket_timeout": 15,
             "health_check_interval": 15,
         },
@@ -64,16 +68,20 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-app = Celery("astria", include=["tasks"])
+class AstriaCelery(Celery):  # type: ignore[misc]
+    def on_configure(self) -> None:
+        """A method, not the signal: a signal would log a bad setting and carry on with defaults."""
+        self.config_from_object(celery_config(get_settings()))
+
+
+app = AstriaCelery("astria", include=["tasks"])
 app.steps["consumer"].add(DueJobScheduler)
-
-
-@app.on_configure.connect
-def _configure(sender: Celery, **_: Any) -> None:
-    sender.conf.update(celery_config(get_settings()))
 
 
 @worker_init.connect
 def _require_api_key(**_: Any) -> None:
-    """Refuse to start a worker without ASTRIA_API_KEY, with the variable's name in the error."""
-    get_settings().api_key()
+    """Refuse to start a worker without a valid configuration and ASTRIA_API_KEY."""
+    try:
+        get_settings().api_key()
+    except ConfigError as exc:
+        raise SystemExit(f"astria worker: {exc}") from None
