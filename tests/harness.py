@@ -121,3 +121,30 @@ class Stack:
                 proc.wait()
         self.sim.stop()
         self.app.close()
+
+
+def start_callback_receiver(stack: Stack) -> str:
+    """Run `astria-queue callbacks` for this stack; returns its URL and sets ASTRIA_CALLBACK_URL."""
+    from worker.redis_server import free_port
+
+    port = free_port()
+    log = Path(f"/tmp/astria-test-callbacks-{stack.prefix}.log")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "worker.cli", "callbacks", "--host", "127.0.0.1", "--port",
+         str(port)],
+        cwd=ROOT, env={**os.environ, **stack.env}, stdout=log.open("wb"),
+        stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    stack.workers.append(proc)
+    stack.logs.append(log)
+    url = f"http://127.0.0.1:{port}/astria/callback"
+    wait_for(lambda: _answers(url), 20, "the callback receiver")
+    stack.env["ASTRIA_CALLBACK_URL"] = url
+    return url
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1).ok
+    except requests.RequestException:
+        return False

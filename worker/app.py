@@ -68,7 +68,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-class AstriaCelery(Celery):  # type: ignore[misc]
+class AstriaCelery(Celery):
     def on_configure(self) -> None:
         """A method, not the signal: a signal would log a bad setting and carry on with defaults."""
         self.config_from_object(celery_config(get_settings()))

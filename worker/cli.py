@@ -145,6 +145,24 @@ def simulator(host: str, port: int, api_key: str, generation_seconds: float, pti
 
 
 @main.command()
+@click.option("--host", default="0.0.0.0", show_default=True, envvar="CALLBACK_HOST")
+@click.option("--port", type=int, default=8080, show_default=True, envvar="CALLBACK_PORT")
+def callbacks(host: str, port: int) -> None:
+    """Receive Astria's callbacks (point ASTRIA_CALLBACK_URL at this server)."""
+    import logging
+
+    from worker.callbacks import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        serve(host, port)
+    except AstriaQueueError as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command()
 @click.option("--timeout", type=float, default=300.0, show_default=True)
 def demo(timeout: float) -> None:
     """Run the main job end to end (throwaway Redis and simulator when not configured)."""

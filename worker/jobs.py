@@ -130,6 +130,15 @@ return 1
 """
 
 
+_LEARN = """
+local old = tonumber(redis.call('GET', KEYS[1]))
+local new = tonumber(ARGV[1])
+if old then new = old * 0.8 + new * 0.2 end
+redis.call('SET', KEYS[1], tostring(new))
+return tostring(new)
+"""
+
+
 class LeaseLost(Exception):
     """Our lease on a job ran out and another worker may own it now; stop touching the job."""
 
@@ -219,7 +228,7 @@ class JobStore:
                 "register": _REGISTER, "acquire": _ACQUIRE, "renew": _RENEW, "update": _UPDATE,
                 "schedule": _SCHEDULE, "release": _RELEASE, "decide": _DECIDE,
                 "delivered": _DELIVERED, "claim": _CLAIM_DUE, "redrive": _REDRIVE,
-                "invalid": _RECORD_INVALID,
+                "invalid": _RECORD_INVALID, "learn": _LEARN,
             }.items()
         }
 
@@ -359,6 +368,15 @@ class JobStore:
 
     def pending_count(self) -> int:
         return int(self.redis.zcard(self.due_key))
+
+    # --- generation time learnt from finished prompts --------------------------------------
+    def expected_generation_seconds(self) -> float | None:
+        value = self.redis.get(f"{self.prefix}:generation_seconds")
+        return float(value) if value else None
+
+    def learn_generation_seconds(self, seconds: float) -> None:
+        """Fold one observed generation time into the moving average (weight 0.2)."""
+        self._run("learn", [f"{self.prefix}:generation_seconds"], [max(0.0, seconds)])
 
     # --- routes learnt from 422s ----------------------------------------------------------
     def known_route(self, tune_id: int) -> str | None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
+from urllib.parse import urlencode
 
 import redis
 from celery import states
@@ -171,8 +172,9 @@ def _submit_step(rt: Runtime, lease: Lease, job: Job) -> None:
     log.info("job %s: prompt %s created on tune %s", job.id, prompt["id"], tune_id,
              extra={"job_id": job.id, "prompt_id": prompt["id"], "tune_id": tune_id})
     rt.jobs.schedule(
-        lease, rt.settings.astria_first_poll_seconds, status="waiting", prompt_id=prompt["id"],
+        lease, _first_poll_delay(rt), status="waiting", prompt_id=prompt["id"],
         tune_id=tune_id, rerouted=int(target.rerouted), sent_text=target.text, pending_post=0,
+        submitted_at=time.time(),
     )
 
 
@@ -206,6 +208,8 @@ def _post(
         first_post_at=job.get("first_post_at") or now,
     )
     fields = {**spec.prompt_fields(), "text": target.text, "seed": job.seed}
+    if rt.settings.astria_callback_url:
+        fields["callback"] = callback_url(rt.settings.astria_callback_url, job.token)
     try:
         return rt.client.create_prompt(target.tune_id, fields), target
     except TransientError as exc:
@@ -270,6 +274,54 @@ def _find_created(rt: Runtime, job: Job) -> Prompt | None:
 
 
 # --- wait -------------------------------------------------------------------------------------
+def callback_url(base: str, token: str) -> str:
+    """Our receiver's URL with the job's secret token, which is also how a callback is matched."""
+    return f"{base}{'&' if '?' in base else '?'}{urlencode({'token': token})}"
+
+
+def _first_poll_delay(rt: Runtime) -> float:
+    """Look first when the prompt should be done (learnt from earlier prompts); with callbacks on,
+    polling is only the fallback for a callback that never came (Astria does not retry them)."""
+    s = rt.settings
+    expected = rt.jobs.expected_generation_seconds()
+    delay = s.astria_first_poll_seconds if expected is None else expected * 1.05
+    return delay + (s.astria_callback_fallback_seconds if s.astria_callback_url else 0.0)
+
+
+def _next_poll_delay(s: Settings, polls: int) -> float:
+    interval = min(s.astria_poll_max_interval, s.astria_poll_interval * s.astria_poll_backoff ** (
+        polls - 1))
+    return max(interval, s.astria_callback_fallback_seconds) if s.astria_callback_url else interval
+
+
+def complete_from_callback(job_id: str, prompt: Prompt) -> bool:
+    """Finish a job from Astria's callback at once; False if it cannot be finished from it now
+    (then the job is made due, so a poll settles it promptly)."""
+    rt = runtime()
+    lease = None
+    for _ in range(20):  # a poll or submit of this job may be under way: it is short
+        lease = rt.jobs.acquire(job_id)
+        if lease:
+            break
+        time.sleep(0.05)
+    if lease is None:
+        return False
+    try:
+        job = rt.jobs.load(job_id)
+        if job.outcome or job.prompt_id != _int(prompt.get("id")):
+            rt.jobs.schedule(lease, 0)
+            return False
+        if _finish_if_done(rt, lease, job, prompt):
+            return True
+        rt.jobs.schedule(lease, 0)
+        return False
+    except LeaseLost:
+        return False
+    except BaseException:
+        rt.jobs.release(lease)
+        raise
+
+
 def _poll_step(rt: Runtime, lease: Lease, job: Job) -> None:
     assert job.prompt_id is not None
     s = rt.settings
@@ -280,24 +332,32 @@ def _poll_step(rt: Runtime, lease: Lease, job: Job) -> None:
     except AstriaRejected as exc:
         _finish(rt, lease, _failure(exc))
         return
-    if prompt and prompt.get("images"):
-        _finish(rt, lease, _success(job, prompt))
-    elif prompt and prompt.get("user_error"):
-        _finish(rt, lease, _failure(PromptFailed(f"Astria user_error: {prompt['user_error']}")))
-    elif time.time() >= job.deadline:
+    if prompt and _finish_if_done(rt, lease, job, prompt):
+        return
+    if time.time() >= job.deadline:
         _finish(rt, lease, _failure(PromptTimeout(
             f"prompt {job.prompt_id} had no images after "
             f"{s.astria_job_deadline_seconds:g}s (ASTRIA_JOB_DEADLINE_SECONDS)"
         )))
     else:
         polls = job.polls + 1
-        interval = min(s.astria_poll_max_interval,
-                       s.astria_poll_interval * s.astria_poll_backoff ** (polls - 1))
-        delay = max(0.0, min(interval, job.deadline - time.time()))
+        delay = max(0.0, min(_next_poll_delay(s, polls), job.deadline - time.time()))
         rt.jobs.schedule(lease, delay, polls=polls)
 
 
 # --- result -----------------------------------------------------------------------------------
+def _finish_if_done(rt: Runtime, lease: Lease, job: Job, prompt: Prompt) -> bool:
+    """Finish the job if its prompt has images (success) or a `user_error` (failure)."""
+    if prompt.get("images"):
+        rt.jobs.learn_generation_seconds(_generation_seconds(job, prompt))
+        _finish(rt, lease, _success(job, prompt))
+        return True
+    if prompt.get("user_error"):
+        _finish(rt, lease, _failure(PromptFailed(f"Astria user_error: {prompt['user_error']}")))
+        return True
+    return False
+
+
 def _success(job: Job, prompt: Prompt) -> dict[str, Any]:
     return {
         "state": states.SUCCESS,
@@ -347,8 +407,21 @@ def _int(value: Any) -> int | None:
         return None
 
 
-def _created(prompt: Prompt) -> float:
+def _timestamp(prompt: Prompt, name: str) -> float | None:
     try:
-        return datetime.fromisoformat(str(prompt.get("created_at"))).timestamp()
+        return datetime.fromisoformat(str(prompt.get(name))).timestamp()
     except ValueError:
-        return float("inf")
+        return None
+
+
+def _created(prompt: Prompt) -> float:
+    created = _timestamp(prompt, "created_at")
+    return float("inf") if created is None else created
+
+
+def _generation_seconds(job: Job, prompt: Prompt) -> float:
+    """Astria's own created -> trained time when it reports both, else what we observed."""
+    created, trained = _timestamp(prompt, "created_at"), _timestamp(prompt, "trained_at")
+    if created is not None and trained is not None:
+        return trained - created
+    return time.time() - float(job.get("submitted_at") or time.time())

@@ -41,7 +41,12 @@ class Settings(BaseSettings):
     #: a prompt may still appear in Astria's listing for this long; no re-POST before it passes.
     astria_ambiguous_grace_seconds: float = Field(35.0, ge=0)
 
-    # Waiting for images
+    # Callbacks: when set, Astria calls this receiver URL (`astria-callbacks`) with a per-job token
+    astria_callback_url: str | None = Field(None, pattern=r"^https?://[^\s]+$")
+    #: With callbacks on, polling is only a fallback: this long after the expected finish.
+    astria_callback_fallback_seconds: float = Field(30.0, ge=0)
+
+    # Waiting for images (first poll near the generation time learnt from earlier jobs)
     astria_first_poll_seconds: float = Field(10.0, ge=0)
     astria_poll_interval: float = Field(5.0, gt=0)
     astria_poll_backoff: float = Field(1.5, ge=1)

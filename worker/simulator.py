@@ -55,8 +55,13 @@ class SimConfig:
     rng_seed: int | None = None
 
 
+def _iso(timestamp: float) -> str:
+    return (datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"))
+
+
 def _now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return _iso(time.time())
 
 
 def _is_loopback(url: str) -> bool:
@@ -78,6 +83,7 @@ class _State:
         self.lock = threading.Lock()
         self.prompts: dict[int, dict[str, Any]] = {}
         self.ready_at: dict[int, float] = {}
+        self.trained_at: dict[int, str] = {}
         self.next_id = 1000
         self.counters: dict[str, int] = {}
         self.rng = random.Random(config.rng_seed)
@@ -94,8 +100,7 @@ class _State:
         """The prompt as Astria shows it now: images or user_error once generation time passed."""
         prompt = dict(self.prompts[prompt_id])
         if time.monotonic() >= self.ready_at[prompt_id]:
-            prompt["trained_at"] = prompt["trained_at"] or _now_iso()
-            self.prompts[prompt_id]["trained_at"] = prompt["trained_at"]
+            prompt["trained_at"] = prompt["updated_at"] = self.trained_at[prompt_id]
             if USER_ERROR_MARKER in prompt["text"]:
                 prompt["user_error"] = "Simulated failure: the prompt could not be generated"
             else:
@@ -313,9 +318,9 @@ class _Handler(BaseHTTPRequestHandler):
             }
             prompt["id"], prompt["tune_id"] = prompt_id, tune_id
             state.prompts[prompt_id] = prompt
-            state.ready_at[prompt_id] = time.monotonic() + cfg.generation_seconds_by_tune.get(
-                tune_id, cfg.generation_seconds
-            )
+            generation = cfg.generation_seconds_by_tune.get(tune_id, cfg.generation_seconds)
+            state.ready_at[prompt_id] = time.monotonic() + generation
+            state.trained_at[prompt_id] = _iso(time.time() + generation)
             state.count("created")
             if prompt.get("callback"):
                 heapq.heappush(state.pending_callbacks, (state.ready_at[prompt_id], prompt_id))

@@ -17,6 +17,7 @@ queue (the default `celery`), which `worker.app` configures. Producers are uncha
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from queue import Empty
 from time import monotonic
@@ -32,10 +33,8 @@ REGISTRY = "_astria.processing"
 class QoS(kombu_redis.QoS):
     def restore_visible(self, *args: Any, **kwargs: Any) -> Any:
         """kombu's periodic sweep of unacknowledged messages, plus ours of abandoned lists."""
-        try:
+        with contextlib.suppress(*self.channel.connection_errors):  # the next sweep will do it
             self.channel.recover_abandoned()
-        except self.channel.connection_errors:
-            pass  # Redis is away: the next sweep will do it
         return super().restore_visible(*args, **kwargs)
 
 
@@ -57,11 +56,8 @@ class Channel(kombu_redis.Channel):
         self._processing_key = f"{REGISTRY}.{uuid.uuid4().hex}"
         self._beat_at = 0.0
         if old:
-            try:
-                with self.conn_or_acquire() as client:
-                    client.delete(f"{old}.alive")
-            except self.connection_errors:
-                pass  # it expires by itself
+            with contextlib.suppress(*self.connection_errors), self.conn_or_acquire() as client:
+                client.delete(f"{old}.alive")  # else it expires by itself
 
     def _heartbeat(self, source: str) -> None:
         if monotonic() - self._beat_at < self._alive_seconds / 4:
@@ -84,7 +80,7 @@ class Channel(kombu_redis.Channel):
         self._heartbeat(keys[0])
         self._moving_from = keys[0]
         self._in_poll = self.client.connection
-        self._brpop_sent_at = monotonic()
+        self._brpop_sent_at = monotonic()  # type: ignore[assignment]
         self.client.connection.send_command(
             "BLMOVE", keys[0], self._processing_key, "RIGHT", "LEFT", timeout or 0
         )
@@ -112,11 +108,10 @@ class Channel(kombu_redis.Channel):
                 raise
             return True
         finally:
-            self._in_poll = None
+            self._in_poll = None  # type: ignore[assignment]
             self._moving_from = None
-            flush = getattr(self, "_flush_brpop_reauth", None)
-            if flush:
-                flush()
+            if hasattr(self, "_flush_brpop_reauth"):
+                self._flush_brpop_reauth()
 
     def recover_abandoned(self) -> int:
         """Push the messages of processing lists whose owner stopped beating back to their queue."""
