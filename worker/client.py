@@ -88,7 +88,7 @@ def _wait(settings: Settings) -> Callable[[RetryCallState], float]:
     return wait
 
 
-def retrying(settings: Settings, before: Callable[[], None] | None = None) -> Retrying:
+def retrying(settings: Settings) -> Retrying:
     """The retry policy: TransientError only, exponential backoff with jitter (or `Retry-After`),
     bounded by ASTRIA_RETRY_ATTEMPTS and ASTRIA_RETRY_MAX_SECONDS."""
     return Retrying(
@@ -96,7 +96,6 @@ def retrying(settings: Settings, before: Callable[[], None] | None = None) -> Re
         stop=stop_after_attempt(settings.astria_retry_attempts)
         | stop_after_delay(settings.astria_retry_max_seconds),
         wait=_wait(settings),
-        before=(lambda _state: before()) if before else (lambda _state: None),
         reraise=True,
     )
 

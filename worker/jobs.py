@@ -47,9 +47,9 @@ return {'new', ''}
 """
 
 _ACQUIRE = """
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end
 redis.call('ZADD', KEYS[2], 'XX', ARGV[3], ARGV[4])
-return 1
+return redis.call('HGETALL', KEYS[3])
 """
 
 _RENEW = """
@@ -298,14 +298,17 @@ class JobStore:
         return _text(value) if value else None
 
     # --- leases ---------------------------------------------------------------------------
-    def acquire(self, job_id: str) -> Lease | None:
-        """Own the job for JOB_LEASE_SECONDS, or None if another worker owns it."""
+    def acquire(self, job_id: str) -> tuple[Lease, Job] | None:
+        """Own the job for JOB_LEASE_SECONDS and read it, or None if another worker owns it."""
         lease = Lease(job_id, secrets.token_hex(8))
-        ok = self._run(
-            "acquire", [self._lock_key(job_id), self.due_key],
+        raw = self._run(
+            "acquire", [self._lock_key(job_id), self.due_key, self.job_key(job_id)],
             [lease.owner, self._lease_ms(), self._lease_end(), job_id],
         )
-        return lease if ok else None
+        if raw is None:
+            return None
+        return lease, Job(job_id, {_text(k): _text(v) for k, v in zip(raw[::2], raw[1::2],
+                                                                           strict=True)})
 
     def renew(self, lease: Lease) -> None:
         if not self._run(

@@ -113,11 +113,11 @@ def accept(job_id: str, raw_spec: Any) -> None:
 def advance(job_id: str) -> None:
     """Take one step of a registered job, unless another worker owns it right now."""
     rt = runtime()
-    lease = rt.jobs.acquire(job_id)
-    if lease is None:
+    owned = rt.jobs.acquire(job_id)
+    if owned is None:
         return
+    lease, job = owned
     try:
-        job = rt.jobs.load(job_id)
         if job.outcome:
             _finish(rt, lease, job.outcome)
         elif job.status not in ("queued", "waiting"):
@@ -180,9 +180,11 @@ def _submit_step(rt: Runtime, lease: Lease, job: Job) -> None:
 
 def _submit(rt: Runtime, lease: Lease, job: Job, spec: PromptSpec) -> tuple[Prompt, Target]:
     """Create the job's prompt, at most once, retrying transient failures with tenacity."""
-    for attempt in retrying(rt.settings, before=lambda: rt.jobs.renew(lease)):
+    for attempt in retrying(rt.settings):
         with attempt:
-            job = rt.jobs.load(job.id)
+            if attempt.retry_state.attempt_number > 1:  # after a back-off: still ours? reload
+                rt.jobs.renew(lease)
+                job = rt.jobs.load(job.id)
             if job.pending_post:
                 found = _find_created(rt, job)
                 if found is not None:
@@ -298,16 +300,16 @@ def complete_from_callback(job_id: str, prompt: Prompt) -> bool:
     """Finish a job from Astria's callback at once; False if it cannot be finished from it now
     (then the job is made due, so a poll settles it promptly)."""
     rt = runtime()
-    lease = None
+    owned = None
     for _ in range(20):  # a poll or submit of this job may be under way: it is short
-        lease = rt.jobs.acquire(job_id)
-        if lease:
+        owned = rt.jobs.acquire(job_id)
+        if owned:
             break
         time.sleep(0.05)
-    if lease is None:
+    if owned is None:
         return False
+    lease, job = owned
     try:
-        job = rt.jobs.load(job_id)
         if job.outcome or job.prompt_id != _int(prompt.get("id")):
             rt.jobs.schedule(lease, 0)
             return False

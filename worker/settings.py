@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     scheduler_tick_seconds: float = Field(0.5, gt=0)
     job_retention_seconds: int = Field(7 * 24 * 3600, gt=0)
     key_prefix: str = Field("astria", pattern=r"^[A-Za-z0-9_.:-]+$")
+    #: Celery task events from the start; Flower switches them on by itself when it connects.
+    worker_task_events: bool = False
 
     @model_validator(mode="after")
     def _check_relations(self) -> Settings:

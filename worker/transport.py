@@ -26,6 +26,7 @@ from typing import Any
 from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
+from kombu.utils.objects import cached_property
 
 REGISTRY = "_astria.processing"
 
@@ -46,6 +47,11 @@ class Channel(kombu_redis.Channel):
         self._moving_from: str | None = None
         self._new_processing_key()
 
+    @cached_property
+    def _side(self) -> Any:
+        """One client for our bookkeeping (kombu's `conn_or_acquire` builds one per call)."""
+        return self._create_client()
+
     @property
     def _alive_seconds(self) -> int:
         return int(max(5.0, min(60.0, float(self.visibility_timeout) / 2)))
@@ -56,16 +62,15 @@ class Channel(kombu_redis.Channel):
         self._processing_key = f"{REGISTRY}.{uuid.uuid4().hex}"
         self._beat_at = 0.0
         if old:
-            with contextlib.suppress(*self.connection_errors), self.conn_or_acquire() as client:
-                client.delete(f"{old}.alive")  # else it expires by itself
+            with contextlib.suppress(*self.connection_errors):
+                self._side.delete(f"{old}.alive")  # else it expires by itself
 
     def _heartbeat(self, source: str) -> None:
         if monotonic() - self._beat_at < self._alive_seconds / 4:
             return
-        with self.conn_or_acquire() as client:
-            client.pipeline().set(f"{self._processing_key}.alive", 1, ex=self._alive_seconds).hset(
-                REGISTRY, self._processing_key, source
-            ).execute()
+        self._side.pipeline().set(f"{self._processing_key}.alive", 1, ex=self._alive_seconds).hset(
+            REGISTRY, self._processing_key, source
+        ).execute()
         self._beat_at = monotonic()
 
     def _brpop_start(self, timeout: float | None = None) -> None:
@@ -101,8 +106,7 @@ class Channel(kombu_redis.Channel):
             self._queue_cycle.rotate(source)
             try:
                 self.connection._deliver(loads(bytes_to_str(item)), source)  # -> unacked
-                with self.conn_or_acquire() as client:
-                    client.lrem(self._processing_key, 1, item)
+                self._side.lrem(self._processing_key, 1, item)
             except BaseException:
                 self._new_processing_key()
                 raise
@@ -116,14 +120,14 @@ class Channel(kombu_redis.Channel):
     def recover_abandoned(self) -> int:
         """Push the messages of processing lists whose owner stopped beating back to their queue."""
         moved = 0
-        with self.conn_or_acquire() as client:
-            for raw_key, raw_source in client.hgetall(REGISTRY).items():
-                key, source = bytes_to_str(raw_key), bytes_to_str(raw_source)
-                if key == self._processing_key or client.exists(f"{key}.alive"):
-                    continue
-                while client.lmove(key, source, "RIGHT", "RIGHT") is not None:
-                    moved += 1
-                client.hdel(REGISTRY, key)
+        client = self._side
+        for raw_key, raw_source in client.hgetall(REGISTRY).items():
+            key, source = bytes_to_str(raw_key), bytes_to_str(raw_source)
+            if key == self._processing_key or client.exists(f"{key}.alive"):
+                continue
+            while client.lmove(key, source, "RIGHT", "RIGHT") is not None:
+                moved += 1
+            client.hdel(REGISTRY, key)
         return moved
 
 

@@ -1,0 +1,252 @@
+"""Benchmark: throughput, latency, Astria requests per job and worker memory, beside the ceiling.
+
+    python -m bench                      # the four target scenarios of issue 4, one table
+    python -m bench --jobs 2000 --generation 3 --workers 1 [--callbacks]
+
+It starts its own Redis, the simulator and W worker processes; nothing else is touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import redis
+from celery import Celery
+
+from worker.redis_server import ThrowawayRedis, free_port
+from worker.simulator import AstriaSimulator, SimConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Figures:
+    label: str
+    jobs: int
+    generation: float
+    makespan: float
+    latencies: list[float]
+    posts: int
+    gets: int
+    peak_rss_mb: float
+    errors: int
+    ceiling: float
+
+    def row(self) -> dict[str, str]:
+        lat = sorted(self.latencies) or [0.0]
+
+        def pct(p: float) -> float:
+            return lat[min(len(lat) - 1, int(p * len(lat)))]
+
+        ideal = self.generation + self.jobs / self.ceiling
+        rate = self.jobs / self.makespan
+        return {
+            "scenario": self.label, "jobs": str(self.jobs), "gen s": f"{self.generation:g}",
+            "jobs/s": f"{rate:.0f}", "p50 s": f"{pct(0.5):.2f}", "p95 s": f"{pct(0.95):.2f}",
+            "p99 s": f"{pct(0.99):.2f}", "POST/job": f"{self.posts / self.jobs:.2f}",
+            "GET/job": f"{self.gets / self.jobs:.2f}", "peak RSS MB": f"{self.peak_rss_mb:.0f}",
+            "errors": str(self.errors), "ceiling/s": f"{self.ceiling:.0f}",
+            "throughput/ceiling": f"{rate / self.ceiling:.0%}",
+            "ideal s": f"{ideal:.1f}", "makespan s": f"{self.makespan:.1f}",
+            "makespan/ideal": f"{self.makespan / ideal:.2f}",
+        }
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+class RssSampler(threading.Thread):
+    """Peak resident memory of any one worker process, sampled every 100 ms."""
+
+    def __init__(self, pids: list[int]) -> None:
+        super().__init__(daemon=True)
+        self.pids, self.peak, self._done = pids, 0.0, threading.Event()
+
+    def run(self) -> None:
+        while not self._done.wait(0.1):
+            self.peak = max([self.peak, *(_rss_mb(p) for p in self.pids)])
+
+    def stop(self) -> float:
+        self._done.set()
+        self.join()
+        return self.peak
+
+
+def _start(args: list[str], env: dict[str, str], count: int) -> list[subprocess.Popen[bytes]]:
+    return [
+        subprocess.Popen([sys.executable, "-m", *args, "-n", f"bench{i}-{secrets.token_hex(3)}@%h"],
+                         cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
+        for i in range(count)
+    ]
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _wait_all(client: redis.Redis, ids: list[str], timeout: float) -> dict[str, dict[str, Any]]:
+    """Poll the result backend until every id is SUCCESS or FAILURE."""
+    done: dict[str, dict[str, Any]] = {}
+    pending = list(ids)
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        still = []
+        for start in range(0, len(pending), 1000):
+            chunk = pending[start:start + 1000]
+            for job_id, raw in zip(chunk, client.mget([f"celery-task-meta-{j}" for j in chunk]),
+                                   strict=True):
+                meta = json.loads(raw) if raw else None
+                if meta and meta["status"] in ("SUCCESS", "FAILURE"):
+                    done[job_id] = meta
+                else:
+                    still.append(job_id)
+        pending = still
+        if pending:
+            time.sleep(0.1)
+    return done
+
+
+def _worker_args(pool: str, concurrency: int, app: str) -> list[str]:
+    return ["celery", "-A", app, "worker", "-P", pool, "-c", str(concurrency), "--loglevel",
+            "ERROR", "--without-mingle", "--without-gossip"]
+
+
+def ceiling(url: str, jobs: int, workers: int, pool: str, concurrency: int) -> float:
+    """No-op Celery tasks per second on this Redis with this many workers."""
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    procs = _start(_worker_args(pool, concurrency, "bench.noop"), {"REDIS_URL": url}, workers)
+    app = Celery(broker=url, backend=url)
+    try:
+        app.send_task("noop.ping").get(timeout=60)  # workers are up
+        started = time.monotonic()
+        ids = [app.send_task("noop.ping").id for _ in range(jobs)]
+        _wait_all(client, ids, 600)
+        return jobs / (time.monotonic() - started)
+    finally:
+        _stop(procs)
+        app.close()
+
+
+def pipeline(url: str, jobs: int, generation: float, workers: int, pool: str, concurrency: int,
+             callbacks: bool, ceiling_rate: float, label: str) -> Figures:
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    key = secrets.token_hex(8)
+    sim = AstriaSimulator(SimConfig(api_key=key, generation_seconds=generation)).start()
+    env = {
+        "REDIS_URL": url, "ASTRIA_API_KEY": key, "ASTRIA_BASE_URL": sim.url,
+        "ASTRIA_RATE_LIMIT_PER_SECOND": "100000", "ASTRIA_RATE_LIMIT_BURST": "100000",
+        "ASTRIA_FIRST_POLL_SECONDS": str(generation), "ASTRIA_POLL_INTERVAL": "1",
+        "ASTRIA_POLL_BACKOFF": "1.5", "SCHEDULER_TICK_SECONDS": "0.1",
+        "ASTRIA_CALLBACK_FALLBACK_SECONDS": "30",
+    }
+    procs: list[subprocess.Popen[bytes]] = []
+    if callbacks:
+        port = free_port()
+        env["ASTRIA_CALLBACK_URL"] = f"http://127.0.0.1:{port}/astria/callback"
+        procs += _start(["worker.cli", "callbacks", "--host", "127.0.0.1", "--port", str(port)],
+                        env, 1)
+    worker_procs = _start(_worker_args(pool, concurrency, "worker"), env, workers)
+    procs += worker_procs
+    app = Celery(broker=url, backend=url)
+    sampler = RssSampler([p.pid for p in worker_procs])
+    sampler.start()
+    try:
+        time.sleep(2)  # workers connect
+        enqueued: dict[str, float] = {}
+        started = time.time()
+        for i in range(jobs):
+            job = app.send_task("astria.submit_prompt",
+                                kwargs={"spec": {"tune_id": 42, "text": f"bench {i}"}})
+            enqueued[job.id] = time.time()
+        done = _wait_all(client, list(enqueued), 900)
+        finished = [datetime.fromisoformat(m["date_done"]).timestamp() for m in done.values()]
+        latencies = [datetime.fromisoformat(m["date_done"]).timestamp() - enqueued[j]
+                     for j, m in done.items()]
+        counters = sim.counters
+        return Figures(
+            label=label, jobs=jobs, generation=generation,
+            makespan=max(finished) - started if finished else float("inf"),
+            latencies=latencies, posts=counters.get("created", 0), gets=counters.get("get", 0),
+            peak_rss_mb=sampler.stop(), ceiling=ceiling_rate,
+            errors=sum(1 for m in done.values() if m["status"] != "SUCCESS") + jobs - len(done),
+        )
+    finally:
+        _stop(procs)
+        sim.stop()
+        app.close()
+
+
+def print_table(rows: list[dict[str, str]]) -> None:
+    columns = list(rows[0])
+    widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in columns}
+    print("| " + " | ".join(c.ljust(widths[c]) for c in columns) + " |")
+    print("|" + "|".join("-" * (widths[c] + 2) for c in columns) + "|")
+    for r in rows:
+        print("| " + " | ".join(r[c].ljust(widths[c]) for c in columns) + " |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int)
+    parser.add_argument("--generation", type=float, default=3.0)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--pool", default="threads")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--callbacks", action="store_true")
+    args = parser.parse_args()
+    if args.jobs:
+        scenarios = [(f"custom{' +callbacks' if args.callbacks else ''}", args.jobs,
+                      args.generation, args.callbacks)]
+    else:
+        scenarios = [
+            ("gen 3 s, polling", 2000, 3.0, False),
+            ("gen 0 s, polling", 2000, 0.0, False),
+            ("gen 3 s, callbacks", 2000, 3.0, True),
+            ("10k in flight", 10000, 60.0, True),
+        ]
+    rows = []
+    with ThrowawayRedis() as server:
+        rate = ceiling(server.url, 2000, args.workers, args.pool, args.concurrency)
+        print(f"ceiling: {rate:.0f} no-op Celery tasks/s ({args.workers} worker(s), "
+              f"-P {args.pool} -c {args.concurrency})", flush=True)
+        for label, jobs, generation, callbacks in scenarios:
+            figures = pipeline(server.url, jobs, generation, args.workers, args.pool,
+                               args.concurrency, callbacks, rate, label)
+            rows.append(figures.row())
+            print(json.dumps(rows[-1]), flush=True)
+    print()
+    print_table(rows)
+
+
+if __name__ == "__main__":
+    main()
