@@ -102,6 +102,12 @@ class Stack:
     def sim_json(self, path: str) -> Any:
         return requests.get(self.sim.url + path, timeout=5).json()
 
+    def cli(self, *args: str, check: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
+        """Run `astria-queue ARGS` against this stack."""
+        return subprocess.run([sys.executable, "-m", "worker.cli", *args], cwd=ROOT,
+                              env={**os.environ, **self.env, **env}, capture_output=True,
+                              text=True, timeout=120, check=check)
+
     def kill_worker(self, proc: subprocess.Popen[bytes]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Callable
 
-from tests.harness import API_KEY, ROOT, SLOW_TUNE, Stack, wait_for
+from tests.harness import API_KEY, SLOW_TUNE, Stack, wait_for
 from worker.redis_server import ThrowawayRedis
 from worker.simulator import SimConfig
 
@@ -67,10 +64,7 @@ def test_same_idempotency_key_gives_one_prompt_and_one_outcome(stack: Stack) -> 
 
 
 def cli(stack: Stack, *args: str) -> str:
-    env = {**os.environ, **stack.env}
-    done = subprocess.run([sys.executable, "-m", "worker.cli", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60, check=True)
-    return done.stdout
+    return stack.cli(*args).stdout
 
 
 def test_dead_letters_are_kept_listed_and_redriven(make_stack: Callable[..., Stack]) -> None:

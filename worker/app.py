@@ -22,6 +22,7 @@ from celery import Celery
 from celery.signals import worker_init
 from kombu.entity import Queue
 
+from worker import logs  # noqa: F401  (connects the JSON log formatter)
 from worker.errors import ConfigError
 from worker.scheduler import DueJobScheduler
 from worker.settings import Settings, get_settings

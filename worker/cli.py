@@ -69,6 +69,121 @@ def status(job_id: str) -> None:
     _print_json({"job_id": job_id, "state": result.state, "info": info})
 
 
+@main.command()
+def schema() -> None:
+    """Print the JSON Schema of a spec (also in schema/prompt-spec.schema.json)."""
+    from worker.spec import spec_json_schema
+
+    _print_json(spec_json_schema())
+
+
+@main.command()
+def stats() -> None:
+    """Counts by state, reroutes, requests and retries by status, Astria latency percentiles."""
+    from worker.pipeline import runtime
+
+    _print_json(runtime().stats.snapshot())
+
+
+@main.command()
+@click.option("--timeout", type=float, default=5.0, show_default=True)
+def health(timeout: float) -> None:
+    """Check Redis, a live worker and the Astria key; one line, exit code 0 when all is well."""
+    import requests
+
+    from worker.app import app
+    from worker.pipeline import runtime
+
+    problems = []
+    settings = runtime().settings
+    try:
+        runtime().redis.ping()
+    except Exception as exc:
+        problems.append(f"redis: {type(exc).__name__}")
+    try:
+        replies = app.control.ping(timeout=timeout)
+        if not replies:
+            problems.append("worker: none answered")
+    except Exception as exc:
+        problems.append(f"worker: {type(exc).__name__}")
+    try:
+        answer = requests.get(
+            settings.astria_base_url.rstrip("/") + "/prompts", params={"limit": 1},
+            headers={"Authorization": f"Bearer {settings.api_key()}"}, timeout=timeout,
+            allow_redirects=False,
+        )
+        if answer.status_code in (401, 403):
+            problems.append(f"astria: key refused ({answer.status_code})")
+        elif answer.status_code >= 500:
+            problems.append(f"astria: {answer.status_code}")
+    except AstriaQueueError as exc:
+        problems.append(str(exc))
+    except requests.RequestException as exc:
+        problems.append(f"astria: {type(exc).__name__}")
+    if problems:
+        click.echo("UNHEALTHY " + "; ".join(problems))
+        sys.exit(1)
+    click.echo(f"OK redis, {len(replies)} worker(s), astria key accepted")
+
+
+@main.command()
+@click.argument("specs", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write outcomes as JSON lines here (default: SPECS with .out.jsonl).")
+@click.option("--dry-run", is_flag=True, help="Validate every line; enqueue nothing.")
+@click.option("--timeout", type=float, default=1800.0, show_default=True)
+def batch(specs: Path, out: Path | None, dry_run: bool, timeout: float) -> None:
+    """Enqueue a JSONL file of specs, show progress, write the outcomes as JSONL."""
+    import time
+
+    from worker.app import SUBMIT_TASK, app
+    from worker.errors import InvalidSpec
+    from worker.producer import job_result
+    from worker.settings import get_settings
+    from worker.spec import parse_spec
+
+    lines = [(n, line) for n, line in enumerate(specs.read_text().splitlines(), 1) if line.strip()]
+    valid, bad = [], []
+    for number, line in lines:
+        try:
+            data = json.loads(line)
+            parse_spec(data, sdxl_base_tune_id=get_settings().astria_sdxl_base_tune_id)
+            valid.append((number, data))
+        except (ValueError, InvalidSpec) as exc:
+            bad.append(f"line {number}: {exc}")
+    for problem in bad:
+        click.echo(problem, err=True)
+    if dry_run or bad:
+        click.echo(f"{len(valid)} valid, {len(bad)} invalid" + ("" if dry_run else
+                   "; nothing enqueued: fix the lines above or remove them"))
+        sys.exit(1 if bad else 0)
+    jobs = [(n, app.send_task(SUBMIT_TASK, kwargs={"spec": spec}).id) for n, spec in valid]
+    target = out or specs.with_suffix(".out.jsonl")
+    pending = dict(jobs)
+    deadline = time.monotonic() + timeout
+    failed = 0
+    with target.open("w") as sink, click.progressbar(length=len(jobs), label="jobs") as bar:
+        while pending and time.monotonic() < deadline:
+            for number, job_id in list(pending.items()):
+                result = job_result(job_id)
+                if not result.ready():
+                    continue
+                entry: dict[str, Any] = {"line": number, "job_id": job_id, "state": result.state}
+                if result.successful():
+                    entry["outcome"] = result.result
+                else:
+                    failed += 1
+                    entry["error"] = {"type": type(result.result).__name__,
+                                      "message": str(result.result)}
+                sink.write(json.dumps(entry) + "\n")
+                del pending[number]
+                bar.update(1)
+            time.sleep(0.5)
+    click.echo(f"{len(jobs) - len(pending) - failed} succeeded, {failed} failed, "
+               f"{len(pending)} unfinished; outcomes in {target}")
+    sys.exit(1 if failed or pending else 0)
+
+
 @main.group()
 def dead() -> None:
     """Failed jobs (dead letters): list them, re-drive them."""

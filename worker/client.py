@@ -25,6 +25,7 @@ from tenacity import (
 from worker.errors import AstriaError, AstriaRejected, AstriaUnavailable
 from worker.ratelimit import RateLimiter, RequestKind
 from worker.settings import Settings
+from worker.stats import Stats
 
 Prompt = dict[str, Any]
 T = TypeVar("T")
@@ -103,9 +104,11 @@ def retrying(settings: Settings) -> Retrying:
 class AstriaClient:
     """Talks to ASTRIA_BASE_URL only, with the Bearer key from settings."""
 
-    def __init__(self, settings: Settings, limiter: RateLimiter | None = None) -> None:
+    def __init__(self, settings: Settings, limiter: RateLimiter | None = None,
+                 stats: Stats | None = None) -> None:
         self._settings = settings
         self._limiter = limiter
+        self._stats = stats
         self._local = threading.local()
 
     def _session(self) -> requests.Session:
@@ -119,9 +122,22 @@ class AstriaClient:
             self._local.session = session
         return session
 
-    def _request(
-        self, kind: RequestKind, method: str, path: str, **kwargs: Any
-    ) -> Any:
+    def _request(self, kind: RequestKind, method: str, path: str, **kwargs: Any) -> Any:
+        """One HTTP request, counted in the shared stats."""
+        started = time.monotonic()
+        outcome = "error"
+        try:
+            body = self._attempt(kind, method, path, **kwargs)
+            outcome = "2xx"
+            return body
+        except AstriaError as exc:
+            outcome = str(exc.status) if exc.status else "network"
+            raise
+        finally:
+            if self._stats:
+                self._stats.request(method, outcome, time.monotonic() - started)
+
+    def _attempt(self, kind: RequestKind, method: str, path: str, **kwargs: Any) -> Any:
         """One HTTP request; returns the decoded JSON body or raises a typed AstriaError."""
         is_post = method == "POST"
         if self._limiter:

@@ -42,6 +42,7 @@ from worker.jobs import Job, JobStore, Lease, LeaseLost
 from worker.ratelimit import RateLimiter
 from worker.settings import Settings, get_settings
 from worker.spec import FACEID_TAG, LORA_TAG, PromptSpec, parse_spec
+from worker.stats import Stats
 
 log = logging.getLogger("astria.pipeline")
 
@@ -65,6 +66,7 @@ class Runtime:
     redis: redis.Redis
     jobs: JobStore
     client: AstriaClient
+    stats: Stats
 
 
 def redis_client(url: str) -> redis.Redis:
@@ -84,7 +86,9 @@ def runtime() -> Runtime:
     settings = get_settings()
     client = redis_client(settings.redis_url)
     jobs = JobStore(client, settings)
-    return Runtime(settings, client, jobs, AstriaClient(settings, RateLimiter(client, settings)))
+    stats = Stats(client, settings.key_prefix)
+    astria = AstriaClient(settings, RateLimiter(client, settings), stats)
+    return Runtime(settings, client, jobs, astria, stats)
 
 
 # --- entry points (called by tasks/prompts.py) --------------------------------------------------
@@ -163,6 +167,8 @@ def _submit_step(rt: Runtime, lease: Lease, job: Job) -> None:
         _finish(rt, lease, _failure(exc))
         return
     tune_id = int(prompt.get("tune_id") or target.tune_id)
+    if target.rerouted:
+        rt.stats.count("rerouted")
     app.backend.store_result(
         job.id,
         {"prompt_id": prompt["id"], "tune_id": tune_id,
@@ -170,7 +176,8 @@ def _submit_step(rt: Runtime, lease: Lease, job: Job) -> None:
         WAITING,
     )
     log.info("job %s: prompt %s created on tune %s", job.id, prompt["id"], tune_id,
-             extra={"job_id": job.id, "prompt_id": prompt["id"], "tune_id": tune_id})
+             extra={"job_id": job.id, "prompt_id": prompt["id"], "tune_id": tune_id,
+                    "attempt": int(job.post_attempts) + 1})
     rt.jobs.schedule(
         lease, _first_poll_delay(rt), status="waiting", prompt_id=prompt["id"],
         tune_id=tune_id, rerouted=int(target.rerouted), sent_text=target.text, pending_post=0,
@@ -190,6 +197,7 @@ def _submit(rt: Runtime, lease: Lease, job: Job, spec: PromptSpec) -> tuple[Prom
                 if found is not None:
                     log.info("job %s: adopted prompt %s from an unanswered POST", job.id,
                              found["id"])
+                    rt.stats.count("adopted")
                     return found, Target(int(job.fields["post_tune_id"]),
                                          job.fields["post_text"], job.get("post_rerouted") == "1")
                 settle = job.pending_post + rt.settings.astria_ambiguous_grace_seconds
@@ -224,6 +232,7 @@ def _post(
         if match is None or target.rerouted:
             raise
         rt.jobs.remember_route(spec.tune_id, match.group(1))
+        rt.stats.count("route_learnt")
         log.info("job %s: tune %s is %s, re-routing", job.id, spec.tune_id, match.group(1))
         return _post(rt, lease, rt.jobs.load(job.id), spec, _reroute(rt.settings, spec,
                                                                      match.group(1)))
@@ -388,8 +397,12 @@ def _finish(rt: Runtime, lease: Lease, outcome: dict[str, Any]) -> None:
     decided, followers = rt.jobs.decide(lease, outcome)
     _deliver([lease.job_id, *followers], decided)
     rt.jobs.delivered(lease)
+    error = decided.get("error", {}).get("type")
+    rt.stats.count(f"outcome:{decided['state']}", *([f"error:{error}"] if error else []))
+    result = decided.get("result", {})
     log.info("job %s: %s", lease.job_id, decided["state"],
-             extra={"job_id": lease.job_id, "outcome": decided["state"]})
+             extra={"job_id": lease.job_id, "outcome": decided["state"],
+                    "prompt_id": result.get("prompt_id"), "tune_id": result.get("tune_id")})
 
 
 def _deliver(job_ids: list[str], outcome: dict[str, Any]) -> None:

@@ -7,6 +7,7 @@ Validation happens once, at start-up: a bad variable fails fast with its own nam
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -70,6 +71,7 @@ class Settings(BaseSettings):
     key_prefix: str = Field("astria", pattern=r"^[A-Za-z0-9_.:-]+$")
     #: Celery task events from the start; Flower switches them on by itself when it connects.
     worker_task_events: bool = False
+    log_format: Literal["text", "json"] = "text"
 
     @model_validator(mode="after")
     def _check_relations(self) -> Settings:

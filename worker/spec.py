@@ -142,6 +142,21 @@ class PromptSpec(BaseModel):
         return self.model_dump(exclude_none=True, exclude=set(OWN_KEYS))
 
 
+def spec_json_schema() -> dict[str, Any]:
+    """The JSON Schema of a spec, for producers in other languages (rules across fields and the
+    `<lora:...>` tag grammar are in the description; the worker checks them all)."""
+    schema = PromptSpec.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "Astria prompt spec (astria.submit_prompt kwargs.spec)"
+    schema["description"] = (
+        "Astria prompt fields plus tune_id, lora_strength and idempotency_key. Also enforced: "
+        "text not blank, tags <lora:ID:W> and <faceid:ID:1> only, one LoRA on SDXL, "
+        "inpaint_faces and hires_fix need super_resolution, controlnet needs an input image, "
+        "URLs are http(s), input_image_base64 is a data:image/...;base64 URL."
+    )
+    return schema
+
+
 def _describe(err: dict[str, Any]) -> str:
     loc = ".".join(str(part) for part in err["loc"])
     msg = str(err["msg"]).removeprefix("Value error, ")

@@ -1,0 +1,115 @@
+"""Operations: compose and Procfile agree with the code; schema, batch, stats, health, JSON logs."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+
+from tests.harness import PTI_TUNE, ROOT, Stack, wait_for
+from worker.settings import Settings
+from worker.spec import spec_json_schema
+
+SCRIPTS = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"])
+
+
+def test_compose_file_matches_the_code() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert set(services) == {"redis", "worker", "callbacks", "flower", "simulator"}
+    redis_cmd = " ".join(services["redis"]["command"])
+    assert "--appendonly yes" in redis_cmd and "healthcheck" in services["redis"]
+    assert services["worker"]["command"][:4] == ["celery", "-A", "worker", "worker"]
+    assert "ports" not in services["worker"]  # so that --scale worker=N works
+    assert services["callbacks"]["command"][0] in SCRIPTS
+    assert services["flower"]["command"][:4] == ["celery", "-A", "worker", "flower"]
+    assert services["simulator"]["profiles"] == ["local"]
+    assert services["simulator"]["command"][:2] == ["astria-queue", "simulator"]
+    env = services["worker"]["environment"]
+    known = {name.upper() for name in Settings.model_fields}
+    assert set(env) <= known, set(env) - known
+    for name in ("callbacks", "flower", "simulator"):
+        assert services[name]["environment"] == env
+
+
+def test_procfile_runs_the_same_commands_as_compose() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    procfile = dict(line.split(": ", 1) for line in (ROOT / "Procfile").read_text().splitlines()
+                    if line.strip())
+    assert set(procfile) == {"worker", "callbacks", "flower"}
+    for name, command in procfile.items():
+        words = shlex.split(command)
+        assert words[0] in SCRIPTS | {"celery"}
+        assert words[:4] == compose[name]["command"][:4]
+
+
+def test_committed_schema_is_current() -> None:
+    committed = json.loads((ROOT / "schema" / "prompt-spec.schema.json").read_text())
+    assert committed == spec_json_schema()
+    assert committed["additionalProperties"] is False
+    assert committed["properties"]["num_images"]["anyOf"][0]["maximum"] == 8
+
+
+def test_batch_dry_run_reports_every_bad_line_and_enqueues_nothing(
+    make_stack: Callable[..., Stack], tmp_path: Path
+) -> None:
+    stack = make_stack()
+    specs = tmp_path / "specs.jsonl"
+    specs.write_text("\n".join([
+        json.dumps({"tune_id": 1, "text": "fine"}),
+        json.dumps({"tune_id": 1, "text": " "}),
+        "{not json",
+        json.dumps({"tune_id": 1, "text": "fine", "num_images": 99}),
+    ]) + "\n")
+    for args in (["--dry-run"], []):
+        done = stack.cli("batch", str(specs), *args, check=False)
+        assert done.returncode == 1
+        assert "line 2: text: must not be blank" in done.stderr
+        assert "line 3:" in done.stderr and "line 4: num_images" in done.stderr
+        assert "1 valid, 3 invalid" in done.stdout
+    assert stack.redis.llen("celery") == 0
+
+
+def test_batch_writes_outcomes(stack: Stack, tmp_path: Path) -> None:
+    specs = tmp_path / "specs.jsonl"
+    specs.write_text("".join(json.dumps({"tune_id": 1, "text": f"b{i}"}) + "\n" for i in range(4)))
+    done = stack.cli("batch", str(specs), "--out", str(tmp_path / "out.jsonl"))
+    assert "4 succeeded, 0 failed" in done.stdout
+    outcomes = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert sorted(o["line"] for o in outcomes) == [1, 2, 3, 4]
+    assert all(o["state"] == "SUCCESS" and o["outcome"]["images"] for o in outcomes)
+
+
+def test_stats_and_health(stack: Stack) -> None:
+    stack.outcome(stack.send({"tune_id": PTI_TUNE, "text": "ohwx"}))
+    stack.outcome(stack.send({"tune_id": 1, "text": "SIMULATE_USER_ERROR"}))
+    stats = json.loads(stack.cli("stats").stdout)
+    assert stats["jobs"]["succeeded"] == 1 and stats["jobs"]["failed"] == 1
+    assert stats["failures_by_error"] == {"PromptFailed": 1}
+    assert stats["reroutes"] == 1 and stats["routes_learnt_from_422"] == 1
+    assert stats["astria_requests"]["POST:422"] == 1
+    assert stats["astria_latency_ms"]["samples"] >= 4 and stats["astria_latency_ms"]["p50"] > 0
+
+    assert stack.cli("health").stdout.startswith("OK redis, 1 worker(s)")
+    bad = stack.cli("health", check=False, ASTRIA_API_KEY="wrong-key")
+    assert bad.returncode == 1 and "astria: key refused (401)" in bad.stdout
+
+
+def test_json_logs_carry_job_fields(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack()
+    stack.start_worker(log_format="json")
+    job = stack.send({"tune_id": 1, "text": "logged"})
+    stack.outcome(job)
+
+    def finished_line() -> dict[str, object] | None:
+        for line in stack.worker_logs().splitlines():
+            if line.startswith("{") and job in line and '"outcome"' in line:
+                return dict(json.loads(line))
+        return None
+
+    entry = wait_for(finished_line, 10, "the job's JSON log line")
+    assert entry["job_id"] == job and entry["outcome"] == "SUCCESS" and entry["prompt_id"]
