@@ -92,9 +92,12 @@ class RssSampler(threading.Thread):
 
 
 def _start(args: list[str], env: dict[str, str], count: int) -> list[subprocess.Popen[bytes]]:
+    def name(i: int) -> list[str]:  # distinct Celery node names
+        return ["-n", f"bench{i}-{secrets.token_hex(3)}@%h"] if args[0] == "celery" else []
+
     return [
-        subprocess.Popen([sys.executable, "-m", *args, "-n", f"bench{i}-{secrets.token_hex(3)}@%h"],
-                         cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+        subprocess.Popen([sys.executable, "-m", *args, *name(i)], cwd=ROOT,
+                         env={**os.environ, **env}, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, start_new_session=True)
         for i in range(count)
     ]
