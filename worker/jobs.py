@@ -112,8 +112,8 @@ if status ~= 'failed' then return status or 'missing' end
 local next = 'queued'
 if redis.call('HGET', KEYS[1], 'prompt_id') then next = 'waiting' end
 redis.call('HDEL', KEYS[1], 'outcome', 'finished_at')
-redis.call('HSET', KEYS[1], 'status', next, 'deadline', ARGV[3], 'polls', 0,
-           'redriven', redis.call('HINCRBY', KEYS[1], 'redriven', 1))
+redis.call('HINCRBY', KEYS[1], 'redriven', 1)
+redis.call('HSET', KEYS[1], 'status', next, 'deadline', ARGV[3], 'polls', 0)
 redis.call('PERSIST', KEYS[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
@@ -368,9 +368,6 @@ class JobStore:
         """Take up to `limit` due jobs, pushing each past the lease so no other worker takes it."""
         ids = self._run("claim", [self.due_key], [time.time(), self._lease_end(), limit])
         return [_text(i) for i in ids]
-
-    def pending_count(self) -> int:
-        return int(self.redis.zcard(self.due_key))
 
     # --- generation time learnt from finished prompts --------------------------------------
     def expected_generation_seconds(self) -> float | None:

@@ -28,13 +28,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def use_json(logger: logging.Logger) -> None:
-    for handler in logger.handlers:
-        handler.setFormatter(JsonFormatter())
-
-
 @after_setup_logger.connect
 @after_setup_task_logger.connect
 def _setup(logger: logging.Logger, **_: Any) -> None:
     if get_settings().log_format == "json":
-        use_json(logger)
+        for handler in logger.handlers:
+            handler.setFormatter(JsonFormatter())
