@@ -96,8 +96,8 @@ def run_demo(timeout: float = 300.0) -> int:
             print(f"ASTRIA_API_KEY not set: started the Astria simulator at {sim.url}")
         get_settings.cache_clear()
         worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-q", "-A", "worker", "worker", "-P", "threads", "-c", "8",
-             "--loglevel", "WARNING", "--without-mingle", "--without-gossip"],
+            [sys.executable, "-m", "celery", "-q", "-A", "worker", "worker", "-P", "threads",
+             "-c", "8", "--loglevel", "WARNING", "--without-mingle", "--without-gossip"],
             env=os.environ.copy(),
         )
         stack.callback(_stop, worker)
