@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import subprocess
+import sys
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -113,3 +116,24 @@ def test_json_logs_carry_job_fields(make_stack: Callable[..., Stack]) -> None:
 
     entry = wait_for(finished_line, 10, "the job's JSON log line")
     assert entry["job_id"] == job and entry["outcome"] == "SUCCESS" and entry["prompt_id"]
+
+
+def test_cli_enqueue_wait_and_status(stack: Stack) -> None:
+    done = stack.cli("enqueue", json.dumps({"tune_id": 1, "text": "from the shell"}), "--wait")
+    job_id, outcome = done.stdout.split("\n", 1)
+    assert json.loads(outcome)["images"]
+    status = json.loads(stack.cli("status", job_id).stdout)
+    assert status["state"] == "SUCCESS" and status["info"]["text"] == "from the shell"
+    bad = stack.cli("enqueue", json.dumps({"tune_id": 1, "text": ""}), check=False)
+    assert bad.returncode == 1 and "InvalidSpec: text: must not be blank" in bad.stderr
+
+
+def test_demo_runs_end_to_end_with_nothing_configured() -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "ASTRIA_API_KEY")}
+    done = subprocess.run([sys.executable, "-m", "worker.cli", "demo", "--timeout", "120"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for line in ("OK   checkpoint tune", "OK   SDXL LoRA tune (re-routed): prompt",
+                 "(re-routed from 1002)", "OK   FaceID tune (re-routed)",
+                 "FAIL invalid spec: InvalidSpec: text: must not be blank"):
+        assert line in done.stdout
