@@ -135,3 +135,11 @@ def test_worker_refuses_to_start_with_bad_settings(make_stack: Callable[..., Sta
         proc = stack.start_worker(**env)
         assert proc.wait(timeout=60) != 0
         assert name in stack.logs[-1].read_text()
+
+
+def test_default_prefork_pool_runs_jobs(make_stack: Callable[..., Stack]) -> None:
+    """`celery -A worker worker` with no options: the prefork pool."""
+    stack = make_stack()
+    stack.start_worker(pool="prefork", concurrency=2)
+    jobs = [stack.send({"tune_id": PTI_TUNE, "text": f"prefork {i}"}) for i in range(4)]
+    assert all(stack.outcome(job, timeout=60)["rerouted"] for job in jobs)
