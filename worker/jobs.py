@@ -81,13 +81,15 @@ return 1
 _DECIDE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
 local outcome = redis.call('HGET', KEYS[2], 'outcome')
+local new = 0
 if not outcome then
+  new = 1
   outcome = ARGV[2]
   redis.call('HSET', KEYS[2], 'outcome', outcome, 'status', ARGV[3], 'finished_at', ARGV[4])
   if ARGV[3] == 'failed' then redis.call('ZADD', KEYS[4], ARGV[4], ARGV[5]) end
 end
 redis.call('ZADD', KEYS[3], ARGV[6], ARGV[5])
-local result = {outcome}
+local result = {outcome, new}
 for _, f in ipairs(redis.call('SMEMBERS', KEYS[5])) do result[#result + 1] = f end
 return result
 """
@@ -340,9 +342,12 @@ class JobStore:
         self._run("release", [self._lock_key(lease.job_id)], [lease.owner])
 
     # --- outcomes -------------------------------------------------------------------------
-    def decide(self, lease: Lease, outcome: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-        """Record the outcome once (a second decision keeps the first) and return it with the
-        job's followers. The job stays due until `delivered`, so a crash in between re-delivers."""
+    def decide(
+        self, lease: Lease, outcome: dict[str, Any]
+    ) -> tuple[dict[str, Any], bool, list[str]]:
+        """Record the outcome once (a second decision keeps the first); return it, whether it is
+        new, and the job's followers. The job stays due until `delivered`, so a crash in between
+        delivers the same outcome again."""
         status = "succeeded" if outcome["state"] == "SUCCESS" else "failed"
         reply = self._run(
             "decide",
@@ -353,7 +358,7 @@ class JobStore:
         )
         if not reply:
             raise LeaseLost(lease.job_id)
-        return json.loads(reply[0]), [_text(f) for f in reply[1:]]
+        return json.loads(reply[0]), int(reply[1]) == 1, [_text(f) for f in reply[2:]]
 
     def delivered(self, lease: Lease) -> None:
         """The outcome is in the result backend: the job needs no more attention."""

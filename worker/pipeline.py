@@ -394,11 +394,12 @@ def _failure(exc: AstriaQueueError) -> dict[str, Any]:
 
 def _finish(rt: Runtime, lease: Lease, outcome: dict[str, Any]) -> None:
     """Decide the outcome once, deliver it to the job and its followers, then retire the job."""
-    decided, followers = rt.jobs.decide(lease, outcome)
+    decided, new, followers = rt.jobs.decide(lease, outcome)
     _deliver([lease.job_id, *followers], decided)
     rt.jobs.delivered(lease)
-    error = decided.get("error", {}).get("type")
-    rt.stats.count(f"outcome:{decided['state']}", *([f"error:{error}"] if error else []))
+    if new:
+        error = decided.get("error", {}).get("type")
+        rt.stats.count(f"outcome:{decided['state']}", *([f"error:{error}"] if error else []))
     result = decided.get("result", {})
     log.info("job %s: %s", lease.job_id, decided["state"],
              extra={"job_id": lease.job_id, "outcome": decided["state"],
