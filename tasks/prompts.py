@@ -29,8 +29,9 @@ def submit_prompt(self: Any, spec: Any) -> None:
 
 
 @app.task(name=ADVANCE_TASK, ignore_result=True)
-def advance(job_id: str) -> None:
-    """Move a registered job one step: submit it, poll it once, or deliver its outcome.
+def advance(job_ids: list[str]) -> None:
+    """Move registered jobs one step each: submit, poll once, or deliver the outcome.
 
-    Errors need no handling here: the job stays in the `due` set and falls due again."""
-    pipeline.advance(job_id)
+    Errors need no handling here: a job whose step failed stays in the `due` set and falls due
+    again. The scheduler sends several ids per message only when many jobs are due at once."""
+    pipeline.advance_batch(job_ids)

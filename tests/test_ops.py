@@ -90,7 +90,9 @@ def test_batch_writes_outcomes(stack: Stack, tmp_path: Path) -> None:
 def test_stats_and_health(stack: Stack) -> None:
     stack.outcome(stack.send({"tune_id": PTI_TUNE, "text": "ohwx"}))
     stack.outcome(stack.send({"tune_id": 1, "text": "SIMULATE_USER_ERROR"}))
-    stats = json.loads(stack.cli("stats").stdout)
+    # Outcomes are counted as they are decided; request counts reach Redis within a second.
+    stats = wait_for(lambda: (s := json.loads(stack.cli("stats").stdout))["astria_requests"]
+                     .get("GET:2xx", 0) >= 2 and s, 15, "request counts flushed", every=0.3)
     assert stats["jobs"]["succeeded"] == 1 and stats["jobs"]["failed"] == 1
     assert stats["failures_by_error"] == {"PromptFailed": 1}
     assert stats["reroutes"] == 1 and stats["routes_learnt_from_422"] == 1

@@ -26,6 +26,9 @@ MAX_BODY = 1024 * 1024
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    #: Headers and body go out in separate writes: without TCP_NODELAY, Nagle's algorithm holds
+    #: the body until the client's delayed ACK, 40 ms per keep-alive request.
+    disable_nagle_algorithm = True
     server: CallbackServer
 
     def log_message(self, format: str, *args: Any) -> None:

@@ -15,41 +15,63 @@ import json
 import os
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
 import redis
 
+from worker.results import ResultFormat
 from worker.settings import Settings
+from worker.stats import Stats
+
+T = TypeVar("T")
+
+# Writes a result document the way Celery's Redis backend does (see `worker.results`).
+_WRITE_RESULT = """
+local function write_result(key_prefix, ttl, meta_prefix, id)
+  local key = key_prefix .. id
+  local doc = meta_prefix .. cjson.encode(id) .. '}'
+  if tonumber(ttl) > 0 then redis.call('SET', key, doc, 'EX', ttl)
+  else redis.call('SET', key, doc) end
+  redis.call('PUBLISH', key, doc)
+end
+"""
 
 _REGISTER = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists', ''} end
-local n = tonumber(ARGV[4])
-local fields = {}
-for i = 1, n do fields[i] = ARGV[4 + i] end
+local fields = {unpack(ARGV, 8)}
 if KEYS[3] ~= KEYS[1] then
   local leader = redis.call('GET', KEYS[3])
-  if leader and leader ~= ARGV[1] and redis.call('EXISTS', ARGV[6 + n] .. leader) == 1 then
+  if leader and leader ~= ARGV[1] and redis.call('EXISTS', ARGV[4] .. leader) == 1 then
     redis.call('HSET', KEYS[1], 'status', 'follower', 'leader', leader, unpack(fields))
-    redis.call('EXPIRE', KEYS[1], ARGV[5 + n])
-    local outcome = redis.call('HGET', ARGV[6 + n] .. leader, 'outcome')
+    redis.call('EXPIRE', KEYS[1], ARGV[3])
+    local outcome = redis.call('HGET', ARGV[4] .. leader, 'outcome')
     if outcome then return {'follower', leader, outcome} end
-    redis.call('SADD', ARGV[7 + n] .. leader, ARGV[1])
-    redis.call('EXPIRE', ARGV[7 + n] .. leader, ARGV[5 + n])
+    redis.call('SADD', ARGV[5] .. leader, ARGV[1])
+    redis.call('EXPIRE', ARGV[5] .. leader, ARGV[3])
     return {'follower', leader}
   end
-  redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[5 + n])
+  redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[3])
 end
 redis.call('HSET', KEYS[1], 'status', 'queued', unpack(fields))
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
-redis.call('SET', KEYS[4], ARGV[1], 'EX', ARGV[5 + n])
+redis.call('SET', KEYS[5], ARGV[6], 'PX', ARGV[7])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+redis.call('SET', KEYS[4], ARGV[1], 'EX', ARGV[3])
 return {'new', ''}
 """
 
 _ACQUIRE = """
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end
-redis.call('ZADD', KEYS[2], 'XX', ARGV[3], ARGV[4])
-return redis.call('HGETALL', KEYS[3])
+local owned = {}
+for i = 6, #ARGV do
+  local id = ARGV[i]
+  if redis.call('SET', ARGV[3] .. id, ARGV[4], 'NX', 'PX', ARGV[1]) then
+    redis.call('ZADD', KEYS[1], 'XX', ARGV[2], id)
+    owned[#owned + 1] = id
+    owned[#owned + 1] = redis.call('HGETALL', ARGV[5] .. id)
+  end
+end
+return owned
 """
 
 _RENEW = """
@@ -65,40 +87,53 @@ if #ARGV > 1 then redis.call('HSET', KEYS[2], unpack(ARGV, 2)) end
 return 1
 """
 
-_SCHEDULE = """
+_SCHEDULE = _WRITE_RESULT + """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-if #ARGV > 3 then redis.call('HSET', KEYS[3], unpack(ARGV, 4)) end
+if #ARGV > 6 then redis.call('HSET', KEYS[3], unpack(ARGV, 7)) end
+if ARGV[6] ~= '' then write_result(ARGV[4], ARGV[5], ARGV[6], ARGV[3]) end
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
 redis.call('DEL', KEYS[1])
 return 1
 """
 
 _RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+if ARGV[2] == '1' then redis.call('ZREM', KEYS[2], ARGV[3]) end
 return 1
 """
 
-_DECIDE = """
+_FINISH = _WRITE_RESULT + """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
 local outcome = redis.call('HGET', KEYS[2], 'outcome')
+local followers = redis.call('SMEMBERS', KEYS[5])
 local new = 0
 if not outcome then
   new = 1
   outcome = ARGV[2]
   redis.call('HSET', KEYS[2], 'outcome', outcome, 'status', ARGV[3], 'finished_at', ARGV[4])
   if ARGV[3] == 'failed' then redis.call('ZADD', KEYS[4], ARGV[4], ARGV[5]) end
+  redis.call('HINCRBY', KEYS[6], 'outcome:' .. ARGV[10], 1)
+  if ARGV[11] ~= '' then redis.call('HINCRBY', KEYS[6], 'error:' .. ARGV[11], 1) end
+  if ARGV[12] ~= '' then
+    local old = tonumber(redis.call('GET', KEYS[7]))
+    local seconds = tonumber(ARGV[12])
+    if old then seconds = old * 0.8 + seconds * 0.2 end
+    redis.call('SET', KEYS[7], tostring(seconds))
+  end
+  write_result(ARGV[7], ARGV[8], ARGV[9], ARGV[5])
+  for _, f in ipairs(followers) do write_result(ARGV[7], ARGV[8], ARGV[9], f) end
 end
-redis.call('ZADD', KEYS[3], ARGV[6], ARGV[5])
+redis.call('ZREM', KEYS[3], ARGV[5])
+redis.call('EXPIRE', KEYS[2], ARGV[6])
+redis.call('DEL', KEYS[1])
 local result = {outcome, new}
-for _, f in ipairs(redis.call('SMEMBERS', KEYS[5])) do result[#result + 1] = f end
+for _, f in ipairs(followers) do result[#result + 1] = f end
 return result
 """
 
-_DELIVERED = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('ZREM', KEYS[3], ARGV[2])
-redis.call('EXPIRE', KEYS[2], ARGV[3])
-redis.call('DEL', KEYS[1])
+_DELIVER = _WRITE_RESULT + """
+for i = 4, #ARGV do write_result(ARGV[1], ARGV[2], ARGV[3], ARGV[i]) end
 return 1
 """
 
@@ -122,22 +157,16 @@ redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 return 'redriven'
 """
 
-_RECORD_INVALID = """
+_RECORD_INVALID = _WRITE_RESULT + """
 if redis.call('HGET', KEYS[1], 'outcome') then return 0 end
 redis.call('HSET', KEYS[1], 'status', 'failed', 'spec', ARGV[2], 'outcome', ARGV[3],
            'created_at', ARGV[4], 'finished_at', ARGV[4], 'post_attempts', 0)
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+redis.call('HINCRBY', KEYS[3], 'outcome:FAILURE', 1)
+redis.call('HINCRBY', KEYS[3], 'error:InvalidSpec', 1)
+write_result(ARGV[6], ARGV[7], ARGV[8], ARGV[1])
 return 1
-"""
-
-
-_LEARN = """
-local old = tonumber(redis.call('GET', KEYS[1]))
-local new = tonumber(ARGV[1])
-if old then new = old * 0.8 + new * 0.2 end
-redis.call('SET', KEYS[1], tostring(new))
-return tostring(new)
 """
 
 
@@ -149,6 +178,18 @@ class LeaseLost(Exception):
 class Lease:
     job_id: str
     owner: str
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What `JobStore.register` did: kind is 'new' (then `lease` is ours), 'exists' (a redelivered
+    message) or 'follower' (of `leader`, whose `outcome` may already be known)."""
+
+    kind: str
+    leader: str | None
+    outcome: dict[str, Any] | None
+    lease: Lease | None
+    job: Job
 
 
 @dataclass(frozen=True)
@@ -217,29 +258,34 @@ class Job:
 class JobStore:
     """Redis keys and atomic transitions of jobs; see the module docstring for the design."""
 
-    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+    def __init__(self, client: redis.Redis, settings: Settings, results: ResultFormat) -> None:
         self.redis = client
         self.settings = settings
+        self.results = results
         p = settings.key_prefix
         self.prefix = p
         self.due_key = f"{p}:due"
         self.dead_key = f"{p}:dead"
+        self._stats_key = Stats.counters_key(p)
+        self._result_args = [results.key_prefix, results.ttl]
         self._scripts = {
             name: client.register_script(src)
             for name, src in {
                 "register": _REGISTER, "acquire": _ACQUIRE, "renew": _RENEW, "update": _UPDATE,
-                "schedule": _SCHEDULE, "release": _RELEASE, "decide": _DECIDE,
-                "delivered": _DELIVERED, "claim": _CLAIM_DUE, "redrive": _REDRIVE,
-                "invalid": _RECORD_INVALID, "learn": _LEARN,
+                "schedule": _SCHEDULE, "release": _RELEASE, "finish": _FINISH,
+                "deliver": _DELIVER, "claim": _CLAIM_DUE, "redrive": _REDRIVE,
+                "invalid": _RECORD_INVALID,
             }.items()
         }
+        self._expected = _Recent[float | None](self._read_expected)
+        self._routes: dict[int, _Recent[str | None]] = {}
 
     # --- keys -----------------------------------------------------------------------------
     def job_key(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}"
 
     def _lock_key(self, job_id: str) -> str:
-        return f"{self.prefix}:lock:{job_id}"
+        return f"{self.prefix}:lock:{job_id}"  # as built by _ACQUIRE
 
     def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         return self._scripts[name](keys=keys, args=args)
@@ -253,11 +299,12 @@ class JobStore:
     # --- life cycle -----------------------------------------------------------------------
     def register(
         self, job_id: str, spec: dict[str, Any], idempotency_key: str | None
-    ) -> tuple[str, str | None, dict[str, Any] | None]:
-        """Create the job once (redelivery is a no-op) and make it due now.
+    ) -> Registration:
+        """Create the job once (redelivery is a no-op), already leased to the caller, who takes
+        its first step at once; if the caller dies, the job falls due when the lease runs out.
 
-        Returns (kind, leader, outcome): kind is 'new', 'exists' or 'follower'; a follower shares
-        the leader's prompt and receives the leader's outcome (already known, or delivered later).
+        A follower (same idempotency key as a live job) shares the leader's prompt and receives
+        the leader's outcome (already known, or delivered with the leader's).
         """
         now = time.time()
         seed = spec.get("seed")
@@ -274,21 +321,31 @@ class JobStore:
         flat = [str(x) for pair in fields.items() for x in pair]
         job_key = self.job_key(job_id)
         idem_key = f"{self.prefix}:idem:{idempotency_key}" if idempotency_key else job_key
+        lease = Lease(job_id, secrets.token_hex(8))
         kind, leader, *rest = self._run(
             "register",
-            [job_key, self.due_key, idem_key, f"{self.prefix}:token:{token}"],
-            [job_id, now, now, len(flat), *flat, self.settings.job_retention_seconds,
-             f"{self.prefix}:job:", f"{self.prefix}:followers:"],
+            [job_key, self.due_key, idem_key, f"{self.prefix}:token:{token}",
+             self._lock_key(job_id)],
+            [job_id, self._lease_end(), self.settings.job_retention_seconds,
+             f"{self.prefix}:job:", f"{self.prefix}:followers:", lease.owner, self._lease_ms(),
+             *flat],
         )
-        outcome = json.loads(rest[0]) if rest else None
-        return _text(kind), _text(leader) or None, outcome
+        kind = _text(kind)
+        return Registration(
+            kind=kind, leader=_text(leader) or None,
+            outcome=json.loads(rest[0]) if rest else None,
+            lease=lease if kind == "new" else None,
+            job=Job(job_id, {"status": "queued", **{k: str(v) for k, v in fields.items()}}),
+        )
 
     def record_invalid(self, job_id: str, raw_spec: Any, outcome: dict[str, Any]) -> None:
-        """Keep a dead-letter record of a job whose spec failed validation."""
+        """Keep a dead-letter record of a job whose spec failed validation, and deliver its
+        outcome; once only, however often the message is delivered."""
         self._run(
-            "invalid", [self.job_key(job_id), self.dead_key],
+            "invalid", [self.job_key(job_id), self.dead_key, self._stats_key],
             [job_id, json.dumps(raw_spec, default=str), json.dumps(outcome), time.time(),
-             self.settings.job_retention_seconds],
+             self.settings.job_retention_seconds, *self._result_args,
+             self.results.outcome_prefix(outcome)],
         )
 
     def load(self, job_id: str) -> Job:
@@ -302,15 +359,22 @@ class JobStore:
     # --- leases ---------------------------------------------------------------------------
     def acquire(self, job_id: str) -> tuple[Lease, Job] | None:
         """Own the job for JOB_LEASE_SECONDS and read it, or None if another worker owns it."""
-        lease = Lease(job_id, secrets.token_hex(8))
+        owned = self.acquire_many([job_id])
+        return owned[0] if owned else None
+
+    def acquire_many(self, job_ids: list[str]) -> list[tuple[Lease, Job]]:
+        """`acquire` for several jobs in one round trip; those another worker owns are left out."""
+        owner = secrets.token_hex(8)
         raw = self._run(
-            "acquire", [self._lock_key(job_id), self.due_key, self.job_key(job_id)],
-            [lease.owner, self._lease_ms(), self._lease_end(), job_id],
+            "acquire", [self.due_key],
+            [self._lease_ms(), self._lease_end(), f"{self.prefix}:lock:", owner,
+             f"{self.prefix}:job:", *job_ids],
         )
-        if raw is None:
-            return None
-        return lease, Job(job_id, {_text(k): _text(v) for k, v in zip(raw[::2], raw[1::2],
-                                                                           strict=True)})
+        return [
+            (Lease(_text(job_id), owner),
+             Job(_text(job_id), {_text(k): _text(v) for k, v in zip(h[::2], h[1::2], strict=True)}))
+            for job_id, h in zip(raw[::2], raw[1::2], strict=True)
+        ]
 
     def renew(self, lease: Lease) -> None:
         if not self._run(
@@ -328,45 +392,60 @@ class JobStore:
         ):
             raise LeaseLost(lease.job_id)
 
-    def schedule(self, lease: Lease, delay: float, **fields: Any) -> None:
-        """Set fields, make the job due again after `delay` seconds, and let go of it."""
+    def schedule(
+        self, lease: Lease, delay: float, *, progress: tuple[str, Any] | None = None,
+        **fields: Any,
+    ) -> None:
+        """Set fields, make the job due again after `delay` seconds, and let go of it; with
+        `progress` (state, info), also show that state in the result backend."""
         flat = [str(x) for pair in fields.items() for x in pair]
+        meta = self.results.meta_prefix(*progress) if progress else ""
         if not self._run(
             "schedule",
             [self._lock_key(lease.job_id), self.due_key, self.job_key(lease.job_id)],
-            [lease.owner, time.time() + delay, lease.job_id, *flat],
+            [lease.owner, time.time() + delay, lease.job_id, *self._result_args, meta, *flat],
         ):
             raise LeaseLost(lease.job_id)
 
-    def release(self, lease: Lease) -> None:
-        self._run("release", [self._lock_key(lease.job_id)], [lease.owner])
+    def release(self, lease: Lease, *, retire: bool = False) -> None:
+        """Let go of the job; it stays due (retried when its lease time passes) unless `retire`:
+        then it needs no more attention (finished, or gone)."""
+        self._run("release", [self._lock_key(lease.job_id), self.due_key],
+                  [lease.owner, int(retire), lease.job_id])
 
     # --- outcomes -------------------------------------------------------------------------
-    def decide(
-        self, lease: Lease, outcome: dict[str, Any]
+    def finish(
+        self, lease: Lease, outcome: dict[str, Any], generation_seconds: float | None = None
     ) -> tuple[dict[str, Any], bool, list[str]]:
-        """Record the outcome once (a second decision keeps the first); return it, whether it is
-        new, and the job's followers. The job stays due until `delivered`, so a crash in between
-        delivers the same outcome again."""
-        status = "succeeded" if outcome["state"] == "SUCCESS" else "failed"
+        """Decide the outcome once, deliver it to the job and its followers, count it, and retire
+        the job, all in one script: no crash can leave it decided but undelivered. A second
+        decision keeps the first. Returns (outcome, whether it is new, followers).
+
+        `generation_seconds`, observed on a success, feeds the learnt generation time."""
+        state = outcome["state"]
         reply = self._run(
-            "decide",
+            "finish",
             [self._lock_key(lease.job_id), self.job_key(lease.job_id), self.due_key,
-             self.dead_key, f"{self.prefix}:followers:{lease.job_id}"],
-            [lease.owner, json.dumps(outcome), status, time.time(), lease.job_id,
-             self._lease_end()],
+             self.dead_key, f"{self.prefix}:followers:{lease.job_id}", self._stats_key,
+             self._generation_key],
+            [lease.owner, json.dumps(outcome), "succeeded" if state == "SUCCESS" else "failed",
+             time.time(), lease.job_id, self.settings.job_retention_seconds, *self._result_args,
+             self.results.outcome_prefix(outcome), state,
+             outcome.get("error", {}).get("type", ""),
+             "" if generation_seconds is None else max(0.0, generation_seconds)],
         )
         if not reply:
             raise LeaseLost(lease.job_id)
-        return json.loads(reply[0]), int(reply[1]) == 1, [_text(f) for f in reply[2:]]
+        decided, new, followers = json.loads(reply[0]), int(reply[1]) == 1, [
+            _text(f) for f in reply[2:]]
+        if not new:  # decided before: deliver that outcome, not ours
+            self.deliver([lease.job_id, *followers], decided)
+        return decided, new, followers
 
-    def delivered(self, lease: Lease) -> None:
-        """The outcome is in the result backend: the job needs no more attention."""
-        self._run(
-            "delivered",
-            [self._lock_key(lease.job_id), self.job_key(lease.job_id), self.due_key],
-            [lease.owner, lease.job_id, self.settings.job_retention_seconds],
-        )
+    def deliver(self, job_ids: list[str], outcome: dict[str, Any]) -> None:
+        """Write an already decided outcome to the result backend for these jobs."""
+        self._run("deliver", [], [*self._result_args, self.results.outcome_prefix(outcome),
+                                  *job_ids])
 
     # --- scheduling -----------------------------------------------------------------------
     def claim_due(self, limit: int) -> list[str]:
@@ -374,22 +453,31 @@ class JobStore:
         ids = self._run("claim", [self.due_key], [time.time(), self._lease_end(), limit])
         return [_text(i) for i in ids]
 
-    # --- generation time learnt from finished prompts --------------------------------------
-    def expected_generation_seconds(self) -> float | None:
-        value = self.redis.get(f"{self.prefix}:generation_seconds")
+    # --- learnt from finished prompts and 422s (read through a short local cache) ----------
+    @property
+    def _generation_key(self) -> str:
+        return f"{self.prefix}:generation_seconds"
+
+    def _read_expected(self) -> float | None:
+        value = self.redis.get(self._generation_key)
         return float(value) if value else None
 
-    def learn_generation_seconds(self, seconds: float) -> None:
-        """Fold one observed generation time into the moving average (weight 0.2)."""
-        self._run("learn", [f"{self.prefix}:generation_seconds"], [max(0.0, seconds)])
+    def expected_generation_seconds(self) -> float | None:
+        """The moving average (weight 0.2) of generation times that `finish` keeps."""
+        return self._expected.get()
 
-    # --- routes learnt from 422s ----------------------------------------------------------
     def known_route(self, tune_id: int) -> str | None:
-        value = self.redis.get(f"{self.prefix}:route:{tune_id}")
-        return _text(value) if value else None
+        """'pti' or 'faceid' once a 422 taught us that this tune must go to a base tune. Read
+        at most every few seconds per process: a stale miss costs one 422, which creates and
+        bills nothing."""
+        if tune_id not in self._routes:
+            key = f"{self.prefix}:route:{tune_id}"
+            self._routes[tune_id] = _Recent(lambda: _text_or_none(self.redis.get(key)))
+        return self._routes[tune_id].get()
 
     def remember_route(self, tune_id: int, kind: str) -> None:
         self.redis.set(f"{self.prefix}:route:{tune_id}", kind)
+        self._routes.pop(tune_id, None)
 
     # --- dead letters ---------------------------------------------------------------------
     def dead_jobs(self, limit: int = 100) -> list[Job]:
@@ -415,5 +503,27 @@ class JobStore:
         )
 
 
+class _Recent(Generic[T]):
+    """A value read from Redis at most every CACHE_SECONDS (per process), for hints that may be
+    slightly stale: the learnt generation time and routes."""
+
+    CACHE_SECONDS = 2.0
+
+    def __init__(self, read: Callable[[], T]) -> None:
+        self._read = read
+        self._value: T | None = None
+        self._until = 0.0
+
+    def get(self) -> T:
+        now = time.monotonic()
+        if now >= self._until:
+            self._value, self._until = self._read(), now + self.CACHE_SECONDS
+        return cast(T, self._value)
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _text_or_none(value: Any) -> str | None:
+    return _text(value) if value else None

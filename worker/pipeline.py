@@ -40,6 +40,7 @@ from worker.errors import (
 )
 from worker.jobs import Job, JobStore, Lease, LeaseLost
 from worker.ratelimit import RateLimiter
+from worker.results import ResultFormat
 from worker.settings import Settings, get_settings
 from worker.spec import FACEID_TAG, LORA_TAG, PromptSpec, parse_spec
 from worker.stats import Stats
@@ -85,7 +86,7 @@ def redis_client(url: str) -> redis.Redis:
 def runtime() -> Runtime:
     settings = get_settings()
     client = redis_client(settings.redis_url)
-    jobs = JobStore(client, settings)
+    jobs = JobStore(client, settings, ResultFormat(app))
     stats = Stats(client, settings.key_prefix)
     astria = AstriaClient(settings, RateLimiter(client, settings), stats)
     return Runtime(settings, client, jobs, astria, stats)
@@ -98,40 +99,58 @@ def accept(job_id: str, raw_spec: Any) -> None:
     try:
         spec = _parse(rt, raw_spec)
     except InvalidSpec as exc:
-        rejected = _failure(exc)
-        rt.jobs.record_invalid(job_id, raw_spec, rejected)
-        _deliver([job_id], rejected)
+        rt.jobs.record_invalid(job_id, raw_spec, _failure(exc))
         log.info("job %s rejected: %s", job_id, exc, extra={"job_id": job_id})
         return
-    kind, leader, outcome = rt.jobs.register(
-        job_id, spec.model_dump(exclude_none=True), spec.idempotency_key
-    )
-    if kind == "follower":
-        log.info("job %s follows job %s (same idempotency_key)", job_id, leader)
-        if outcome:
-            _deliver([job_id], outcome)
-        return
-    advance(job_id)
+    reg = rt.jobs.register(job_id, spec.model_dump(exclude_none=True), spec.idempotency_key)
+    if reg.kind == "follower":
+        log.info("job %s follows job %s (same idempotency_key)", job_id, reg.leader)
+        if reg.outcome:
+            rt.jobs.deliver([job_id], reg.outcome)
+    elif reg.lease is None:
+        advance(job_id)  # a redelivered message: the job may be half-way, or done
+    else:
+        _step(rt, reg.lease, reg.job, spec)
+
+
+def advance_batch(job_ids: list[str]) -> None:
+    """Step each job in turn, owning them all from the start (one round trip). A failing step
+    does not hold up the others (its job stays due); a slow batch renews each lease before use."""
+    rt = runtime()
+    started = time.monotonic()
+    for lease, job in rt.jobs.acquire_many(job_ids):
+        try:
+            if time.monotonic() - started > rt.settings.job_lease_seconds / 2:
+                rt.jobs.renew(lease)
+            _step(rt, lease, job)
+        except LeaseLost:
+            continue
+        except redis.RedisError:
+            raise  # Redis is away: the rest would fail too; they fall due after their lease
+        except Exception:
+            log.exception("job %s: step failed, it falls due again", job.id,
+                          extra={"job_id": job.id})
 
 
 def advance(job_id: str) -> None:
     """Take one step of a registered job, unless another worker owns it right now."""
     rt = runtime()
     owned = rt.jobs.acquire(job_id)
-    if owned is None:
-        return
-    lease, job = owned
+    if owned is not None:
+        _step(rt, *owned)
+
+
+def _step(rt: Runtime, lease: Lease, job: Job, spec: PromptSpec | None = None) -> None:
+    """Submit or poll the job we own, and let go of it; `spec`, when known, spares a re-parse."""
     try:
-        if job.outcome:
-            _finish(rt, lease, job.outcome)
-        elif job.status not in ("queued", "waiting"):
-            rt.jobs.release(lease)
+        if job.status not in ("queued", "waiting"):
+            rt.jobs.release(lease, retire=True)  # finished (a late message), or expired
         elif job.prompt_id is None:
-            _submit_step(rt, lease, job)
+            _submit_step(rt, lease, job, spec)
         else:
             _poll_step(rt, lease, job)
     except LeaseLost:
-        log.warning("job %s: lease lost, another worker carries on", job_id)
+        log.warning("job %s: lease lost, another worker carries on", job.id)
     except BaseException:
         rt.jobs.release(lease)  # the job stays due: it is retried once the lease time passes
         raise
@@ -151,9 +170,9 @@ def _parse(rt: Runtime, raw: Any) -> PromptSpec:
     return parse_spec(raw, sdxl_base_tune_id=rt.settings.astria_sdxl_base_tune_id)
 
 
-def _submit_step(rt: Runtime, lease: Lease, job: Job) -> None:
+def _submit_step(rt: Runtime, lease: Lease, job: Job, spec: PromptSpec | None) -> None:
     try:
-        spec = _parse(rt, job.spec)
+        spec = spec or _parse(rt, job.spec)
         prompt, target = _submit(rt, lease, job, spec)
     except Reschedule as later:
         rt.jobs.schedule(lease, later.delay)
@@ -169,18 +188,16 @@ def _submit_step(rt: Runtime, lease: Lease, job: Job) -> None:
     tune_id = int(prompt.get("tune_id") or target.tune_id)
     if target.rerouted:
         rt.stats.count("rerouted")
-    app.backend.store_result(
-        job.id,
-        {"prompt_id": prompt["id"], "tune_id": tune_id,
-         "requested_tune_id": job.requested_tune_id, "rerouted": target.rerouted},
-        WAITING,
-    )
     log.info("job %s: prompt %s created on tune %s", job.id, prompt["id"], tune_id,
              extra={"job_id": job.id, "prompt_id": prompt["id"], "tune_id": tune_id,
                     "attempt": int(job.post_attempts) + 1})
     rt.jobs.schedule(
-        lease, _first_poll_delay(rt), status="waiting", prompt_id=prompt["id"],
-        tune_id=tune_id, rerouted=int(target.rerouted), sent_text=target.text, pending_post=0,
+        lease, _first_poll_delay(rt),
+        progress=(WAITING, {"prompt_id": prompt["id"], "tune_id": tune_id,
+                            "requested_tune_id": job.requested_tune_id,
+                            "rerouted": target.rerouted}),
+        status="waiting", prompt_id=prompt["id"], tune_id=tune_id,
+        rerouted=int(target.rerouted), sent_text=target.text, pending_post=0,
         submitted_at=time.time(),
     )
 
@@ -319,10 +336,10 @@ def complete_from_callback(job_id: str, prompt: Prompt) -> bool:
         return False
     lease, job = owned
     try:
-        if job.outcome or job.prompt_id != _int(prompt.get("id")):
-            rt.jobs.schedule(lease, 0)
+        if job.status not in ("queued", "waiting"):
+            rt.jobs.release(lease, retire=True)  # finished already: a late callback
             return False
-        if _finish_if_done(rt, lease, job, prompt):
+        if job.prompt_id == _int(prompt.get("id")) and _finish_if_done(rt, lease, job, prompt):
             return True
         rt.jobs.schedule(lease, 0)
         return False
@@ -360,8 +377,7 @@ def _poll_step(rt: Runtime, lease: Lease, job: Job) -> None:
 def _finish_if_done(rt: Runtime, lease: Lease, job: Job, prompt: Prompt) -> bool:
     """Finish the job if its prompt has images (success) or a `user_error` (failure)."""
     if prompt.get("images"):
-        rt.jobs.learn_generation_seconds(_generation_seconds(job, prompt))
-        _finish(rt, lease, _success(job, prompt))
+        _finish(rt, lease, _success(job, prompt), _generation_seconds(job, prompt))
         return True
     if prompt.get("user_error"):
         _finish(rt, lease, _failure(PromptFailed(f"Astria user_error: {prompt['user_error']}")))
@@ -392,28 +408,14 @@ def _failure(exc: AstriaQueueError) -> dict[str, Any]:
     return {"state": states.FAILURE, "error": {"type": public.__name__, "message": str(exc)}}
 
 
-def _finish(rt: Runtime, lease: Lease, outcome: dict[str, Any]) -> None:
-    """Decide the outcome once, deliver it to the job and its followers, then retire the job."""
-    decided, new, followers = rt.jobs.decide(lease, outcome)
-    _deliver([lease.job_id, *followers], decided)
-    rt.jobs.delivered(lease)
-    if new:
-        error = decided.get("error", {}).get("type")
-        rt.stats.count(f"outcome:{decided['state']}", *([f"error:{error}"] if error else []))
+def _finish(rt: Runtime, lease: Lease, outcome: dict[str, Any],
+            generation_seconds: float | None = None) -> None:
+    """Decide the outcome once, deliver it to the job and its followers, retire the job."""
+    decided, _, _ = rt.jobs.finish(lease, outcome, generation_seconds)
     result = decided.get("result", {})
     log.info("job %s: %s", lease.job_id, decided["state"],
              extra={"job_id": lease.job_id, "outcome": decided["state"],
                     "prompt_id": result.get("prompt_id"), "tune_id": result.get("tune_id")})
-
-
-def _deliver(job_ids: list[str], outcome: dict[str, Any]) -> None:
-    for job_id in job_ids:
-        if outcome["state"] == states.SUCCESS:
-            app.backend.store_result(job_id, outcome["result"], states.SUCCESS)
-        else:
-            error = outcome["error"]
-            cls = getattr(errors, error["type"], AstriaQueueError)
-            app.backend.mark_as_failure(job_id, cls(error["message"]))
 
 
 def _int(value: Any) -> int | None:

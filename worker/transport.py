@@ -19,19 +19,39 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from collections.abc import Iterator
 from queue import Empty
-from time import monotonic
+from time import monotonic, time
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
-from kombu.utils.json import loads
+from kombu.utils.json import dumps, loads
 from kombu.utils.objects import cached_property
 
 REGISTRY = "_astria.processing"
 
 
 class QoS(kombu_redis.QoS):
+    channel: Channel
+
+    def append(self, message: Any, delivery_tag: str) -> None:
+        """kombu's record of an unacknowledged message, and in the same MULTI the message leaves
+        our processing list: it is in one of the two at every instant, and one round trip."""
+        delivery = message.delivery_info
+        moved = self.channel._moved
+        with self.channel.conn_or_acquire() as client:
+            pipe = client.pipeline()
+            pipe.zadd(self.unacked_index_key, {delivery_tag: time()})
+            pipe.hset(self.unacked_key, delivery_tag,
+                      dumps([message._raw, delivery["exchange"], delivery["routing_key"]]))
+            if moved is not None:
+                pipe.lrem(self.channel._processing_key, 1, moved)
+            pipe.execute()
+        self.channel._moved = None
+        virtual.QoS.append(self, message, delivery_tag)
+
     def restore_visible(self, *args: Any, **kwargs: Any) -> Any:
         """kombu's periodic sweep of unacknowledged messages, plus ours of abandoned lists."""
         with contextlib.suppress(*self.channel.connection_errors):  # the next sweep will do it
@@ -45,12 +65,18 @@ class Channel(kombu_redis.Channel):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._moving_from: str | None = None
+        self._moved: bytes | None = None  # the message being delivered, still in our list
         self._new_processing_key()
 
     @cached_property
     def _side(self) -> Any:
-        """One client for our bookkeeping (kombu's `conn_or_acquire` builds one per call)."""
+        """One client (on kombu's connection pool) for bookkeeping, acks and publishing."""
         return self._create_client()
+
+    @contextlib.contextmanager
+    def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
+        """kombu builds a new Redis client object for every ack and publish; reuse one."""
+        yield client or self._side
 
     @property
     def _alive_seconds(self) -> int:
@@ -105,8 +131,10 @@ class Channel(kombu_redis.Channel):
                 raise Empty()
             self._queue_cycle.rotate(source)
             try:
-                self.connection._deliver(loads(bytes_to_str(item)), source)  # -> unacked
-                self._side.lrem(self._processing_key, 1, item)
+                self._moved = item  # QoS.append moves it from our list to kombu's unacked
+                self.connection._deliver(loads(bytes_to_str(item)), source)
+                if self._moved is not None:  # consumed without acknowledgement: not recorded
+                    self._side.lrem(self._processing_key, 1, item)
             except BaseException:
                 self._new_processing_key()
                 raise
@@ -114,6 +142,7 @@ class Channel(kombu_redis.Channel):
         finally:
             self._in_poll = None  # type: ignore[assignment]
             self._moving_from = None
+            self._moved = None
             if hasattr(self, "_flush_brpop_reauth"):
                 self._flush_brpop_reauth()
 
