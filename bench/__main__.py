@@ -1,7 +1,7 @@
 """Benchmark: throughput, latency, Astria requests per job and worker memory, beside the ceiling.
 
     python -m bench                      # the four target scenarios of issue 4, one table
-    python -m bench --jobs 2000 --generation 3 --workers 1 [--callbacks]
+    python -m bench --jobs 2000 --generation 3 [--callbacks] [--workers 2 --pool threads -c 16]
 
 It starts its own Redis, the simulator and W worker processes; nothing else is touched.
 """
@@ -29,11 +29,11 @@ from worker.redis_server import ThrowawayRedis, free_port
 from worker.simulator import AstriaSimulator, SimConfig
 
 ROOT = Path(__file__).resolve().parent.parent
+CEILING_TASKS = 3000
 
 
 @dataclass
 class Figures:
-    label: str
     jobs: int
     generation: float
     makespan: float
@@ -54,7 +54,7 @@ class Figures:
         ideal = self.generation + self.jobs / self.ceiling
         rate = self.jobs / self.makespan
         return {
-            "scenario": self.label, "jobs": str(self.jobs), "gen s": f"{self.generation:g}",
+            "jobs": str(self.jobs), "gen s": f"{self.generation:g}",
             "jobs/s": f"{rate:.0f}", "p50 s": f"{pct(0.5):.2f}", "p95 s": f"{pct(0.95):.2f}",
             "p99 s": f"{pct(0.99):.2f}", "POST/job": f"{self.posts / self.jobs:.2f}",
             "GET/job": f"{self.gets / self.jobs:.2f}", "peak RSS MB": f"{self.peak_rss_mb:.0f}",
@@ -179,7 +179,7 @@ def ceiling(url: str, jobs: int, workers: int, pool: str, concurrency: int) -> f
 
 
 def pipeline(url: str, jobs: int, generation: float, workers: int, pool: str, concurrency: int,
-             callbacks: bool, ceiling_rate: float, label: str) -> Figures:
+             callbacks: bool, ceiling_rate: float) -> Figures:
     client = redis.Redis.from_url(url)
     client.flushdb()
     key = secrets.token_hex(8)
@@ -217,7 +217,7 @@ def pipeline(url: str, jobs: int, generation: float, workers: int, pool: str, co
                      for j, m in done.items()]
         counters = sim.counters
         return Figures(
-            label=label, jobs=jobs, generation=generation,
+            jobs=jobs, generation=generation,
             makespan=max(finished) - started if finished else float("inf"),
             latencies=latencies, posts=counters.get("created", 0), gets=counters.get("get", 0),
             peak_rss_mb=peak, total_rss_mb=total, ceiling=ceiling_rate,
@@ -238,35 +238,51 @@ def print_table(rows: list[dict[str, str]]) -> None:
         print("| " + " | ".join(r[c].ljust(widths[c]) for c in columns) + " |")
 
 
+@dataclass(frozen=True)
+class Scenario:
+    label: str
+    jobs: int
+    generation: float
+    callbacks: bool
+    workers: int
+    pool: str
+    concurrency: int
+
+    @property
+    def workers_text(self) -> str:
+        return f"{self.workers}x -P {self.pool} -c {self.concurrency}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--jobs", type=int)
+    parser.add_argument("--jobs", type=int, help="run one scenario with this many jobs")
     parser.add_argument("--generation", type=float, default=3.0)
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--pool", default="threads")
-    parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--callbacks", action="store_true")
+    parser.add_argument("--workers", type=int, default=1, help="worker hosts (celery processes)")
+    parser.add_argument("--pool", default="prefork")
+    parser.add_argument("-c", "--concurrency", type=int, default=8)
     args = parser.parse_args()
+    pool = (args.workers, args.pool, args.concurrency)
     if args.jobs:
-        scenarios = [(f"custom{' +callbacks' if args.callbacks else ''}", args.jobs,
-                      args.generation, args.callbacks)]
+        label = f"custom{' +callbacks' if args.callbacks else ''}"
+        scenarios = [Scenario(label, args.jobs, args.generation, args.callbacks, *pool)]
     else:
         scenarios = [
-            ("gen 3 s, polling", 2000, 3.0, False),
-            ("gen 0 s, polling", 2000, 0.0, False),
-            ("gen 3 s, callbacks", 2000, 3.0, True),
-            ("10k in flight", 10000, 60.0, True),
+            Scenario("gen 3 s, polling", 2000, 3.0, False, *pool),
+            Scenario("gen 0 s, polling", 2000, 0.0, False, *pool),
+            Scenario("gen 3 s, callbacks", 2000, 3.0, True, *pool),
+            # One worker process holds all 10,000 (the threads pool has no child processes).
+            Scenario("10k in flight, 1 process", 10000, 60.0, True, 1, "threads", 16),
         ]
     rows = []
     with ThrowawayRedis() as server:
-        rate = ceiling(server.url, 2000, args.workers, args.pool, args.concurrency)
-        print(f"ceiling: {rate:.0f} no-op Celery tasks/s ({args.workers} worker(s), "
-              f"-P {args.pool} -c {args.concurrency})", flush=True)
-        for label, jobs, generation, callbacks in scenarios:
-            figures = pipeline(server.url, jobs, generation, args.workers, args.pool,
-                               args.concurrency, callbacks, rate, label)
-            rows.append(figures.row())
+        for sc in scenarios:
+            # Measured next to each scenario: a shared machine's speed drifts within minutes.
+            rate = ceiling(server.url, CEILING_TASKS, sc.workers, sc.pool, sc.concurrency)
+            figures = pipeline(server.url, sc.jobs, sc.generation, sc.workers, sc.pool,
+                               sc.concurrency, sc.callbacks, rate)
+            rows.append({"scenario": sc.label, "workers": sc.workers_text, **figures.row()})
             print(json.dumps(rows[-1]), flush=True)
     print()
     print_table(rows)

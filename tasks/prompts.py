@@ -34,4 +34,4 @@ def advance(job_ids: list[str]) -> None:
 
     Errors need no handling here: a job whose step failed stays in the `due` set and falls due
     again. The scheduler sends several ids per message only when many jobs are due at once."""
-    pipeline.advance_batch(job_ids)
+    pipeline.advance(job_ids)

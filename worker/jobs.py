@@ -40,7 +40,8 @@ end
 
 _REGISTER = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists', ''} end
-local fields = {unpack(ARGV, 8)}
+local n = tonumber(ARGV[8])
+local fields = {unpack(ARGV, 9, 8 + n)}
 if KEYS[3] ~= KEYS[1] then
   local leader = redis.call('GET', KEYS[3])
   if leader and leader ~= ARGV[1] and redis.call('EXISTS', ARGV[4] .. leader) == 1 then
@@ -55,6 +56,7 @@ if KEYS[3] ~= KEYS[1] then
   redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[3])
 end
 redis.call('HSET', KEYS[1], 'status', 'queued', unpack(fields))
+if #ARGV > 8 + n then redis.call('HSET', KEYS[1], unpack(ARGV, 9 + n)) end
 redis.call('SET', KEYS[5], ARGV[6], 'PX', ARGV[7])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 redis.call('SET', KEYS[4], ARGV[1], 'EX', ARGV[3])
@@ -104,32 +106,42 @@ return 1
 """
 
 _FINISH = _WRITE_RESULT + """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
-local outcome = redis.call('HGET', KEYS[2], 'outcome')
-local followers = redis.call('SMEMBERS', KEYS[5])
-local new = 0
-if not outcome then
-  new = 1
-  outcome = ARGV[2]
-  redis.call('HSET', KEYS[2], 'outcome', outcome, 'status', ARGV[3], 'finished_at', ARGV[4])
-  if ARGV[3] == 'failed' then redis.call('ZADD', KEYS[4], ARGV[4], ARGV[5]) end
-  redis.call('HINCRBY', KEYS[6], 'outcome:' .. ARGV[10], 1)
-  if ARGV[11] ~= '' then redis.call('HINCRBY', KEYS[6], 'error:' .. ARGV[11], 1) end
-  if ARGV[12] ~= '' then
-    local old = tonumber(redis.call('GET', KEYS[7]))
-    local seconds = tonumber(ARGV[12])
-    if old then seconds = old * 0.8 + seconds * 0.2 end
-    redis.call('SET', KEYS[7], tostring(seconds))
+local p, now, retention, rkey, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local replies = {}
+for i = 6, #ARGV, 8 do
+  local id, owner, mine, status, meta, state, err, seconds = unpack(ARGV, i, i + 7)
+  local job = p .. 'job:' .. id
+  if redis.call('GET', p .. 'lock:' .. id) ~= owner then
+    replies[#replies + 1] = {'lost'}
+  else
+    local outcome = redis.call('HGET', job, 'outcome')
+    local followers = redis.call('SMEMBERS', p .. 'followers:' .. id)
+    local new = 0
+    if not outcome then
+      new = 1
+      outcome = mine
+      redis.call('HSET', job, 'outcome', outcome, 'status', status, 'finished_at', now)
+      if status == 'failed' then redis.call('ZADD', KEYS[2], now, id) end
+      redis.call('HINCRBY', KEYS[3], 'outcome:' .. state, 1)
+      if err ~= '' then redis.call('HINCRBY', KEYS[3], 'error:' .. err, 1) end
+      if seconds ~= '' then
+        local old = tonumber(redis.call('GET', KEYS[4]))
+        seconds = tonumber(seconds)
+        if old then seconds = old * 0.8 + seconds * 0.2 end
+        redis.call('SET', KEYS[4], tostring(seconds))
+      end
+      write_result(rkey, ttl, meta, id)
+      for _, f in ipairs(followers) do write_result(rkey, ttl, meta, f) end
+    end
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('EXPIRE', job, retention)
+    redis.call('DEL', p .. 'lock:' .. id)
+    local reply = {'done', outcome, new}
+    for _, f in ipairs(followers) do reply[#reply + 1] = f end
+    replies[#replies + 1] = reply
   end
-  write_result(ARGV[7], ARGV[8], ARGV[9], ARGV[5])
-  for _, f in ipairs(followers) do write_result(ARGV[7], ARGV[8], ARGV[9], f) end
 end
-redis.call('ZREM', KEYS[3], ARGV[5])
-redis.call('EXPIRE', KEYS[2], ARGV[6])
-redis.call('DEL', KEYS[1])
-local result = {outcome, new}
-for _, f in ipairs(followers) do result[#result + 1] = f end
-return result
+return replies
 """
 
 _DELIVER = _WRITE_RESULT + """
@@ -178,6 +190,16 @@ class LeaseLost(Exception):
 class Lease:
     job_id: str
     owner: str
+
+
+@dataclass(frozen=True)
+class Decided:
+    """A job's outcome as recorded: ours, or an earlier decision (`new` False), and the
+    followers it was delivered to."""
+
+    outcome: dict[str, Any]
+    new: bool
+    followers: list[str]
 
 
 @dataclass(frozen=True)
@@ -298,10 +320,13 @@ class JobStore:
 
     # --- life cycle -----------------------------------------------------------------------
     def register(
-        self, job_id: str, spec: dict[str, Any], idempotency_key: str | None
+        self, job_id: str, spec: dict[str, Any], idempotency_key: str | None,
+        first_step: dict[str, Any] | None = None,
     ) -> Registration:
         """Create the job once (redelivery is a no-op), already leased to the caller, who takes
         its first step at once; if the caller dies, the job falls due when the lease runs out.
+        `first_step` fields are written with a new job (the record of its first POST, saving a
+        round trip), not with a follower.
 
         A follower (same idempotency key as a live job) shares the leader's prompt and receives
         the leader's outcome (already known, or delivered with the leader's).
@@ -319,6 +344,7 @@ class JobStore:
             "polls": 0,
         }
         flat = [str(x) for pair in fields.items() for x in pair]
+        first = [str(x) for pair in (first_step or {}).items() for x in pair]
         job_key = self.job_key(job_id)
         idem_key = f"{self.prefix}:idem:{idempotency_key}" if idempotency_key else job_key
         lease = Lease(job_id, secrets.token_hex(8))
@@ -328,14 +354,15 @@ class JobStore:
              self._lock_key(job_id)],
             [job_id, self._lease_end(), self.settings.job_retention_seconds,
              f"{self.prefix}:job:", f"{self.prefix}:followers:", lease.owner, self._lease_ms(),
-             *flat],
+             len(flat), *flat, *first],
         )
         kind = _text(kind)
         return Registration(
             kind=kind, leader=_text(leader) or None,
             outcome=json.loads(rest[0]) if rest else None,
             lease=lease if kind == "new" else None,
-            job=Job(job_id, {"status": "queued", **{k: str(v) for k, v in fields.items()}}),
+            job=Job(job_id, {"status": "queued",
+                             **{k: str(v) for k, v in {**fields, **(first_step or {})}.items()}}),
         )
 
     def record_invalid(self, job_id: str, raw_spec: Any, outcome: dict[str, Any]) -> None:
@@ -414,33 +441,43 @@ class JobStore:
                   [lease.owner, int(retire), lease.job_id])
 
     # --- outcomes -------------------------------------------------------------------------
-    def finish(
-        self, lease: Lease, outcome: dict[str, Any], generation_seconds: float | None = None
-    ) -> tuple[dict[str, Any], bool, list[str]]:
+    def finish(self, lease: Lease, outcome: dict[str, Any],
+               generation_seconds: float | None = None) -> Decided:
         """Decide the outcome once, deliver it to the job and its followers, count it, and retire
         the job, all in one script: no crash can leave it decided but undelivered. A second
-        decision keeps the first. Returns (outcome, whether it is new, followers).
-
-        `generation_seconds`, observed on a success, feeds the learnt generation time."""
-        state = outcome["state"]
-        reply = self._run(
-            "finish",
-            [self._lock_key(lease.job_id), self.job_key(lease.job_id), self.due_key,
-             self.dead_key, f"{self.prefix}:followers:{lease.job_id}", self._stats_key,
-             self._generation_key],
-            [lease.owner, json.dumps(outcome), "succeeded" if state == "SUCCESS" else "failed",
-             time.time(), lease.job_id, self.settings.job_retention_seconds, *self._result_args,
-             self.results.outcome_prefix(outcome), state,
-             outcome.get("error", {}).get("type", ""),
-             "" if generation_seconds is None else max(0.0, generation_seconds)],
-        )
-        if not reply:
+        decision keeps the first. `generation_seconds`, observed on a success, feeds the learnt
+        generation time."""
+        decided = self.finish_many([(lease, outcome, generation_seconds)])[0]
+        if decided is None:
             raise LeaseLost(lease.job_id)
-        decided, new, followers = json.loads(reply[0]), int(reply[1]) == 1, [
-            _text(f) for f in reply[2:]]
-        if not new:  # decided before: deliver that outcome, not ours
-            self.deliver([lease.job_id, *followers], decided)
-        return decided, new, followers
+        return decided
+
+    def finish_many(
+        self, items: list[tuple[Lease, dict[str, Any], float | None]]
+    ) -> list[Decided | None]:
+        """`finish` for several jobs in one round trip; None for a job whose lease was lost."""
+        args: list[Any] = [f"{self.prefix}:", time.time(), self.settings.job_retention_seconds,
+                           *self._result_args]
+        for lease, outcome, seconds in items:
+            state = outcome["state"]
+            args += [lease.job_id, lease.owner, json.dumps(outcome),
+                     "succeeded" if state == "SUCCESS" else "failed",
+                     self.results.outcome_prefix(outcome), state,
+                     outcome.get("error", {}).get("type", ""),
+                     "" if seconds is None else max(0.0, seconds)]
+        replies = self._run("finish", [self.due_key, self.dead_key, self._stats_key,
+                                       self._generation_key], args)
+        results: list[Decided | None] = []
+        for (lease, _, _), reply in zip(items, replies, strict=True):
+            if _text(reply[0]) == "lost":
+                results.append(None)
+                continue
+            decided = Decided(json.loads(reply[1]), int(reply[2]) == 1,
+                              [_text(f) for f in reply[3:]])
+            if not decided.new:  # decided before: deliver that outcome, not ours
+                self.deliver([lease.job_id, *decided.followers], decided.outcome)
+            results.append(decided)
+        return results
 
     def deliver(self, job_ids: list[str], outcome: dict[str, Any]) -> None:
         """Write an already decided outcome to the result backend for these jobs."""

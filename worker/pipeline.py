@@ -1,7 +1,7 @@
 """The path of one job: accept -> submit (exactly once) -> route -> wait -> result.
 
-`accept` runs on the first delivery of `astria.submit_prompt`; `advance` moves a registered job one
-step (submit it, or poll it once) and then lets go, so waiting never holds a worker. The job's state
+`accept` runs on the first delivery of `astria.submit_prompt`; `advance` moves registered jobs one
+step each (submit, or poll once) and then lets go, so waiting never holds a worker. The job's state
 lives in Redis (`worker.jobs`); the outcome goes to Celery's result backend under the job id.
 
 Exactly once: before every POST the job records `pending_post`. If the answer is lost (504, read
@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -38,7 +39,7 @@ from worker.errors import (
     PromptFailed,
     PromptTimeout,
 )
-from worker.jobs import Job, JobStore, Lease, LeaseLost
+from worker.jobs import Decided, Job, JobStore, Lease, LeaseLost
 from worker.ratelimit import RateLimiter
 from worker.results import ResultFormat
 from worker.settings import Settings, get_settings
@@ -98,55 +99,64 @@ def accept(job_id: str, raw_spec: Any) -> None:
     rt = runtime()
     try:
         spec = _parse(rt, raw_spec)
+        target = _route(rt, spec)  # or a second LoRA for a tune known to need the SDXL base
     except InvalidSpec as exc:
         rt.jobs.record_invalid(job_id, raw_spec, _failure(exc))
         log.info("job %s rejected: %s", job_id, exc, extra={"job_id": job_id})
         return
-    reg = rt.jobs.register(job_id, spec.model_dump(exclude_none=True), spec.idempotency_key)
+    reg = rt.jobs.register(job_id, spec.model_dump(exclude_none=True), spec.idempotency_key,
+                           first_step=_post_record(0, None, target))
     if reg.kind == "follower":
         log.info("job %s follows job %s (same idempotency_key)", job_id, reg.leader)
         if reg.outcome:
             rt.jobs.deliver([job_id], reg.outcome)
     elif reg.lease is None:
-        advance(job_id)  # a redelivered message: the job may be half-way, or done
+        advance([job_id])  # a redelivered message: the job may be half-way, or done
     else:
-        _step(rt, reg.lease, reg.job, spec)
+        _step(rt, reg.lease, reg.job, spec, target)
 
 
-def advance_batch(job_ids: list[str]) -> None:
-    """Step each job in turn, owning them all from the start (one round trip). A failing step
-    does not hold up the others (its job stays due); a slow batch renews each lease before use."""
+def advance(job_ids: list[str]) -> None:
+    """Take one step of each registered job that no other worker owns right now, in turn.
+
+    All are owned from the start and their outcomes written together at the end (one round trip
+    each; a job stays owned until then). A failing step does not hold up the others (its job stays
+    due), and a slow batch renews each lease before using it."""
     rt = runtime()
     started = time.monotonic()
-    for lease, job in rt.jobs.acquire_many(job_ids):
-        try:
-            if time.monotonic() - started > rt.settings.job_lease_seconds / 2:
-                rt.jobs.renew(lease)
-            _step(rt, lease, job)
-        except LeaseLost:
-            continue
-        except redis.RedisError:
-            raise  # Redis is away: the rest would fail too; they fall due after their lease
-        except Exception:
-            log.exception("job %s: step failed, it falls due again", job.id,
-                          extra={"job_id": job.id})
+    finishing: list[Finishing] = []
+    batch = _finishing.set(finishing)
+    try:
+        for lease, job in rt.jobs.acquire_many(job_ids):
+            try:
+                if time.monotonic() - started > rt.settings.job_lease_seconds / 2:
+                    rt.jobs.renew(lease)
+                _step(rt, lease, job)
+            except LeaseLost:
+                continue
+            except redis.RedisError:
+                raise  # Redis is away: the rest would fail too; they fall due after their lease
+            except Exception:
+                log.exception("job %s: step failed, it falls due again", job.id,
+                              extra={"job_id": job.id})
+    finally:
+        _finishing.reset(batch)
+    if finishing:
+        for (lease, _, _), decided in zip(finishing, rt.jobs.finish_many(finishing),
+                                          strict=True):
+            if decided is not None:
+                _log_outcome(lease, decided)
 
 
-def advance(job_id: str) -> None:
-    """Take one step of a registered job, unless another worker owns it right now."""
-    rt = runtime()
-    owned = rt.jobs.acquire(job_id)
-    if owned is not None:
-        _step(rt, *owned)
-
-
-def _step(rt: Runtime, lease: Lease, job: Job, spec: PromptSpec | None = None) -> None:
-    """Submit or poll the job we own, and let go of it; `spec`, when known, spares a re-parse."""
+def _step(rt: Runtime, lease: Lease, job: Job, spec: PromptSpec | None = None,
+          recorded: Target | None = None) -> None:
+    """Submit or poll the job we own, and let go of it. From `accept`: the parsed `spec`, and the
+    target whose POST registration `recorded` already."""
     try:
         if job.status not in ("queued", "waiting"):
             rt.jobs.release(lease, retire=True)  # finished (a late message), or expired
         elif job.prompt_id is None:
-            _submit_step(rt, lease, job, spec)
+            _submit_step(rt, lease, job, spec, recorded)
         else:
             _poll_step(rt, lease, job)
     except LeaseLost:
@@ -170,10 +180,11 @@ def _parse(rt: Runtime, raw: Any) -> PromptSpec:
     return parse_spec(raw, sdxl_base_tune_id=rt.settings.astria_sdxl_base_tune_id)
 
 
-def _submit_step(rt: Runtime, lease: Lease, job: Job, spec: PromptSpec | None) -> None:
+def _submit_step(rt: Runtime, lease: Lease, job: Job, spec: PromptSpec | None,
+                 recorded: Target | None) -> None:
     try:
         spec = spec or _parse(rt, job.spec)
-        prompt, target = _submit(rt, lease, job, spec)
+        prompt, target = _submit(rt, lease, job, spec, recorded)
     except Reschedule as later:
         rt.jobs.schedule(lease, later.delay)
         return
@@ -189,8 +200,7 @@ def _submit_step(rt: Runtime, lease: Lease, job: Job, spec: PromptSpec | None) -
     if target.rerouted:
         rt.stats.count("rerouted")
     log.info("job %s: prompt %s created on tune %s", job.id, prompt["id"], tune_id,
-             extra={"job_id": job.id, "prompt_id": prompt["id"], "tune_id": tune_id,
-                    "attempt": int(job.post_attempts) + 1})
+             extra={"job_id": job.id, "prompt_id": prompt["id"], "tune_id": tune_id})
     rt.jobs.schedule(
         lease, _first_poll_delay(rt),
         progress=(WAITING, {"prompt_id": prompt["id"], "tune_id": tune_id,
@@ -202,13 +212,17 @@ def _submit_step(rt: Runtime, lease: Lease, job: Job, spec: PromptSpec | None) -
     )
 
 
-def _submit(rt: Runtime, lease: Lease, job: Job, spec: PromptSpec) -> tuple[Prompt, Target]:
+def _submit(
+    rt: Runtime, lease: Lease, job: Job, spec: PromptSpec, recorded: Target | None
+) -> tuple[Prompt, Target]:
     """Create the job's prompt, at most once, retrying transient failures with tenacity."""
     for attempt in retrying(rt.settings):
         with attempt:
             if attempt.retry_state.attempt_number > 1:  # after a back-off: still ours? reload
                 rt.jobs.renew(lease)
-                job = rt.jobs.load(job.id)
+                job, recorded = rt.jobs.load(job.id), None
+            if recorded is not None:  # this very POST was recorded with the registration
+                return _send_post(rt, lease, job, spec, recorded)
             if job.pending_post:
                 found = _find_created(rt, job)
                 if found is not None:
@@ -224,16 +238,27 @@ def _submit(rt: Runtime, lease: Lease, job: Job, spec: PromptSpec) -> tuple[Prom
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def _post_record(attempts_before: int, first_post_at: str | None, target: Target
+                 ) -> dict[str, Any]:
+    """What a job records before a POST: when, where and what (for reconciliation)."""
+    now = time.time()
+    return {"pending_post": now, "post_tune_id": target.tune_id, "post_text": target.text,
+            "post_rerouted": int(target.rerouted), "post_attempts": attempts_before + 1,
+            "first_post_at": first_post_at or now}
+
+
 def _post(
     rt: Runtime, lease: Lease, job: Job, spec: PromptSpec, target: Target
 ) -> tuple[Prompt, Target]:
-    """One POST; on the documented pti/faceid 422, learn the route and re-route once."""
-    now = time.time()
-    rt.jobs.update(
-        lease, pending_post=now, post_tune_id=target.tune_id, post_text=target.text,
-        post_rerouted=int(target.rerouted), post_attempts=job.post_attempts + 1,
-        first_post_at=job.get("first_post_at") or now,
-    )
+    """Record, then POST once."""
+    rt.jobs.update(lease, **_post_record(job.post_attempts, job.get("first_post_at"), target))
+    return _send_post(rt, lease, job, spec, target)
+
+
+def _send_post(
+    rt: Runtime, lease: Lease, job: Job, spec: PromptSpec, target: Target
+) -> tuple[Prompt, Target]:
+    """One recorded POST; on the documented pti/faceid 422, learn the route and re-route once."""
     fields = {**spec.prompt_fields(), "text": target.text, "seed": job.seed}
     if rt.settings.astria_callback_url:
         fields["callback"] = callback_url(rt.settings.astria_callback_url, job.token)
@@ -408,13 +433,27 @@ def _failure(exc: AstriaQueueError) -> dict[str, Any]:
     return {"state": states.FAILURE, "error": {"type": public.__name__, "message": str(exc)}}
 
 
+Finishing = tuple[Lease, dict[str, Any], float | None]
+#: Outcomes decided while `advance` steps a batch, written together at its end.
+_finishing: ContextVar[list[Finishing] | None] = ContextVar("astria_finishing", default=None)
+
+
 def _finish(rt: Runtime, lease: Lease, outcome: dict[str, Any],
             generation_seconds: float | None = None) -> None:
-    """Decide the outcome once, deliver it to the job and its followers, retire the job."""
-    decided, _, _ = rt.jobs.finish(lease, outcome, generation_seconds)
-    result = decided.get("result", {})
-    log.info("job %s: %s", lease.job_id, decided["state"],
-             extra={"job_id": lease.job_id, "outcome": decided["state"],
+    """Decide the outcome once, deliver it to the job and its followers, retire the job (inside
+    `advance`, with the batch's other outcomes when it ends)."""
+    batch = _finishing.get()
+    if batch is not None:
+        batch.append((lease, outcome, generation_seconds))
+    else:
+        _log_outcome(lease, rt.jobs.finish(lease, outcome, generation_seconds))
+
+
+def _log_outcome(lease: Lease, decided: Decided) -> None:
+    outcome = decided.outcome
+    result = outcome.get("result", {})
+    log.info("job %s: %s", lease.job_id, outcome["state"],
+             extra={"job_id": lease.job_id, "outcome": outcome["state"],
                     "prompt_id": result.get("prompt_id"), "tune_id": result.get("tune_id")})
 
 
