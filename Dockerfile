@@ -6,4 +6,4 @@ COPY tasks ./tasks
 RUN pip install --no-cache-dir '.[ops]'
 RUN useradd --create-home astria
 USER astria
-CMD ["celery", "-A", "worker", "worker", "-P", "threads", "-c", "16", "--loglevel", "INFO"]
+CMD ["celery", "-A", "worker", "worker", "-c", "8", "--loglevel", "INFO"]

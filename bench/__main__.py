@@ -90,7 +90,7 @@ def _tree(pid: int) -> list[int]:
 
 
 class RssSampler(threading.Thread):
-    """Peak resident memory, every 100 ms: of any one worker process (a prefork worker's pool
+    """Peak resident memory, every 250 ms: of any one worker process (a prefork worker's pool
     processes included), and of all worker processes together."""
 
     def __init__(self, pids: list[int]) -> None:
@@ -98,7 +98,7 @@ class RssSampler(threading.Thread):
         self.pids, self.peak, self.peak_total, self._done = pids, 0.0, 0.0, threading.Event()
 
     def run(self) -> None:
-        while not self._done.wait(0.1):
+        while not self._done.wait(0.25):
             sizes = [_rss_mb(p) for root in self.pids for p in _tree(root)]
             self.peak = max([self.peak, *sizes])
             self.peak_total = max(self.peak_total, sum(sizes))
@@ -156,23 +156,31 @@ def _wait_all(client: redis.Redis, ids: list[str], timeout: float) -> dict[str, 
     return done
 
 
+def _last_done(done: dict[str, dict[str, Any]]) -> float:
+    """When the last of these results was written (by the worker, to the millisecond)."""
+    return max(datetime.fromisoformat(m["date_done"]).timestamp() for m in done.values())
+
+
 def _worker_args(pool: str, concurrency: int, app: str) -> list[str]:
     return ["celery", "-A", app, "worker", "-P", pool, "-c", str(concurrency), "--loglevel",
             "ERROR", "--without-mingle", "--without-gossip"]
 
 
 def ceiling(url: str, jobs: int, workers: int, pool: str, concurrency: int) -> float:
-    """No-op Celery tasks per second on this Redis with this many workers."""
+    """No-op Celery tasks per second on this Redis with these workers: the median of three bursts
+    (on a shared machine one burst can be off by a third either way)."""
     client = redis.Redis.from_url(url)
     client.flushdb()
     procs = _start(_worker_args(pool, concurrency, "bench.noop"), {"REDIS_URL": url}, workers)
     app = Celery(broker=url, backend=url)
     try:
         app.send_task("noop.ping").get(timeout=60)  # workers are up
-        started = time.monotonic()
-        ids = [app.send_task("noop.ping").id for _ in range(jobs)]
-        _wait_all(client, ids, 600)
-        return jobs / (time.monotonic() - started)
+        rates = []
+        for _ in range(3):
+            started = time.time()
+            ids = [app.send_task("noop.ping").id for _ in range(jobs)]
+            rates.append(jobs / (_last_done(_wait_all(client, ids, 600)) - started))
+        return sorted(rates)[1]
     finally:
         _stop(procs)
         app.close()
@@ -212,13 +220,12 @@ def pipeline(url: str, jobs: int, generation: float, workers: int, pool: str, co
             enqueued[job.id] = time.time()
         done = _wait_all(client, list(enqueued), 900)
         peak, total = sampler.stop()
-        finished = [datetime.fromisoformat(m["date_done"]).timestamp() for m in done.values()]
         latencies = [datetime.fromisoformat(m["date_done"]).timestamp() - enqueued[j]
                      for j, m in done.items()]
         counters = sim.counters
         return Figures(
             jobs=jobs, generation=generation,
-            makespan=max(finished) - started if finished else float("inf"),
+            makespan=_last_done(done) - started if done else float("inf"),
             latencies=latencies, posts=counters.get("created", 0), gets=counters.get("get", 0),
             peak_rss_mb=peak, total_rss_mb=total, ceiling=ceiling_rate,
             errors=sum(1 for m in done.values() if m["status"] != "SUCCESS") + jobs - len(done),

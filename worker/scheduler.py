@@ -1,11 +1,12 @@
 """`DueJobScheduler`: a worker bootstep handing due jobs (polls, retries, take-overs) to the pool.
 
 Every worker runs one; `JobStore.claim_due` is atomic, so each due job is dispatched by exactly one
-of them. Due jobs go out as `astria.advance` messages carrying several job ids each when many are
-due at once: at most one message per pool slot per tick, each with up to SCHEDULER_BATCH_SIZE ids,
-so under load a poll costs a fraction of a Celery task, and when few are due each job still gets
-its own message (no job waits behind another). A message expires after one lease: by then its
-jobs have fallen due again and been dispatched anew, so a backlog never multiplies messages.
+of them. Due jobs go out as `astria.advance` messages of up to SCHEDULER_BATCH_SIZE job ids, stepped
+one after another: a message costs a worker about as much CPU as several polls, so under load a
+poll costs a fraction of a Celery task (the benchmark measured 30% more jobs/s from batching). The
+price is latency when Astria is slow: the last poll of a full batch waits for the others' answers.
+A message expires after one lease: by then its jobs have fallen due again and been dispatched
+anew, so a backlog never multiplies messages.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ log = logging.getLogger("astria.scheduler")
 CLAIM = 500
 
 
-def batches(job_ids: list[str], slots: int, max_size: int) -> list[list[str]]:
-    """Split due jobs into at most `slots` messages (more only beyond `max_size` ids each)."""
-    size = min(max_size, max(1, math.ceil(len(job_ids) / max(1, slots))))
-    return [job_ids[i:i + size] for i in range(0, len(job_ids), size)]
+def batches(job_ids: list[str], size: int) -> list[list[str]]:
+    """Split due jobs into messages of at most `size` ids, as even as can be."""
+    count = math.ceil(len(job_ids) / size)
+    return [job_ids[i::count] for i in range(count)]
 
 
 class DueJobScheduler(bootsteps.StartStopStep):
@@ -36,10 +37,8 @@ class DueJobScheduler(bootsteps.StartStopStep):
         self._app = parent.app
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._slots = 1
 
     def start(self, parent: Any) -> None:
-        self._slots = int(getattr(parent.pool, "limit", None) or 1)
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="astria-due-scheduler", daemon=True)
         self._thread.start()
@@ -62,7 +61,7 @@ class DueJobScheduler(bootsteps.StartStopStep):
                 due = rt.jobs.claim_due(CLAIM)
                 if due:  # one pipelined write for all the messages
                     with self._app.producer_or_acquire() as producer, producer.batch():
-                        for ids in batches(due, self._slots, s.scheduler_batch_size):
+                        for ids in batches(due, s.scheduler_batch_size):
                             self._app.send_task(ADVANCE_TASK, args=[ids], producer=producer,
                                                 expires=s.job_lease_seconds)
             except Exception:  # Redis restarting, broker away: keep going, jobs stay due

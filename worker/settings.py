@@ -68,7 +68,7 @@ class Settings(BaseSettings):
     #: How often each worker looks for due jobs (polls, retries, take-overs).
     scheduler_tick_seconds: float = Field(0.5, gt=0)
     #: Most due jobs one `astria.advance` message carries (they are stepped one after another).
-    scheduler_batch_size: int = Field(25, ge=1, le=500)
+    scheduler_batch_size: int = Field(10, ge=1, le=500)
     job_retention_seconds: int = Field(7 * 24 * 3600, gt=0)
     key_prefix: str = Field("astria", pattern=r"^[A-Za-z0-9_.:-]+$")
     #: Celery task events from the start; Flower switches them on by itself when it connects.
