@@ -24,7 +24,6 @@ from typing import Any
 
 import redis
 from celery import Celery
-
 from worker.redis_server import ThrowawayRedis, free_port
 from worker.simulator import AstriaSimulator, SimConfig
 

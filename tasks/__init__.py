@@ -1,5 +1,5 @@
 """Celery task definitions: the names producers send to."""
 
-from tasks.prompts import advance, submit_prompt
+from tasks.prompts import submit_prompt
 
-__all__ = ["advance", "submit_prompt"]
+__all__ = ["submit_prompt"]

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from astria_local.redis_server import ThrowawayRedis
 from tests.harness import Stack
-from worker.redis_server import ThrowawayRedis
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,8 @@ import requests
 from celery import Celery
 from celery.result import AsyncResult
 
-from worker.simulator import AstriaSimulator, SimConfig
+from astria_local.redis_server import free_port
+from astria_local.simulator import AstriaSimulator, SimConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "sk-test-" + uuid.uuid4().hex  # a key that must never show up anywhere
@@ -130,23 +131,23 @@ class Stack:
 
 
 def start_callback_receiver(stack: Stack) -> str:
-    """Run `astria-queue callbacks` for this stack; returns its URL and sets ASTRIA_CALLBACK_URL."""
-    from worker.redis_server import free_port
-
+    """Run the receiver with the Procfile's own command; returns its callback URL and sets
+    ASTRIA_CALLBACK_URL."""
     port = free_port()
     log = Path(f"/tmp/astria-test-callbacks-{stack.prefix}.log")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "worker.cli", "callbacks", "--host", "127.0.0.1", "--port",
-         str(port)],
-        cwd=ROOT, env={**os.environ, **stack.env}, stdout=log.open("wb"),
-        stderr=subprocess.STDOUT, start_new_session=True,
+        [sys.executable, "-m", "gunicorn", "-c", "python:worker.gunicorn_conf",
+         "worker.receiver:app"],
+        cwd=ROOT, env={**os.environ, **stack.env, "CALLBACK_HOST": "127.0.0.1",
+                       "CALLBACK_PORT": str(port), "CALLBACK_WORKERS": "1"},
+        stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
     )
     stack.workers.append(proc)
     stack.logs.append(log)
-    url = f"http://127.0.0.1:{port}/astria/callback"
-    wait_for(lambda: _answers(url), 20, "the callback receiver")
-    stack.env["ASTRIA_CALLBACK_URL"] = url
-    return url
+    base = f"http://127.0.0.1:{port}"
+    wait_for(lambda: _answers(base + "/healthz"), 30, "the callback receiver")
+    stack.env["ASTRIA_CALLBACK_URL"] = base + "/astria/callback"
+    return stack.env["ASTRIA_CALLBACK_URL"]
 
 
 def _answers(url: str) -> bool:

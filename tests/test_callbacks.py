@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import base64
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -11,8 +11,11 @@ from typing import Any
 import pytest
 import requests
 
+from astria_local.simulator import SimConfig
 from tests.harness import Stack, start_callback_receiver, wait_for
-from worker.simulator import SimConfig
+from worker import verify_webhook
+
+SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 
 
 @pytest.fixture
@@ -22,7 +25,8 @@ def user_endpoint() -> Iterator[tuple[str, list[Any]]]:
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append(verify_webhook(dict(self.headers), body, SECRET))
             self.send_response(204)
             self.end_headers()
 
@@ -39,7 +43,7 @@ def test_callback_completes_jobs_without_polling(
     make_stack: Callable[..., Stack], user_endpoint: tuple[str, list[Any]]
 ) -> None:
     stack = make_stack(sim_config=SimConfig(generation_seconds=1),
-                       astria_callback_fallback_seconds=120)
+                       astria_callback_fallback_seconds=120, webhook_secret=SECRET)
     start_callback_receiver(stack)
     stack.start_worker()
     url, received = user_endpoint
@@ -51,9 +55,11 @@ def test_callback_completes_jobs_without_polling(
     wait_for(lambda: stack.sim.counters.get("callback_sent") == 6, 10, "six callbacks sent")
     sent = stack.sim_json("/_sim/prompts")
     assert all("token=" in p["callback"] for p in sent)
-    # The producer's own callback still arrives, with Astria's body.
-    wait_for(lambda: received, 10, "the forwarded callback")
-    assert [r["prompt"]["text"] for r in received] == ["with my own hook"]
+    # The producer's own callback is a signed webhook with the outcome, never sent to Astria.
+    assert all(url not in p["callback"] for p in sent)
+    wait_for(lambda: received, 10, "the producer's webhook")
+    assert [(r["type"], r["data"]["text"], r["data"]["job_id"]) for r in received] == [
+        ("job.succeeded", "with my own hook", jobs[-1])]
 
 
 def test_callback_with_an_unknown_token_changes_nothing(make_stack: Callable[..., Stack]) -> None:

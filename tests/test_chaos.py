@@ -15,11 +15,12 @@ from collections.abc import Callable
 
 import pytest
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
+from astria_local.redis_server import ThrowawayRedis
+from astria_local.simulator import SimConfig
 from tests.harness import Stack
-from worker.pipeline import redis_client
-from worker.redis_server import ThrowawayRedis
-from worker.simulator import SimConfig
 
 JOBS = int(os.environ.get("CHAOS_JOBS", "300"))
 WORKERS = 3
@@ -49,11 +50,12 @@ def test_chaos(make_stack: Callable[..., Stack], capsys: pytest.CaptureFixture[s
         stack = make_stack(
             sim_config=faults, job_lease_seconds=6, astria_read_timeout=3,
             astria_retry_max_seconds=10, astria_retry_attempts=RETRY_ATTEMPTS,
-            broker_visibility_timeout=30, astria_job_deadline_seconds=600,
+            broker_visibility_timeout=40, astria_job_deadline_seconds=600,
         )
         stack.redis_url = stack.env["REDIS_URL"] = server.url
         stack.app.conf.broker_url = stack.app.conf.result_backend = server.url
-        reader = redis_client(server.url)
+        reader = redis.Redis.from_url(server.url, retry=Retry(ExponentialBackoff(cap=2.0), 20),
+                                      retry_on_error=[redis.ConnectionError])
         workers = [stack.start_worker() for _ in range(WORKERS)]
         jobs = [stack.send({"tune_id": 42, "text": f"chaos job {i}"}) for i in range(JOBS)]
 

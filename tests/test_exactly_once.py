@@ -6,9 +6,10 @@ import json
 from collections import Counter
 from collections.abc import Callable
 
+from astria_local.redis_server import ThrowawayRedis
+from astria_local.simulator import SimConfig
 from tests.harness import API_KEY, SLOW_TUNE, Stack, wait_for
-from worker.redis_server import ThrowawayRedis
-from worker.simulator import SimConfig
+from worker.constants import Keys
 
 
 def prompts_per_text(stack: Stack) -> Counter[str]:
@@ -130,14 +131,14 @@ def test_message_taken_by_a_worker_that_died_at_once_is_recovered(
     make_stack: Callable[..., Stack],
 ) -> None:
     """A worker killed right after taking a message from the queue, before kombu recorded it."""
-    from worker.transport import REGISTRY
-
-    stack = make_stack(broker_visibility_timeout=30, astria_retry_max_seconds=5,
+    stack = make_stack(broker_visibility_timeout=40, astria_retry_max_seconds=5,
                        astria_read_timeout=5, job_lease_seconds=10)
+    keys = Keys(stack.prefix)
     job = stack.send({"tune_id": 42, "text": "taken by a dying worker"})
-    dead_list = f"{REGISTRY}.dead-worker"
+    dead_list = keys.processing_list("dead-worker")
     assert stack.redis.lmove("celery", dead_list, "RIGHT", "LEFT")
-    stack.redis.hset(REGISTRY, dead_list, "celery")  # its heartbeat key never existed / expired
+    stack.redis.hset(keys.processing, dead_list, "celery")  # its heartbeat never beat
     stack.start_worker()
     assert stack.outcome(job, timeout=60)["images"]
-    assert stack.redis.llen(dead_list) == 0 and not stack.redis.hexists(REGISTRY, dead_list)
+    assert stack.redis.llen(dead_list) == 0
+    assert not stack.redis.hexists(keys.processing, dead_list)

@@ -14,7 +14,6 @@ from pathlib import Path
 import yaml
 
 from tests.harness import PTI_TUNE, ROOT, Stack, wait_for
-from worker.scheduler import batches
 from worker.settings import Settings
 from worker.spec import spec_json_schema
 
@@ -140,11 +139,3 @@ def test_demo_runs_end_to_end_with_nothing_configured() -> None:
                  "(re-routed from 1002)", "OK   FaceID tune (re-routed)",
                  "FAIL invalid spec: InvalidSpec: text: must not be blank"):
         assert line in done.stdout
-
-
-def test_due_jobs_are_sent_in_even_batches_and_none_is_dropped() -> None:
-    ids = [f"job-{i}" for i in range(23)]
-    parts = batches(ids, 10)
-    assert [len(p) for p in parts] == [8, 8, 7]
-    assert sorted(job for part in parts for job in part) == sorted(ids)
-    assert batches(ids[:3], 10) == [ids[:3]]

@@ -9,8 +9,8 @@ import sys
 import textwrap
 from collections.abc import Callable
 
+from astria_local.simulator import SimConfig
 from tests.harness import FACEID_TUNE, PTI_TUNE, SLOW_TUNE, Stack
-from worker.simulator import SimConfig
 
 
 def test_checkpoint_job_returns_images_and_the_contract_fields(stack: Stack) -> None:

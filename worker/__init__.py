@@ -1,10 +1,11 @@
 """Astria job queue: enqueue a prompt spec, get images back from the Redis result backend.
 
-`celery -A worker worker` starts a worker (this module's `app`).
+`celery -A worker worker` starts a worker (this package's `app`). The public surface:
 """
 
-from worker.app import ADVANCE_TASK, SUBMIT_TASK, app
+from worker.app import app
 from worker.client import AstriaClient
+from worker.constants import QUEUE, SUBMIT_TASK
 from worker.errors import (
     AstriaError,
     AstriaQueueError,
@@ -15,12 +16,14 @@ from worker.errors import (
     PromptFailed,
     PromptTimeout,
 )
-from worker.producer import enqueue, job_result, outcome
+from worker.producer import cancel, cancel_tenant, enqueue, job_result, outcome
+from worker.records import JobState, Lane
 from worker.settings import Settings, get_settings
 from worker.spec import PromptSpec, parse_spec
+from worker.webhooks import verify as verify_webhook
 
 __all__ = [
-    "ADVANCE_TASK",
+    "QUEUE",
     "SUBMIT_TASK",
     "AstriaClient",
     "AstriaError",
@@ -29,14 +32,19 @@ __all__ = [
     "AstriaUnavailable",
     "ConfigError",
     "InvalidSpec",
+    "JobState",
+    "Lane",
     "PromptFailed",
     "PromptSpec",
     "PromptTimeout",
     "Settings",
     "app",
+    "cancel",
+    "cancel_tenant",
     "enqueue",
     "get_settings",
     "job_result",
     "outcome",
     "parse_spec",
+    "verify_webhook",
 ]

@@ -3,37 +3,56 @@
 Configuration is read when the app is first used, not when this module is imported, so a process
 can set its environment (the demo, the tests) after importing `worker`.
 
-Why these settings (see README "Crash safety"):
+Why these settings (see README "Exactly once and crash safety"):
 - `task_acks_late` + `task_reject_on_worker_lost`: a message is acknowledged only after its task
   ran, so a worker killed mid-task leaves it to be delivered again.
 - `visibility_timeout` (BROKER_VISIBILITY_TIMEOUT) exceeds `task_time_limit`; nothing we schedule
-  lives in the broker (waiting jobs live in Redis' `due` set), so it need not exceed a generation.
-- Unacknowledged messages of a dead worker are swept back every few seconds, not every 100 s.
+  lives in the broker (jobs wait in Redis' queues and due sets), so it need not exceed anything
+  else.
 - `worker.transport` consumes with an atomic move, so no message is lost between kombu's pop and
-  its bookkeeping; it wants one queue and no priority steps, so both tasks share `celery` (FIFO:
-  polls and submissions take turns, neither starves the other).
+  its bookkeeping; it wants one queue and no priority steps.
+
+Every worker process that runs tasks also runs an `Engine` (`worker.engine`), where the Astria
+requests are made: the pool's own process for `-P threads`/`gevent`/`solo`, each child for prefork.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
-from celery import Celery
-from celery.signals import worker_init
+from celery import Celery, bootsteps
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown
 from kombu.entity import Queue
 
-from worker import logs  # noqa: F401  (connects the JSON log formatter)
+from worker import control, engine, logs  # noqa: F401  (revoke hook, JSON log formatter)
+from worker.connections import sentinel_hosts
+from worker.constants import QUEUE
 from worker.errors import ConfigError
-from worker.scheduler import DueJobScheduler
+from worker.runtime import runtime
 from worker.settings import Settings, get_settings
-
-SUBMIT_TASK = "astria.submit_prompt"
-ADVANCE_TASK = "astria.advance"
-DEFAULT_QUEUE = "celery"
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery settings derived from ours."""
+    transport_options: dict[str, Any] = {
+        "visibility_timeout": settings.broker_visibility_timeout,
+        "unacked_restore_interval": min(10.0, settings.broker_visibility_timeout / 4),
+        "unacked_restore_throttle": 1,
+        "priority_steps": [0],
+        "socket_timeout": 15,
+        "health_check_interval": 15,
+        "max_connections": 64,
+    }
+    backend_options: dict[str, Any] = {"retry_policy": {"timeout": 30.0}}
+    transport = "worker.transport:Transport"
+    if settings.redis_url.startswith("sentinel://"):
+        transport = "worker.transport:SentinelTransport"
+        transport_options["master_name"] = settings.redis_sentinel_master
+        backend_options["master_name"] = settings.redis_sentinel_master
+        _, _, password = sentinel_hosts(settings.redis_url)
+        if password:
+            transport_options["sentinel_kwargs"] = backend_options["sentinel_kwargs"] = {
+                "password": password}
     return {
         "broker_url": settings.redis_url,
         "result_backend": settings.redis_url,
@@ -44,24 +63,17 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "task_time_limit": settings.task_time_limit,
-        "task_queues": (Queue(DEFAULT_QUEUE),),
-        "task_default_queue": DEFAULT_QUEUE,
-        "broker_transport": "worker.transport:Transport",
+        "task_queues": (Queue(QUEUE),),
+        "task_default_queue": QUEUE,
+        "broker_transport": transport,
         "worker_prefetch_multiplier": 4,
         "worker_send_task_events": settings.worker_task_events,
         "task_send_sent_event": settings.worker_task_events,
         "result_expires": settings.job_retention_seconds,
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
-        "broker_transport_options": {
-            "visibility_timeout": settings.broker_visibility_timeout,
-            "unacked_restore_interval": min(10.0, settings.broker_visibility_timeout / 4),
-            "unacked_restore_throttle": 1,
-            "priority_steps": [0],
-            "socket_timeout": 15,
-            "health_check_interval": 15,
-        },
-        "result_backend_transport_options": {"retry_policy": {"timeout": 30.0}},
+        "broker_transport_options": transport_options,
+        "result_backend_transport_options": backend_options,
         "redis_socket_timeout": 15,
         "redis_backend_health_check_interval": 15,
         "redis_retry_on_timeout": True,
@@ -74,8 +86,28 @@ class AstriaCelery(Celery):
         self.config_from_object(celery_config(get_settings()))
 
 
+class EngineStep(bootsteps.StartStopStep):
+    """Runs the engine in the worker's own process, unless prefork children run theirs."""
+
+    requires: ClassVar[set[str]] = {"celery.worker.components:Pool"}
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self._here = "prefork" not in getattr(parent.pool_cls, "__module__", "")
+
+    def start(self, parent: Any) -> None:
+        if self._here:
+            engine.start_engine()
+
+    def stop(self, parent: Any) -> None:
+        if self._here:
+            engine.stop_engine()
+
+    shutdown = stop
+
+
 app = AstriaCelery("astria", include=["tasks"])
-app.steps["consumer"].add(DueJobScheduler)
+app.steps["worker"].add(EngineStep)
 
 
 @worker_init.connect
@@ -85,3 +117,15 @@ def _require_api_key(**_: Any) -> None:
         get_settings().api_key()
     except ConfigError as exc:
         raise SystemExit(f"astria worker: {exc}") from None
+
+
+@worker_process_init.connect
+def _start_child_engine(**_: Any) -> None:
+    """A prefork child: its own Redis connections and engine (nothing crosses the fork)."""
+    runtime.cache_clear()
+    engine.start_engine()
+
+
+@worker_process_shutdown.connect
+def _stop_child_engine(**_: Any) -> None:
+    engine.stop_engine()

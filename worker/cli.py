@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -79,8 +80,8 @@ def schema() -> None:
 
 @main.command()
 def stats() -> None:
-    """Counts by state, reroutes, requests and retries by status, Astria latency percentiles."""
-    from worker.pipeline import runtime
+    """Counts by state, per tenant and lane (in flight, latency, cost), requests by status."""
+    from worker.runtime import runtime
 
     _print_json(runtime().stats.snapshot())
 
@@ -92,7 +93,7 @@ def health(timeout: float) -> None:
     import requests
 
     from worker.app import app
-    from worker.pipeline import runtime
+    from worker.runtime import runtime
 
     problems = []
     settings = runtime().settings
@@ -136,7 +137,8 @@ def batch(specs: Path, out: Path | None, dry_run: bool, timeout: float) -> None:
     """Enqueue a JSONL file of specs, show progress, write the outcomes as JSONL."""
     import time
 
-    from worker.app import SUBMIT_TASK, app
+    from worker.app import app
+    from worker.constants import SUBMIT_TASK
     from worker.errors import InvalidSpec
     from worker.producer import job_result
     from worker.settings import get_settings
@@ -193,16 +195,16 @@ def dead() -> None:
 @click.option("--limit", type=int, default=100, show_default=True)
 def dead_list(limit: int) -> None:
     """Failed jobs, newest first, with their spec, reason and attempts (JSON lines)."""
-    from worker.pipeline import runtime
+    from worker.records import Failed
+    from worker.runtime import runtime
 
     for job in runtime().jobs.dead_jobs(limit):
-        outcome = job.outcome or {}
+        failed = job.outcome if isinstance(job.outcome, Failed) else None
         click.echo(json.dumps({
-            "job_id": job.id, "spec": job.spec,
-            "reason": outcome.get("error", {}).get("message"),
-            "error": outcome.get("error", {}).get("type"),
+            "job_id": job.id, "spec": job.spec, "tenant": job.tenant,
+            "reason": failed.message if failed else None,
+            "error": failed.error if failed else None,
             "post_attempts": job.post_attempts, "prompt_id": job.prompt_id,
-            "finished_at": job.get("finished_at"),
         }))
 
 
@@ -211,18 +213,87 @@ def dead_list(limit: int) -> None:
 @click.option("--all", "redrive_all", is_flag=True, help="Re-drive every dead job.")
 def dead_redrive(job_ids: tuple[str, ...], redrive_all: bool) -> None:
     """Put failed jobs back to work under the same job id, without duplicating their prompt."""
-    from worker.app import app
-    from worker.pipeline import runtime
+    from worker.runtime import runtime
 
     jobs = runtime().jobs
     ids = [job.id for job in jobs.dead_jobs(10_000)] if redrive_all else list(job_ids)
     if not ids:
         raise click.UsageError("name job ids or pass --all")
     for job_id in ids:
-        answer = jobs.redrive(job_id)
-        if answer == "redriven":
-            app.backend.forget(job_id)  # PENDING again until the new outcome arrives
+        click.echo(f"{job_id}: {jobs.redrive(job_id)}")  # PENDING again until its new outcome
+
+
+@main.command()
+@click.argument("job_ids", nargs=-1)
+@click.option("--tenant", help="Cancel every job of this tenant that has no outcome yet.")
+@click.option("--delete-prompt", is_flag=True,
+              help="Also delete a prompt the job created, at Astria.")
+def cancel(job_ids: tuple[str, ...], tenant: str | None, delete_prompt: bool) -> None:
+    """Cancel jobs: not yet sent, never sent; waiting, stop polling; the outcome is REVOKED."""
+    from worker.producer import cancel as cancel_job
+    from worker.producer import cancel_tenant
+
+    if bool(job_ids) == bool(tenant):
+        raise click.UsageError("name job ids, or --tenant")
+    answers = (cancel_tenant(tenant, delete_prompt=delete_prompt) if tenant
+               else {job_id: cancel_job(job_id, delete_prompt=delete_prompt)
+                     for job_id in job_ids})
+    for job_id, answer in answers.items():
         click.echo(f"{job_id}: {answer}")
+    if tenant:
+        click.echo(f"{sum(a == 'revoked' for a in answers.values())} job(s) of {tenant} revoked")
+
+
+@main.group()
+def webhooks() -> None:
+    """Webhooks to producers whose deliveries ran out: list them, send them again."""
+
+
+@webhooks.command("list")
+@click.option("--limit", type=int, default=100, show_default=True)
+def webhooks_list(limit: int) -> None:
+    """Dead webhooks, newest first (JSON lines): id, job, URL, attempts, last error."""
+    from dataclasses import asdict
+
+    from worker.runtime import runtime
+
+    for hook in runtime().webhooks.dead(limit):
+        click.echo(json.dumps(asdict(hook)))
+
+
+@webhooks.command("redrive")
+@click.argument("webhook_ids", nargs=-1)
+@click.option("--all", "redrive_all", is_flag=True, help="Re-send every dead webhook.")
+def webhooks_redrive(webhook_ids: tuple[str, ...], redrive_all: bool) -> None:
+    """Send dead webhooks again, under the same webhook-id and body."""
+    from worker.runtime import runtime
+
+    store = runtime().webhooks
+    ids = ([hook.webhook_id for hook in store.dead(100_000)] if redrive_all
+           else list(webhook_ids))
+    if not ids:
+        raise click.UsageError("name webhook ids or pass --all")
+    for message_id in ids:
+        click.echo(f"{message_id}: {store.redrive(message_id)}")
+
+
+@main.command()
+@click.option("--host", default="0.0.0.0", show_default=True)
+@click.option("--port", type=int, default=9464, show_default=True)
+def metrics(host: str, port: int) -> None:
+    """Serve Prometheus metrics of the whole pool on /metrics (where no receiver runs)."""
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    from worker import metrics as pool_metrics
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = make_server(host, port, pool_metrics.wsgi_app, handler_class=Quiet)
+    click.echo(f"metrics on http://{host}:{server.server_port}/metrics")
+    with contextlib.suppress(KeyboardInterrupt):
+        server.serve_forever()
 
 
 @main.command()
@@ -232,56 +303,70 @@ def dead_redrive(job_ids: tuple[str, ...], redrive_all: bool) -> None:
 @click.option("--generation-seconds", type=float, default=5.0, show_default=True)
 @click.option("--pti-tunes", default="", help="Comma-separated tune ids that answer the pti 422.")
 @click.option("--faceid-tunes", default="", help="Comma-separated tune ids: the faceid 422.")
+@click.option("--latency", type=float, default=0.0, show_default=True,
+              help="Seconds every answer takes.")
+@click.option("--latency-jitter", type=float, default=0.5, show_default=True,
+              help="+/- this share of --latency.")
+@click.option("--fault-slow", type=float, default=0.0, help="Share of slow answers.")
+@click.option("--slow-seconds", type=float, default=1.0, show_default=True)
+@click.option("--slow-status", type=int, default=None,
+              help="A slow answer ends with this status (default: the real answer).")
+@click.option("--rate-limit", type=float, default=0.0,
+              help="Account limit, requests per second (0: none).")
+@click.option("--rate-limit-burst", type=float, default=None)
+@click.option("--rate-limit-methods", type=click.Choice(["ALL", "POST"]), default="ALL",
+              show_default=True)
+@click.option("--no-retry-after", is_flag=True, help="The account limit's 429s omit Retry-After.")
 @click.option("--fault-429", type=float, default=0.0, help="Probability per request.")
 @click.option("--fault-5xx", type=float, default=0.0)
 @click.option("--fault-504-after-create", type=float, default=0.0)
 @click.option("--fault-garbage", type=float, default=0.0)
-@click.option("--fault-slow", type=float, default=0.0)
-@click.option("--slow-seconds", type=float, default=1.0)
 def simulator(host: str, port: int, api_key: str, generation_seconds: float, pti_tunes: str,
-              faceid_tunes: str, fault_429: float, fault_5xx: float,
-              fault_504_after_create: float, fault_garbage: float, fault_slow: float,
-              slow_seconds: float) -> None:
+              faceid_tunes: str, latency: float, latency_jitter: float, fault_slow: float,
+              slow_seconds: float, slow_status: int | None, rate_limit: float,
+              rate_limit_burst: float | None, rate_limit_methods: str, no_retry_after: bool,
+              fault_429: float, fault_5xx: float, fault_504_after_create: float,
+              fault_garbage: float) -> None:
     """Run the Astria simulator (point ASTRIA_BASE_URL at it)."""
-    from worker.simulator import AstriaSimulator, SimConfig
+    from astria_local.simulator import AstriaSimulator, SimConfig
 
     def ids(raw: str) -> set[int]:
         return {int(x) for x in raw.split(",") if x.strip()}
 
     sim = AstriaSimulator(SimConfig(
         api_key=api_key, generation_seconds=generation_seconds, pti_tunes=ids(pti_tunes),
-        faceid_tunes=ids(faceid_tunes), fault_429=fault_429, fault_5xx=fault_5xx,
-        fault_504_after_create=fault_504_after_create, fault_garbage=fault_garbage,
-        fault_slow=fault_slow, slow_seconds=slow_seconds,
+        faceid_tunes=ids(faceid_tunes), latency_seconds=latency, latency_jitter=latency_jitter,
+        fault_slow=fault_slow, slow_seconds=slow_seconds, slow_status=slow_status,
+        rate_limit=rate_limit, rate_limit_burst=rate_limit_burst,
+        rate_limit_methods=rate_limit_methods, rate_limit_retry_after=not no_retry_after,
+        fault_429=fault_429, fault_5xx=fault_5xx, fault_504_after_create=fault_504_after_create,
+        fault_garbage=fault_garbage,
     ), host=host, port=port)
     click.echo(f"Astria simulator on {sim.url} (Ctrl-C to stop)")
     with contextlib.suppress(KeyboardInterrupt):
         sim.serve_forever()
 
 
-@main.command()
+@main.command(context_settings={"ignore_unknown_options": True})
 @click.option("--host", default="0.0.0.0", show_default=True, envvar="CALLBACK_HOST")
 @click.option("--port", type=int, default=8080, show_default=True, envvar="CALLBACK_PORT")
 def callbacks(host: str, port: int) -> None:
-    """Receive Astria's callbacks (point ASTRIA_CALLBACK_URL at this server)."""
-    import logging
+    """The receiver of Astria's callbacks (also /healthz and /metrics), served by gunicorn."""
+    run_receiver(host, port)
 
-    from worker.callbacks import serve
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    try:
-        serve(host, port)
-    except AstriaQueueError as exc:
-        raise click.ClickException(str(exc)) from None
-    except KeyboardInterrupt:
-        pass
+def run_receiver(host: str, port: int) -> None:
+    """Exec gunicorn with the receiver's settings: the Procfile's own command."""
+    os.environ.update(CALLBACK_HOST=host, CALLBACK_PORT=str(port))
+    args = ["gunicorn", "-c", "python:worker.gunicorn_conf", "worker.receiver:app"]
+    os.execvp(sys.executable, [sys.executable, "-m", *args])
 
 
 @main.command()
 @click.option("--timeout", type=float, default=300.0, show_default=True)
 def demo(timeout: float) -> None:
     """Run the main job end to end (throwaway Redis and simulator when not configured)."""
-    from worker.demo import run_demo
+    from astria_local.demo import run_demo
 
     try:
         code = run_demo(timeout)

@@ -1,35 +1,28 @@
-"""`AstriaClient`: Astria's prompt endpoints over `requests`, typed errors, tenacity retries.
+"""`AstriaClient`: Astria's prompt endpoints over `requests`, one request per call, typed errors.
 
-Reads (GET) are retried here. A POST is made exactly once per call: whether to POST again is the
-pipeline's decision, because a retried POST can create a second billed prompt.
+It never waits and never retries: whether and when to try again is decided by the retry policy
+(`worker.retry`) and waited for in Redis (a due time), so no worker slot sleeps. A POST in
+particular is made exactly once per call, because a retried POST can create a second billed
+prompt. One `requests.Session` per process: its connection pool is shared by every thread.
 """
 
 from __future__ import annotations
 
 import email.utils
 import os
-import threading
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import requests
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_random_exponential,
-)
+from requests.adapters import HTTPAdapter
 
+from worker.dispatch import Reports
 from worker.errors import AstriaError, AstriaRejected, AstriaUnavailable
-from worker.ratelimit import RateLimiter, RequestKind
+from worker.records import RequestKind
 from worker.settings import Settings
 from worker.stats import Stats
 
 Prompt = dict[str, Any]
-T = TypeVar("T")
 
 _RETRIED_STATUSES = {429, 500, 502, 503, 504}
 #: Statuses after which a POST may or may not have created the prompt.
@@ -37,12 +30,11 @@ _AMBIGUOUS_STATUSES = {500, 502, 504}
 
 
 class TransientError(AstriaUnavailable):
-    """A failure worth retrying. `maybe_created` tells a POST's caller to look before re-posting."""
+    """A failure worth retrying. `maybe_created` tells a POST's caller to look before re-posting;
+    `retry_after` is Astria's Retry-After, in seconds, when it sent one."""
 
-    def __init__(
-        self, message: str, *, status: int | None = None, retry_after: float | None = None,
-        maybe_created: bool = False,
-    ) -> None:
+    def __init__(self, message: str, *, status: int | None = None,
+                 retry_after: float | None = None, maybe_created: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
@@ -76,167 +68,138 @@ def error_text(response: requests.Response) -> str:
     return str(body)[:300]
 
 
-def _wait(settings: Settings) -> Callable[[RetryCallState], float]:
-    backoff = wait_random_exponential(
-        multiplier=settings.astria_retry_initial_delay, max=settings.astria_retry_max_delay
-    )
-
-    def wait(state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, TransientError) and exc.retry_after is not None:
-            return min(exc.retry_after, settings.astria_retry_max_seconds)
-        return float(backoff(state))
-
-    return wait
-
-
-def retrying(settings: Settings) -> Retrying:
-    """The retry policy: TransientError only, exponential backoff with jitter (or `Retry-After`),
-    bounded by ASTRIA_RETRY_ATTEMPTS and ASTRIA_RETRY_MAX_SECONDS."""
-    return Retrying(
-        retry=retry_if_exception_type(TransientError),
-        stop=stop_after_attempt(settings.astria_retry_attempts)
-        | stop_after_delay(settings.astria_retry_max_seconds),
-        wait=_wait(settings),
-        reraise=True,
-    )
+def _as_prompt(body: Any, method: str) -> Prompt:
+    """A prompt object; Astria's own CLI unwraps a one-element list, so we accept both shapes."""
+    if isinstance(body, list) and len(body) == 1:
+        body = body[0]
+    if not isinstance(body, dict) or not isinstance(body.get("id"), int):
+        raise TransientError(f"{method}: answer is not a prompt object",
+                             maybe_created=method == "POST")
+    return body
 
 
 class AstriaClient:
     """Talks to ASTRIA_BASE_URL only, with the Bearer key from settings."""
 
-    def __init__(self, settings: Settings, limiter: RateLimiter | None = None,
-                 stats: Stats | None = None) -> None:
+    def __init__(self, settings: Settings, stats: Stats | None = None,
+                 reports: Reports | None = None) -> None:
         self._settings = settings
-        self._limiter = limiter
         self._stats = stats
-        self._local = threading.local()
+        self._reports = reports
+        self._base = settings.astria_base_url.rstrip("/")
+        session = requests.Session()
+        # Proxy and CA settings are read from the environment once, not on every request.
+        session.trust_env = False
+        session.proxies.update(requests.utils.get_environ_proxies(self._base))
+        session.verify = (os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+                          or True)
+        session.headers["Authorization"] = f"Bearer {settings.api_key()}"
+        session.headers["Accept"] = "application/json"
+        if settings.astria_workspace_id:
+            session.headers["X-Workspace-Id"] = settings.astria_workspace_id
+        # One pool for every thread of the process: as many connections as requests in flight.
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=settings.worker_http_concurrency)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        self._session = session
 
-    def _session(self) -> requests.Session:
-        session: requests.Session | None = getattr(self._local, "session", None)
-        if session is None:
-            session = requests.Session()
-            # Read proxy and CA settings from the environment once, not on every request.
-            session.trust_env = False
-            session.proxies.update(
-                requests.utils.get_environ_proxies(self._settings.astria_base_url))
-            session.verify = (os.environ.get("REQUESTS_CA_BUNDLE")
-                              or os.environ.get("CURL_CA_BUNDLE") or True)
-            session.headers["Authorization"] = f"Bearer {self._settings.api_key()}"
-            session.headers["Accept"] = "application/json"
-            if self._settings.astria_workspace_id:
-                session.headers["X-Workspace-Id"] = self._settings.astria_workspace_id
-            self._local.session = session
-        return session
-
-    def _request(self, kind: RequestKind, method: str, path: str, **kwargs: Any) -> Any:
-        """One HTTP request, counted in the shared stats."""
-        started = time.monotonic()
-        outcome = "error"
-        try:
-            body = self._attempt(kind, method, path, **kwargs)
-            outcome = "2xx"
-            return body
-        except AstriaError as exc:
-            outcome = str(exc.status) if exc.status else "network"
-            raise
-        finally:
-            if self._stats:
-                self._stats.request(method, outcome, time.monotonic() - started)
-
-    def _attempt(self, kind: RequestKind, method: str, path: str, **kwargs: Any) -> Any:
-        """One HTTP request; returns the decoded JSON body or raises a typed AstriaError."""
-        is_post = method == "POST"
-        if self._limiter:
-            self._limiter.acquire(kind)
-        url = self._settings.astria_base_url.rstrip("/") + path
-        timeout = (self._settings.astria_connect_timeout, self._settings.astria_read_timeout)
-        session = self._session()
-        # Prepared with the session's headers only: Session.request would also merge cookies,
-        # auth and hooks we never use, a third of the client's CPU per request.
-        request = requests.Request(method, url, headers=session.headers, **kwargs).prepare()
-        try:
-            response = session.send(request, timeout=timeout, allow_redirects=False)
-        except requests.ConnectTimeout:
-            raise TransientError(f"{method} {path}: connect timeout") from None
-        except requests.Timeout:
-            raise TransientError(
-                f"{method} {path}: read timeout", maybe_created=is_post
-            ) from None
-        except requests.ConnectionError as exc:
-            # Refused before sending is safe; a drop after sending may have created the prompt.
-            raise TransientError(
-                f"{method} {path}: connection error ({type(exc).__name__})", maybe_created=is_post
-            ) from None
-        status = response.status_code
-        if status == 429:
-            retry_after = _retry_after(response)
-            if self._limiter:
-                self._limiter.throttled(retry_after)
-            raise TransientError(
-                f"{method} {path}: 429 rate limited", status=429, retry_after=retry_after
-            )
-        if status in _RETRIED_STATUSES:
-            raise TransientError(
-                f"{method} {path}: {status} {error_text(response)}", status=status,
-                maybe_created=is_post and status in _AMBIGUOUS_STATUSES,
-            )
-        if not 200 <= status < 300:
-            error = AstriaRejected(f"Astria {status}: {error_text(response)}")
-            error.status = status
-            raise error
-        if self._limiter:
-            self._limiter.succeeded()
-        try:
-            body = response.json()
-        except ValueError:
-            raise TransientError(
-                f"{method} {path}: {status} with a body that is not JSON", status=status,
-                maybe_created=is_post,
-            ) from None
-        return body
-
-    def _read(self, path: str, params: dict[str, Any] | None = None) -> Any:
-        for attempt in retrying(self._settings):
-            with attempt:
-                return self._request("poll", "GET", path, params=params)
-        raise AssertionError("unreachable")  # pragma: no cover
-
+    # --- the endpoints --------------------------------------------------------------------------
     def create_prompt(self, tune_id: int, fields: dict[str, Any]) -> Prompt:
         """POST /tunes/{tune_id}/prompts once, with the documented `prompt[...]` form fields."""
         form = {
             f"prompt[{name}]": ("true" if value else "false") if isinstance(value, bool) else value
             for name, value in fields.items()
         }
-        prompt = self._request("submit", "POST", f"/tunes/{tune_id}/prompts", data=form)
-        return _as_prompt(prompt, "POST")
+        body = self._request(RequestKind.SUBMIT, "POST", f"/tunes/{tune_id}/prompts", data=form)
+        return _as_prompt(body, "POST")
 
     def get_prompt(self, tune_id: int, prompt_id: int) -> Prompt:
-        """GET /tunes/{tune_id}/prompts/{prompt_id}, retried on transient errors."""
-        return _as_prompt(self._read(f"/tunes/{tune_id}/prompts/{prompt_id}"), "GET")
+        """GET /tunes/{tune_id}/prompts/{prompt_id}."""
+        path = f"/tunes/{tune_id}/prompts/{prompt_id}"
+        return _as_prompt(self._request(RequestKind.POLL, "GET", path), "GET")
 
-    def list_prompts(
-        self, tune_id: int, *, limit: int = 120, before_id: int | None = None
-    ) -> list[Prompt]:
-        """GET /tunes/{tune_id}/prompts, newest first, retried on transient errors."""
+    def list_prompts(self, tune_id: int, *, limit: int = 120, before_id: int | None = None
+                     ) -> list[Prompt]:
+        """GET /tunes/{tune_id}/prompts: newest first, `before_id` as the cursor."""
         params: dict[str, Any] = {"limit": limit}
-        if before_id is not None:
+        if before_id:
             params["before_id"] = before_id
-        body = self._read(f"/tunes/{tune_id}/prompts", params)
+        body = self._request(RequestKind.POLL, "GET", f"/tunes/{tune_id}/prompts", params=params)
         if not isinstance(body, list):
             raise TransientError("GET prompts: expected a list")
         return [p for p in body if isinstance(p, dict) and "id" in p]
 
+    def delete_prompt(self, tune_id: int, prompt_id: int) -> None:
+        """DELETE /tunes/{tune_id}/prompts/{prompt_id}; a prompt already gone counts as deleted."""
+        try:
+            self._request(RequestKind.POLL, "DELETE", f"/tunes/{tune_id}/prompts/{prompt_id}")
+        except AstriaRejected as exc:
+            if exc.status != 404:
+                raise
 
-def _as_prompt(body: Any, method: str) -> Prompt:
-    """A prompt object; Astria's own CLI unwraps a one-element list, so we accept both shapes."""
-    if isinstance(body, list) and len(body) == 1:
-        body = body[0]
-    if not isinstance(body, dict) or not isinstance(body.get("id"), int):
-        raise TransientError(
-            f"{method}: answer is not a prompt object", maybe_created=method == "POST"
-        )
-    return body
+    # --- one request: send, then classify the answer --------------------------------------------
+    def _request(self, kind: RequestKind, method: str, path: str, **kwargs: Any) -> Any:
+        """One HTTP request; the decoded JSON body, or a typed AstriaError. Counted in the shared
+        stats, and reported to the rate limiter: every answer but a 429 passed Astria's limit."""
+        started = time.monotonic()
+        outcome, retry_after = "error", None
+        try:
+            response = self._send(method, path, **kwargs)
+            body = self._check(method, path, response)
+            outcome = "2xx"
+            return body
+        except AstriaError as exc:
+            outcome = str(exc.status) if exc.status else "network"
+            retry_after = exc.retry_after if isinstance(exc, TransientError) else None
+            raise
+        finally:
+            if self._stats:
+                self._stats.request(kind, method, outcome, time.monotonic() - started)
+            if self._reports and outcome != "network":
+                if outcome == "429":
+                    self._reports.throttled(kind, retry_after)
+                else:
+                    self._reports.ok(kind)
 
+    def _send(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        timeout = (self._settings.astria_connect_timeout, self._settings.astria_read_timeout)
+        # Prepared with the session's headers only: Session.request would also merge cookies,
+        # auth and hooks we never use, a third of the client's CPU per request.
+        request = requests.Request(method, self._base + path, headers=self._session.headers,
+                                   **kwargs).prepare()
+        maybe_created = method == "POST"
+        try:
+            return self._session.send(request, timeout=timeout, allow_redirects=False)
+        except requests.ConnectTimeout:
+            raise TransientError(f"{method} {path}: connect timeout") from None
+        except requests.Timeout:
+            raise TransientError(f"{method} {path}: read timeout",
+                                 maybe_created=maybe_created) from None
+        except requests.ConnectionError as exc:
+            # Refused before sending is safe; a drop after sending may have created the prompt.
+            raise TransientError(f"{method} {path}: connection error ({type(exc).__name__})",
+                                 maybe_created=maybe_created) from None
 
-__all__ = ["AstriaClient", "AstriaError", "Prompt", "TransientError", "error_text", "retrying"]
+    @staticmethod
+    def _check(method: str, path: str, response: requests.Response) -> Any:
+        status = response.status_code
+        if status == 429:
+            raise TransientError(f"{method} {path}: 429 rate limited", status=429,
+                                 retry_after=_retry_after(response))
+        if status in _RETRIED_STATUSES:
+            raise TransientError(
+                f"{method} {path}: {status} {error_text(response)}", status=status,
+                retry_after=_retry_after(response),
+                maybe_created=method == "POST" and status in _AMBIGUOUS_STATUSES,
+            )
+        if not 200 <= status < 300:
+            error = AstriaRejected(f"Astria {status}: {error_text(response)}")
+            error.status = status
+            raise error
+        if status == 204 or not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise TransientError(f"{method} {path}: {status} with a body that is not JSON",
+                                 status=status, maybe_created=method == "POST") from None

@@ -1,8 +1,10 @@
-"""The producer side: `enqueue(spec) -> job id` validates before sending; `outcome` waits for it.
+"""The producer side: `enqueue(spec) -> job id` validates before sending, `outcome` waits for it,
+`cancel` ends it.
 
 Producers that do not import this project send the same message by name:
 `Celery(broker=REDIS_URL, backend=REDIS_URL)`
-`.send_task("astria.submit_prompt", kwargs={"spec": {...}})`.
+`.send_task("astria.submit_prompt", kwargs={"spec": {...}})`, and cancel with Celery's own
+`app.control.revoke(job_id)`.
 """
 
 from __future__ import annotations
@@ -12,15 +14,19 @@ from typing import Any
 
 from celery.result import AsyncResult
 
-from worker.app import SUBMIT_TASK, app
-from worker.settings import get_settings
+from worker.app import app
+from worker.constants import SUBMIT_TASK
+from worker.runtime import runtime
 from worker.spec import parse_spec
 
 
 def enqueue(spec: Mapping[str, Any]) -> str:
-    """Validate the spec (InvalidSpec names the field and the rule), send it, return the job id."""
-    parse_spec(dict(spec), sdxl_base_tune_id=get_settings().astria_sdxl_base_tune_id)
-    return str(app.send_task(SUBMIT_TASK, kwargs={"spec": dict(spec)}).id)
+    """Validate the spec (InvalidSpec names the field and the rule), send it, return the job id.
+
+    A spec with `expires_in` also sets Celery's own `expires` on the message."""
+    parsed = parse_spec(dict(spec), sdxl_base_tune_id=runtime().settings.astria_sdxl_base_tune_id)
+    return str(app.send_task(SUBMIT_TASK, kwargs={"spec": dict(spec)},
+                             expires=parsed.expires_in).id)
 
 
 def job_result(job_id: str) -> AsyncResult:
@@ -29,6 +35,21 @@ def job_result(job_id: str) -> AsyncResult:
 
 
 def outcome(job_id: str, timeout: float | None = None) -> dict[str, Any]:
-    """Block until the job is done; return its outcome or raise its typed error."""
+    """Block until the job is done; return its outcome or raise its typed error (a cancelled
+    job raises Celery's `TaskRevokedError`)."""
     result: dict[str, Any] = job_result(job_id).get(timeout=timeout, propagate=True)
     return result
+
+
+def cancel(job_id: str, *, delete_prompt: bool = False) -> str:
+    """Cancel a job: not yet POSTed, it never is; waiting, it stops polling; the result backend
+    says REVOKED at once. With `delete_prompt`, a prompt it created is deleted at Astria.
+    Returns 'revoked', or the state the job kept ('succeeded', 'failed', ...)."""
+    return runtime().jobs.cancel(job_id, delete_prompt=delete_prompt)
+
+
+def cancel_tenant(tenant: str, *, delete_prompt: bool = False) -> dict[str, str]:
+    """Cancel every job of a tenant that has no outcome yet; job id -> what `cancel` said."""
+    jobs = runtime().jobs
+    return {job_id: jobs.cancel(job_id, delete_prompt=delete_prompt)
+            for job_id in jobs.live_jobs(tenant)}

@@ -6,13 +6,16 @@ Validation happens once, at start-up: a bad variable fails fast with its own nam
 
 from __future__ import annotations
 
+import base64
+import binascii
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.errors import ConfigError
+from worker.records import Lane
 
 
 class Settings(BaseSettings):
@@ -21,7 +24,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
 
     # Connections
-    redis_url: str = Field("redis://127.0.0.1:6379/0", pattern=r"^(redis|rediss|unix)://")
+    #: kombu's URL forms: redis://, rediss://, unix://, or sentinel://h1:26379;sentinel://h2:26379/0
+    redis_url: str = Field("redis://127.0.0.1:6379/0", pattern=r"^(redis|rediss|unix|sentinel)://")
+    #: With a sentinel:// REDIS_URL: the name of the master the Sentinels watch.
+    redis_sentinel_master: str | None = None
     astria_api_key: SecretStr | None = None
     astria_base_url: str = Field("https://api.astria.ai", pattern=r"^https?://[^\s/]+")
     astria_workspace_id: str | None = None
@@ -52,31 +58,94 @@ class Settings(BaseSettings):
     astria_poll_interval: float = Field(5.0, gt=0)
     astria_poll_backoff: float = Field(1.5, ge=1)
     astria_poll_max_interval: float = Field(30.0, gt=0)
+    #: How long Astria may take, from the prompt's creation to its images.
     astria_job_deadline_seconds: float = Field(900.0, gt=0)
 
-    # One global rate limit for every worker process and host
+    # One rate limit per kind of request (creating prompts; everything else), shared by every
+    # worker process and host, adapting to Astria's own limit below this ceiling.
     astria_rate_limit_per_second: float = Field(10.0, gt=0)
     astria_rate_limit_burst: float = Field(20.0, ge=1)
-    #: Share of the bucket polls may not touch, so that polling never starves submissions.
-    astria_rate_limit_submit_reserve: float = Field(0.25, ge=0, lt=1)
+
+    # Who gets the next POST: lanes (interactive, normal, batch) and fair turns between tenants
+    #: Least share of POSTs a lower lane gets while higher lanes have a backlog.
+    lane_min_share: dict[Lane, float] = Field(
+        default_factory=lambda: {Lane.NORMAL: 0.2, Lane.BATCH: 0.1})
+    #: A tenant's weight in its lane's turns (default 1): {"app": 3}
+    tenant_weights: dict[str, float] = Field(default_factory=dict)
+    #: Most prompts a tenant may have in flight at Astria: {"bulk": 200}
+    tenant_max_in_flight: dict[str, int] = Field(default_factory=dict)
+    #: The same for tenants not named there (0: no cap).
+    tenant_default_max_in_flight: int = Field(0, ge=0)
+
+    # Webhooks to producers (a spec's `callback`), signed per standardwebhooks.com
+    #: `whsec_` + base64 of the signing key.
+    webhook_secret: SecretStr | None = None
+    #: First retry within this many seconds (random), then twice as long each time...
+    webhook_first_retry_seconds: float = Field(8.0, gt=0)
+    #: ...up to this interval between attempts...
+    webhook_max_retry_interval: float = Field(3600.0, gt=0)
+    #: ...for this long after the first attempt; then the webhook is a dead letter.
+    webhook_retry_for_seconds: float = Field(86400.0, gt=0)
+    webhook_timeout_seconds: float = Field(10.0, gt=0)
+
+    # Each worker process
+    #: HTTP requests (Astria and webhooks) one worker process keeps in flight at once.
+    worker_http_concurrency: int = Field(256, ge=1, le=4096)
 
     # Crash safety
     #: How long a worker owns a job before another may take it over; it is renewed while working.
     job_lease_seconds: float = Field(90.0, gt=0)
     #: Broker redelivery of unacknowledged messages; must exceed any single task's run time.
     broker_visibility_timeout: float = Field(600.0, gt=0)
-    #: How often each worker looks for due jobs (polls, retries, take-overs).
+    #: Longest a worker's dispatcher sleeps before looking for due work again.
     scheduler_tick_seconds: float = Field(0.5, gt=0)
-    #: Most due jobs one `astria.advance` message carries (they are stepped one after another).
-    scheduler_batch_size: int = Field(10, ge=1, le=500)
     job_retention_seconds: int = Field(7 * 24 * 3600, gt=0)
     key_prefix: str = Field("astria", pattern=r"^[A-Za-z0-9_.:-]+$")
     #: Celery task events from the start; Flower switches them on by itself when it connects.
     worker_task_events: bool = False
     log_format: Literal["text", "json"] = "text"
 
+    @field_validator("lane_min_share")
+    @classmethod
+    def _shares(cls, value: dict[Lane, float]) -> dict[Lane, float]:
+        if Lane.INTERACTIVE in value:
+            raise ValueError("interactive is the highest lane and needs no minimum share")
+        if any(not 0 <= share < 1 for share in value.values()):
+            raise ValueError("each share must be in [0, 1)")
+        return value
+
+    @field_validator("tenant_weights")
+    @classmethod
+    def _weights(cls, value: dict[str, float]) -> dict[str, float]:
+        if any(weight <= 0 for weight in value.values()):
+            raise ValueError("each weight must be > 0")
+        return value
+
+    @field_validator("tenant_max_in_flight")
+    @classmethod
+    def _caps(cls, value: dict[str, int]) -> dict[str, int]:
+        if any(cap < 0 for cap in value.values()):
+            raise ValueError("each cap must be >= 0 (0: no cap)")
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        raw = value.get_secret_value()
+        try:
+            key = base64.b64decode(raw.removeprefix("whsec_"), validate=True)
+        except (binascii.Error, ValueError):
+            key = b""
+        if not raw.startswith("whsec_") or len(key) < 16:
+            raise ValueError("must be whsec_ followed by the base64 of a key of 16+ bytes")
+        return value
+
     @model_validator(mode="after")
     def _check_relations(self) -> Settings:
+        if self.redis_url.startswith("sentinel://") and not self.redis_sentinel_master:
+            raise ValueError("REDIS_SENTINEL_MASTER is required with a sentinel:// REDIS_URL")
         if self.astria_retry_max_delay < self.astria_retry_initial_delay:
             raise ValueError("ASTRIA_RETRY_MAX_DELAY must be >= ASTRIA_RETRY_INITIAL_DELAY")
         if self.job_lease_seconds <= self.astria_read_timeout:
@@ -87,14 +156,19 @@ class Settings(BaseSettings):
 
     @property
     def task_time_limit(self) -> float:
-        """Hard limit of one task run: the whole retry budget plus one request, with margin."""
-        return self.astria_retry_max_seconds + self.astria_read_timeout + 10
+        """Hard limit of one task run. The task only validates and registers a job in Redis (no
+        Astria request), so this covers Redis' own retries during a restart, with margin."""
+        return 30.0
 
     def api_key(self) -> str:
         """The Astria key, or a ConfigError naming the variable; never logged or stored."""
         if self.astria_api_key is None or not self.astria_api_key.get_secret_value().strip():
             raise ConfigError("ASTRIA_API_KEY: required by the worker (not set)")
         return self.astria_api_key.get_secret_value().strip()
+
+    def webhook_key(self) -> str | None:
+        """The `whsec_...` webhook secret, or None when webhooks cannot be signed."""
+        return self.webhook_secret.get_secret_value() if self.webhook_secret else None
 
 
 def load_settings() -> Settings:

@@ -1,7 +1,9 @@
 """`PromptSpec`: what a producer asks for, validated before anything is sent to Astria.
 
 Field names are Astria's own `prompt[...]` names, so a spec reads like Astria's docs; our own keys
-(`tune_id`, `lora_strength`, `idempotency_key`) are never sent as prompt fields.
+(`tune_id`, `lora_strength`, `idempotency_key`, `priority`, `tenant`, `expires_in`) are never sent
+as prompt fields, and neither is `callback`: that is the producer's webhook (`worker.webhooks`),
+while Astria calls our own receiver.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from worker.errors import InvalidSpec
+from worker.records import Lane
 
 MAX_TEXT_CHARS = 4000
 MAX_INLINE_IMAGE_CHARS = 4 * 1024 * 1024
@@ -37,7 +40,12 @@ Controlnet = Literal[
 ]
 
 #: Spec keys that are ours, not Astria prompt fields.
-OWN_KEYS = frozenset({"tune_id", "lora_strength", "idempotency_key"})
+OWN_KEYS = frozenset({"tune_id", "lora_strength", "idempotency_key", "priority", "tenant",
+                      "expires_in"})
+#: Spec keys never sent to Astria as they are.
+NOT_SENT = OWN_KEYS | {"callback"}
+TENANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+MAX_EXPIRES_IN = 30 * 24 * 3600
 
 
 def _http_url(value: str | None) -> str | None:
@@ -89,6 +97,9 @@ class PromptSpec(BaseModel):
     # Our own keys
     lora_strength: float | None = Field(None, gt=0, le=2)
     idempotency_key: str | None = Field(None, min_length=1, max_length=200)
+    priority: Literal["interactive", "normal", "batch"] = "normal"
+    tenant: str = Field("default", pattern=TENANT_PATTERN)
+    expires_in: float | None = Field(None, gt=0, le=MAX_EXPIRES_IN)
 
     @field_validator("text")
     @classmethod
@@ -137,9 +148,13 @@ class PromptSpec(BaseModel):
         """Tune ids of the `<lora:...>` tags in the text."""
         return [int(m.group(1)) for m in LORA_TAG.finditer(self.text)]
 
+    @property
+    def lane(self) -> Lane:
+        return Lane(self.priority)
+
     def prompt_fields(self) -> dict[str, Any]:
-        """The Astria prompt fields that are set (our own keys left out)."""
-        return self.model_dump(exclude_none=True, exclude=set(OWN_KEYS))
+        """The Astria prompt fields that are set (our own keys and the webhook left out)."""
+        return self.model_dump(exclude_none=True, exclude=set(NOT_SENT))
 
 
 def spec_json_schema() -> dict[str, Any]:
@@ -149,7 +164,8 @@ def spec_json_schema() -> dict[str, Any]:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "Astria prompt spec (astria.submit_prompt kwargs.spec)"
     schema["description"] = (
-        "Astria prompt fields plus tune_id, lora_strength and idempotency_key. Also enforced: "
+        "Astria prompt fields plus tune_id, lora_strength, idempotency_key, priority, tenant "
+        "and expires_in; callback is the producer's signed webhook. Also enforced: "
         "text not blank, tags <lora:ID:W> and <faceid:ID:1> only, one LoRA on SDXL, "
         "inpaint_faces and hires_fix need super_resolution, controlnet needs an input image, "
         "URLs are http(s), input_image_base64 is a data:image/...;base64 URL."

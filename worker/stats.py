@@ -1,10 +1,12 @@
-"""`Stats`: counters and Astria latencies in Redis, shared by every worker (`astria-queue stats`).
+"""`Stats`: counters and latencies in Redis, shared by every process (`astria-queue stats`,
+`GET /metrics`).
 
-Counters live in one hash (`{prefix}:stats`); latencies in a list capped at the last 2,000
-requests, from which the CLI computes percentiles. Outcomes are counted exactly, by the script
-that decides them (`worker.jobs`). Requests and other events are counted in memory and written by
-a background thread every FLUSH_SECONDS: one round trip a second instead of one per request, at
-the price of losing up to a second of these counts if the process is killed.
+Outcomes are counted exactly, by the scripts that decide them (`worker.store`), globally
+(`outcome:<STATE>`, `error:<class>`) and per tenant and lane (`t|<tenant>|<lane>|<what>`, see
+`worker.constants.tenant_counter`). Astria requests are counted in memory by kind, method and
+status, with a latency histogram, and written by a background thread every FLUSH_SECONDS: one
+round trip a second instead of one per request, at the price of losing up to a second of these
+counts if the process is killed.
 """
 
 from __future__ import annotations
@@ -15,36 +17,49 @@ import logging
 import os
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from typing import Any
 
 import redis
 
+from worker.constants import Keys
+
 LATENCY_SAMPLES = 2000
 FLUSH_SECONDS = 1.0
+#: Upper bounds (seconds) of the Astria request latency histogram's buckets.
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 log = logging.getLogger("astria.stats")
 
 
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def percentile(samples: list[float], p: float) -> float | None:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(p * len(ordered)))] if ordered else None
+
+
 class Stats:
-    def __init__(self, client: redis.Redis, prefix: str) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self._redis = client
-        self._prefix = prefix
-        self._counters = self.counters_key(prefix)
-        self._latency = f"{prefix}:stats:latency"
+        self._keys = keys
         self._lock = threading.Lock()
         self._pending: Counter[str] = Counter()
+        self._seconds: defaultdict[str, float] = defaultdict(float)
         self._samples: list[float] = []
         self._flusher_pid = 0  # the process whose thread flushes (a forked child starts its own)
 
-    @staticmethod
-    def counters_key(prefix: str) -> str:
-        return f"{prefix}:stats"
-
-    def request(self, method: str, status: str, seconds: float) -> None:
-        """One Astria request and how it ended (an HTTP status, or a network error's name)."""
+    def request(self, kind: str, method: str, status: str, seconds: float) -> None:
+        """One Astria request and how it ended (an HTTP status, or 'network')."""
+        bucket = next((f"{b:g}" for b in LATENCY_BUCKETS if seconds <= b), "+Inf")
         with self._lock:
             self._pending[f"http:{method}:{status}"] += 1
+            self._pending[f"http_kind:{kind}:{status}"] += 1
+            self._pending[f"latency_bucket:{method}:{bucket}"] += 1
+            self._pending[f"latency_count:{method}"] += 1
+            self._seconds[f"latency_sum:{method}"] += seconds
             self._samples.append(round(seconds * 1000, 1))
         self._start_flusher()
 
@@ -56,21 +71,26 @@ class Stats:
     def flush(self) -> None:
         """Write what was counted since the last flush (kept for the next one if Redis is away)."""
         with self._lock:
-            pending, samples = self._pending, self._samples[-LATENCY_SAMPLES:]
-            self._pending, self._samples = Counter(), []
+            pending, seconds, samples = (self._pending, self._seconds,
+                                         self._samples[-LATENCY_SAMPLES:])
+            self._pending, self._seconds, self._samples = Counter(), defaultdict(float), []
         if not pending and not samples:
             return
         pipe = self._redis.pipeline(transaction=False)
         for name, n in pending.items():
-            pipe.hincrby(self._counters, name, n)
+            pipe.hincrby(self._keys.stats, name, n)
+        for name, total in seconds.items():
+            pipe.hincrbyfloat(self._keys.stats, name, total)
         if samples:
-            pipe.lpush(self._latency, *samples)
-            pipe.ltrim(self._latency, 0, LATENCY_SAMPLES - 1)
+            pipe.lpush(self._keys.latency, *samples)
+            pipe.ltrim(self._keys.latency, 0, LATENCY_SAMPLES - 1)
         try:
             pipe.execute()
         except redis.RedisError:
             with self._lock:
                 self._pending.update(pending)
+                for name, total in seconds.items():
+                    self._seconds[name] += total
                 self._samples[:0] = samples
             raise
 
@@ -95,34 +115,77 @@ class Stats:
         with contextlib.suppress(redis.RedisError):
             self.flush()
 
+    # --- reading ------------------------------------------------------------------------------
+    def counters(self) -> dict[str, float]:
+        return {_text(k): float(v) for k, v in self._redis.hgetall(self._keys.stats).items()}
+
     def snapshot(self) -> dict[str, Any]:
-        counters = {
-            (k.decode() if isinstance(k, bytes) else str(k)): int(v)
-            for k, v in self._redis.hgetall(self._counters).items()
-        }
-        samples = sorted(float(x) for x in self._redis.lrange(self._latency, 0, -1))
-
-        def pct(p: float) -> float | None:
-            return samples[min(len(samples) - 1, int(p * len(samples)))] if samples else None
-
-        http = {k.removeprefix("http:"): v for k, v in counters.items() if k.startswith("http:")}
-        retried = {k: v for k, v in http.items()
-                   if k.split(":")[1] in {"429", "500", "502", "503", "504"}
-                   or not k.split(":")[1].isdigit()}
+        """Everything `astria-queue stats` shows."""
+        k = self._keys
+        counters = self.counters()
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.lrange(k.latency, 0, -1)
+        pipe.lrange(k.job_latency, 0, -1)
+        pipe.hgetall(k.inflight)
+        pipe.zcard(k.enqueued_at)
+        pipe.zrange(k.enqueued_at, 0, 0, withscores=True)
+        pipe.zcard(k.due_poll)
+        pipe.zcard(k.dead)
+        pipe.zcard(k.webhooks_due)
+        pipe.zcard(k.webhooks_dead)
+        (latency, job_latency, inflight, waiting, oldest, polling, dead, hooks_pending,
+         hooks_dead) = pipe.execute()
+        samples = [float(x) for x in latency]
+        http = {name.removeprefix("http:"): int(v) for name, v in counters.items()
+                if name.startswith("http:")}
         return {
             "jobs": {
-                "in_flight": int(self._redis.zcard(f"{self._prefix}:due")),
-                "succeeded": counters.get("outcome:SUCCESS", 0),
-                "failed": counters.get("outcome:FAILURE", 0),
-                "dead_letters": int(self._redis.zcard(f"{self._prefix}:dead")),
+                "waiting_for_post": int(waiting),
+                "oldest_waiting_seconds": round(time.time() - oldest[0][1], 1) if oldest else 0,
+                "in_flight_at_astria": sum(int(v) for v in inflight.values()),
+                "succeeded": int(counters.get("outcome:SUCCESS", 0)),
+                "failed": int(counters.get("outcome:FAILURE", 0)),
+                "revoked": int(counters.get("outcome:REVOKED", 0)),
+                "dead_letters": int(dead),
+                "polling_or_retrying": int(polling),
             },
-            "failures_by_error": {k.removeprefix("error:"): v for k, v in counters.items()
-                                  if k.startswith("error:")},
-            "reroutes": counters.get("rerouted", 0),
-            "routes_learnt_from_422": counters.get("route_learnt", 0),
-            "adopted_after_lost_answer": counters.get("adopted", 0),
+            "by_tenant_and_lane": self._by_tenant(counters, inflight, job_latency),
+            "failures_by_error": {name.removeprefix("error:"): int(v)
+                                  for name, v in counters.items() if name.startswith("error:")},
+            "reroutes": int(counters.get("rerouted", 0)),
+            "routes_learnt_from_422": int(counters.get("route_learnt", 0)),
+            "adopted_after_lost_answer": int(counters.get("adopted", 0)),
             "astria_requests": http,
-            "retried_by_status": retried,
-            "astria_latency_ms": {"samples": len(samples), "p50": pct(0.5), "p95": pct(0.95),
-                                  "p99": pct(0.99)},
+            "retried_by_status": {name: v for name, v in http.items()
+                                  if name.split(":")[1] in {"429", "500", "502", "503", "504",
+                                                            "network"}},
+            "astria_latency_ms": {"samples": len(samples), "p50": percentile(samples, 0.5),
+                                  "p95": percentile(samples, 0.95),
+                                  "p99": percentile(samples, 0.99)},
+            "webhooks": {"pending": int(hooks_pending), "dead_letters": int(hooks_dead)},
         }
+
+    def _by_tenant(self, counters: dict[str, float], inflight: dict[Any, Any],
+                   job_latency: list[Any]) -> dict[str, dict[str, Any]]:
+        """Counts, in flight, cost and latency per `tenant/lane`."""
+        rows: dict[str, dict[str, Any]] = {}
+        for name, value in counters.items():
+            if name.startswith("t|"):
+                _, tenant, lane, what = name.split("|")
+                row = rows.setdefault(f"{tenant}/{lane}", {"enqueued": 0, "SUCCESS": 0,
+                                                          "FAILURE": 0, "REVOKED": 0,
+                                                          "cost_mc": 0})
+                row[what] = int(value)
+        latencies: defaultdict[str, list[float]] = defaultdict(list)
+        for entry in job_latency:
+            _, tenant, lane, seconds = _text(entry).split("|")
+            latencies[f"{tenant}/{lane}"].append(float(seconds))
+        for name, row in rows.items():
+            done = latencies.get(name, [])
+            row["latency_s"] = {"samples": len(done), "p50": percentile(done, 0.5),
+                                "p95": percentile(done, 0.95)}
+        for tenant, n in inflight.items():
+            for name, row in rows.items():
+                if name.startswith(f"{_text(tenant)}/"):
+                    row.setdefault("tenant_in_flight", int(n))
+        return dict(sorted(rows.items()))

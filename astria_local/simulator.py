@@ -1,10 +1,15 @@
 """A stand-in for Astria's prompt API: a real HTTP server for tests, the demo and users' own tests.
 
-It implements what `astria-api-facts.md` documents: create / get / list prompts with Bearer auth,
-`prompt[...]` form or `{"prompt": {...}}` JSON bodies, the `pti` and `faceid` 422s with their base
-tunes, a generation delay, `user_error`, and `{"prompt": {...}}` callbacks (to loopback hosts only).
-Knobs inject 429s, 5xx, 504-after-create, slow answers and garbage bodies, and `/_sim/*` admin
-endpoints expose counters and every prompt created so that tests can count duplicates.
+It implements what `astria-api-facts.md` documents: create / get / list / delete prompts with
+Bearer auth, `prompt[...]` form or `{"prompt": {...}}` JSON bodies, the `pti` and `faceid` 422s
+with their base tunes, a generation delay, `user_error`, `cost_mc`, and `{"prompt": {...}}`
+callbacks (to loopback hosts only).
+
+Real conditions are knobs: a latency per request (mean and jitter), a share of slow answers (N
+seconds, then a chosen status or the real answer), an account rate limit (a token bucket that
+answers 429, with or without Retry-After), and random 429s, 5xx, 504-after-create and garbage
+bodies. `/_sim/*` admin endpoints expose counters and every prompt created, so that tests can
+count duplicates, and change knobs at run time.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import heapq
 import ipaddress
 import json
+import math
 import random
 import re
 import socket
@@ -51,7 +57,22 @@ class SimConfig:
     fault_garbage: float = 0.0
     fault_slow: float = 0.0
     slow_seconds: float = 1.0
+    #: What a slow answer ends with: None for the real answer, else this status (a POST answered
+    #: 500, 502 or 504 has created its prompt first, as Astria's 504 "would probably have").
+    slow_status: int | None = None
+    #: Retry-After (seconds) sent with the random 429s of fault_429 (None: no header).
     retry_after: float | None = 0.2
+    #: Every request takes this long (seconds) before its answer, +/- latency_jitter of it.
+    latency_seconds: float = 0.0
+    latency_jitter: float = 0.5
+    #: Account rate limit: requests per second (0: none), a token bucket of rate_limit_burst
+    #: (default: one second's worth) answering 429 when empty.
+    rate_limit: float = 0.0
+    rate_limit_burst: float | None = None
+    #: Which requests the account limit counts: "POST" (creating prompts) or "ALL".
+    rate_limit_methods: str = "ALL"
+    #: Whether its 429s carry Retry-After (whole seconds until the next token, at least 1).
+    rate_limit_retry_after: bool = True
     rng_seed: int | None = None
 
 
@@ -89,6 +110,31 @@ class _State:
         self.rng = random.Random(config.rng_seed)
         self.pending_callbacks: list[tuple[float, int]] = []
         self.wakeup = threading.Condition(self.lock)
+        self.bucket: float | None = None
+        self.bucket_at = time.monotonic()
+
+    def take_token(self) -> float | None:
+        """The account limit: None when the request may pass, else seconds until a token."""
+        cfg = self.config
+        if cfg.rate_limit <= 0:
+            return None
+        burst = cfg.rate_limit_burst or max(1.0, cfg.rate_limit)
+        now = time.monotonic()
+        tokens = burst if self.bucket is None else self.bucket
+        self.bucket = min(burst, tokens + (now - self.bucket_at) * cfg.rate_limit)
+        self.bucket_at = now
+        if self.bucket >= 1:
+            self.bucket -= 1
+            return None
+        return (1 - self.bucket) / cfg.rate_limit
+
+    def latency(self) -> float:
+        cfg = self.config
+        if cfg.latency_seconds <= 0:
+            return 0.0
+        spread = cfg.latency_seconds * cfg.latency_jitter
+        return max(0.0, self.rng.uniform(cfg.latency_seconds - spread,
+                                         cfg.latency_seconds + spread))
 
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
@@ -143,10 +189,18 @@ class _Handler(BaseHTTPRequestHandler):
     def _authorized(self) -> bool:
         return self.headers.get("Authorization") == f"Bearer {self.state.config.api_key}"
 
-    def _faults_before(self) -> bool:
-        """Inject slow answers, 429s and 5xx that happen before any work; True if answered."""
+    def _faults_before(self, method: str) -> bool:
+        """The account limit, latency, slow answers, random 429s and 5xx, which all happen
+        before any work; True if the request was answered here. A slow answer that ends with a
+        status other than the real answer is answered after the work (`_slow_status`)."""
         state, cfg = self.state, self.state.config
         with state.lock:
+            state.count(f"requests_{method}")
+            limited = (state.take_token()
+                       if cfg.rate_limit_methods.upper() in ("ALL", method) else None)
+            if limited is not None:
+                state.count("throttled")
+            delay = state.latency()
             slow = state.roll(cfg.fault_slow)
             throttle = state.roll(cfg.fault_429)
             error = state.roll(cfg.fault_5xx)
@@ -154,14 +208,22 @@ class _Handler(BaseHTTPRequestHandler):
             for name, hit in (("slow", slow), ("429", throttle), ("5xx", error)):
                 if hit:
                     state.count(f"fault_{name}")
-        if slow:
-            time.sleep(cfg.slow_seconds)
+        self.slow_status = cfg.slow_status if slow else None
+        time.sleep(delay + (cfg.slow_seconds if slow else 0.0))
+        if limited is not None:
+            headers = ({"Retry-After": str(max(1, math.ceil(limited)))}
+                       if cfg.rate_limit_retry_after else {})
+            self._send(429, {"error": "Rate limit exceeded"}, headers)
+            return True
         if throttle:
             headers = {"Retry-After": str(cfg.retry_after)} if cfg.retry_after is not None else {}
             self._send(429, {"error": "Too many requests"}, headers)
             return True
         if error:
             self._send(status, {"error": f"Simulated {status}"})
+            return True
+        if self.slow_status is not None and self.slow_status not in (500, 502, 504):
+            self._send(self.slow_status, {"error": f"Simulated slow {self.slow_status}"})
             return True
         return False
 
@@ -174,7 +236,10 @@ class _Handler(BaseHTTPRequestHandler):
         if not self._authorized():
             self._send(401, {"error": "Unauthorized"})
             return
-        if self._faults_before():
+        if self._faults_before("GET"):
+            return
+        if self.slow_status is not None:
+            self._send(self.slow_status, {"error": f"Simulated slow {self.slow_status}"})
             return
         if self._garbage():
             return
@@ -184,7 +249,7 @@ class _Handler(BaseHTTPRequestHandler):
             if one:
                 self.state.count("get")
                 prompt_id = int(one.group(1))
-                if prompt_id not in self.state.prompts:
+                if self.state.prompts.get(prompt_id, {"deleted": True}).get("deleted"):
                     body: Any = None
                 else:
                     body = self.state.view(prompt_id, self.server.base_url)
@@ -208,6 +273,8 @@ class _Handler(BaseHTTPRequestHandler):
             if before is not None and pid >= before:
                 continue
             if tune is not None and self.state.prompts[pid]["tune_id"] != tune:
+                continue
+            if self.state.prompts[pid].get("deleted"):
                 continue
             out.append(self.state.view(pid, self.server.base_url))
             if len(out) >= limit:
@@ -236,13 +303,16 @@ class _Handler(BaseHTTPRequestHandler):
         if not match:
             self._send(404, {"error": "Not found"})
             return
-        if self._faults_before():
+        if self._faults_before("POST"):
             return
         fields = self._fields(body)
         tune_id = int(match.group(1))
         status, answer = self._create(tune_id, fields)
         if status != 201:
             self._send(status, answer)
+            return
+        if self.slow_status is not None:  # created, then a gateway gave up on the answer
+            self._send(self.slow_status, {"error": f"Simulated slow {self.slow_status}"})
             return
         cfg = self.state.config
         with self.state.lock:
@@ -258,6 +328,27 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(201, b"<html>upstream answered nonsense</html>")
         else:
             self._send(201, answer)
+
+    def do_DELETE(self) -> None:
+        parts = urlsplit(self.path)
+        if not self._authorized():
+            self._send(401, {"error": "Unauthorized"})
+            return
+        one = _ONE_PROMPT_PATH.match(parts.path)
+        if not one:
+            self._send(404, {"error": "Not found"})
+            return
+        if self._faults_before("DELETE"):
+            return
+        with self.state.lock:
+            prompt = self.state.prompts.get(int(one.group(1)))
+            if prompt is not None and prompt.get("deleted"):
+                prompt = None
+            if prompt is not None:
+                prompt["deleted"] = True
+                self.state.count("deleted")
+        self._send(200 if prompt is not None else 404,
+                   {"ok": True} if prompt is not None else {"error": "Not found"})
 
     def _fields(self, body: bytes) -> dict[str, Any]:
         if self.headers.get("Content-Type", "").startswith("application/json"):

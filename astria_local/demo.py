@@ -17,12 +17,14 @@ from typing import Any
 
 from celery.result import AsyncResult
 
-from worker.app import SUBMIT_TASK, app
+from astria_local.redis_server import ThrowawayRedis
+from astria_local.simulator import AstriaSimulator, SimConfig
+from worker.app import app
+from worker.constants import SUBMIT_TASK
 from worker.errors import ConfigError, InvalidSpec
 from worker.producer import enqueue
-from worker.redis_server import ThrowawayRedis
+from worker.runtime import runtime
 from worker.settings import get_settings
-from worker.simulator import AstriaSimulator, SimConfig
 
 SIM_TUNES = {"checkpoint": 1001, "lora": 1002, "faceid": 1003}
 
@@ -95,6 +97,7 @@ def run_demo(timeout: float = 300.0) -> int:
             tunes = SIM_TUNES
             print(f"ASTRIA_API_KEY not set: started the Astria simulator at {sim.url}")
         get_settings.cache_clear()
+        runtime.cache_clear()
         worker = subprocess.Popen(
             [sys.executable, "-m", "celery", "-q", "-A", "worker", "worker", "-P", "threads",
              "-c", "8", "--loglevel", "WARNING", "--without-mingle", "--without-gossip"],

@@ -1,0 +1,51 @@
+"""Redis clients for the job store, from REDIS_URL in any of kombu's forms.
+
+`redis://`, `rediss://` (TLS) and `unix://` connect directly; `sentinel://h1:26379;sentinel://
+h2:26379/0` asks those Sentinels for the master named REDIS_SENTINEL_MASTER and follows it across
+a failover. Every client rides out a restart or failover: commands are retried with back-off on
+connection errors and timeouts, and idle connections are health-checked.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import unquote, urlsplit
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+from redis.sentinel import Sentinel
+
+from worker.settings import Settings
+
+_OPTIONS = {"socket_timeout": 15, "socket_connect_timeout": 5, "health_check_interval": 15}
+
+
+def _retry() -> Retry:
+    return Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=20,
+                 supported_errors=(redis.ConnectionError, redis.TimeoutError))
+
+
+def sentinel_hosts(url: str) -> tuple[list[tuple[str, int]], int, str | None]:
+    """The Sentinels, the database number and the password of a kombu sentinel:// URL."""
+    hosts: list[tuple[str, int]] = []
+    db, password = 0, None
+    for part in url.split(";"):
+        parts = urlsplit(part.strip())
+        hosts.append((parts.hostname or "localhost", parts.port or 26379))
+        if parts.password:
+            password = unquote(parts.password)
+        if parts.path.strip("/"):
+            db = int(parts.path.strip("/"))
+    return hosts, db, password
+
+
+def redis_client(settings: Settings) -> redis.Redis:
+    url = settings.redis_url
+    if url.startswith("sentinel://"):
+        hosts, db, password = sentinel_hosts(url)
+        sentinel = Sentinel(hosts, socket_timeout=5, sentinel_kwargs={"socket_timeout": 5})
+        assert settings.redis_sentinel_master  # checked by Settings
+        master: redis.Redis = sentinel.master_for(
+            settings.redis_sentinel_master, db=db, password=password, retry=_retry(), **_OPTIONS)
+        return master
+    return redis.Redis.from_url(url, retry=_retry(), **_OPTIONS)

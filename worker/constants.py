@@ -1,0 +1,181 @@
+"""Every name this project gives to something in Redis or the broker, in one place.
+
+Task and queue names are part of the contract with producers. Redis keys are built here and only
+here; Lua scripts receive them as declared KEYS (see `worker.store.scripts`). All keys start with
+KEY_PREFIX, except Celery's own result keys, whose form Celery fixes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from worker.records import Lane
+
+#: The public task: producers send it by name with `kwargs={"spec": {...}}`.
+SUBMIT_TASK = "astria.submit_prompt"
+#: The one broker queue (a Redis list) both producers and workers use.
+QUEUE = "celery"
+#: Celery's Redis result backend keeps a task's result document under this prefix + task id.
+RESULT_KEY_PREFIX = "celery-task-meta-"
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The Redis keys of one deployment (one KEY_PREFIX)."""
+
+    prefix: str
+
+    # --- one per job ------------------------------------------------------------------------
+    def job(self, job_id: str) -> str:
+        """Hash: the job's durable record (`worker.records.Job`)."""
+        return f"{self.prefix}:job:{job_id}"
+
+    def followers(self, job_id: str) -> str:
+        """Set: jobs that share this job's prompt (same idempotency_key)."""
+        return f"{self.prefix}:followers:{job_id}"
+
+    def result(self, job_id: str) -> str:
+        """String: Celery's result document for the job."""
+        return RESULT_KEY_PREFIX + job_id
+
+    def idempotency(self, key: str) -> str:
+        """String: the leader job of an idempotency key."""
+        return f"{self.prefix}:idem:{key}"
+
+    def token(self, token: str) -> str:
+        """String: the job a callback token belongs to."""
+        return f"{self.prefix}:token:{token}"
+
+    def route(self, tune_id: int) -> str:
+        """String: 'pti' or 'faceid' once a 422 taught us that the tune needs its base tune."""
+        return f"{self.prefix}:route:{tune_id}"
+
+    def live(self, tenant: str) -> str:
+        """Set: a tenant's jobs without an outcome (for `astria-queue cancel --tenant`)."""
+        return f"{self.prefix}:live:{tenant}"
+
+    def webhook(self, message_id: str) -> str:
+        """Hash: one webhook to a producer, delivered until acknowledged or dead."""
+        return f"{self.prefix}:webhook:{message_id}"
+
+    # --- dispatch: what the next Astria request is for ----------------------------------------
+    def ready(self, lane: Lane) -> str:
+        """Sorted set (by lex): `tenant|seq|job id` of the lane's jobs waiting for their POST."""
+        return f"{self.prefix}:ready:{lane}"
+
+    def turns(self, lane: Lane) -> str:
+        """Sorted set: tenant -> virtual time, for fair turns between a lane's tenants."""
+        return f"{self.prefix}:turns:{lane}"
+
+    @property
+    def due_submit(self) -> str:
+        """Sorted set: job -> when it rejoins its lane's queue (after a back-off)."""
+        return f"{self.prefix}:due:submit"
+
+    @property
+    def due_poll(self) -> str:
+        """Sorted set: job -> when it needs an Astria request other than a POST (poll, look for
+        the prompt of an unanswered POST, delete), or when its lease ends."""
+        return f"{self.prefix}:due:poll"
+
+    @property
+    def due_local(self) -> str:
+        """Sorted set: job -> when it needs a step without any Astria request (expiry, a
+        callback that arrived while the job was busy)."""
+        return f"{self.prefix}:due:local"
+
+    @property
+    def queued(self) -> str:
+        """Hash: job -> `lane|ready member`, for jobs whose prompt does not exist yet."""
+        return f"{self.prefix}:queued"
+
+    @property
+    def enqueued_at(self) -> str:
+        """Sorted set: job -> registration time, for jobs not yet sent to Astria."""
+        return f"{self.prefix}:enqueued_at"
+
+    @property
+    def expiry(self) -> str:
+        """Sorted set: job -> the time by which it must be sent to Astria (expires_in)."""
+        return f"{self.prefix}:expiry"
+
+    @property
+    def leases(self) -> str:
+        """Hash: job -> `owner|until`: who works on the job and until when."""
+        return f"{self.prefix}:leases"
+
+    @property
+    def inflight(self) -> str:
+        """Hash: tenant -> prompts in flight at Astria (POST sent, no outcome yet)."""
+        return f"{self.prefix}:inflight"
+
+    @property
+    def inflight_jobs(self) -> str:
+        """Hash: job -> tenant, for the jobs counted in `inflight`."""
+        return f"{self.prefix}:inflight_jobs"
+
+    @property
+    def dispatch(self) -> str:
+        """Hash: lane credits and clocks of the fair dispatcher."""
+        return f"{self.prefix}:dispatch"
+
+    @property
+    def limiter(self) -> str:
+        """Hash: the adaptive rate limiter's state, per kind of request."""
+        return f"{self.prefix}:limiter"
+
+    @property
+    def revoked(self) -> str:
+        """Sorted set: job -> when it was cancelled (also for jobs not registered yet)."""
+        return f"{self.prefix}:revoked"
+
+    # --- outcomes, learning, operations ---------------------------------------------------------
+    @property
+    def dead(self) -> str:
+        """Sorted set: failed job -> when it failed (dead letters)."""
+        return f"{self.prefix}:dead"
+
+    @property
+    def generation_seconds(self) -> str:
+        """String: moving average of Astria's generation time."""
+        return f"{self.prefix}:generation_seconds"
+
+    @property
+    def stats(self) -> str:
+        """Hash: counters shared by every process."""
+        return f"{self.prefix}:stats"
+
+    @property
+    def latency(self) -> str:
+        """List: the last Astria request latencies (ms)."""
+        return f"{self.prefix}:stats:latency"
+
+    @property
+    def job_latency(self) -> str:
+        """List: `tenant|lane|seconds` of the last finished jobs (enqueue to outcome)."""
+        return f"{self.prefix}:stats:job_latency"
+
+    @property
+    def webhooks_due(self) -> str:
+        """Sorted set: webhook message -> when its next delivery attempt is due."""
+        return f"{self.prefix}:webhooks:due"
+
+    @property
+    def webhooks_dead(self) -> str:
+        """Sorted set: webhook message -> when its deliveries ran out."""
+        return f"{self.prefix}:webhooks:dead"
+
+    @property
+    def processing(self) -> str:
+        """Hash: the loss-proof transport's processing lists -> the queue they came from."""
+        return f"{self.prefix}:processing"
+
+    def processing_list(self, name: str) -> str:
+        """List: messages one consumer moved off the queue; `name.alive` is its heartbeat."""
+        return f"{self.prefix}:processing:{name}"
+
+
+def tenant_counter(tenant: str, lane: str) -> str:
+    """The stats hash's fields of one tenant and lane start with this (then `|enqueued`,
+    `|SUCCESS`, `|FAILURE`, `|REVOKED`, `|cost_mc`)."""
+    return f"t|{tenant}|{lane}"

@@ -1,0 +1,139 @@
+"""Prometheus metrics of the whole pool, read from Redis at every scrape.
+
+Every figure lives in Redis (`worker.stats`, the dispatch structures), so any one process can
+export them for all workers: `GET /metrics` on the receiver, or `astria-queue metrics --port N`
+where no receiver runs. Metric names start with `astria_queue_`:
+
+    jobs_total{state,tenant,lane}            counter: enqueued, succeeded, failed, revoked
+    jobs_cost_mc_total{tenant,lane}          counter: Astria's cost_mc of finished jobs
+    jobs_current{state}                      gauge: queued (not sent yet), at_astria, retrying
+    oldest_queued_seconds                    gauge: age of the oldest job not sent yet
+    astria_requests_total{method,status}     counter: by HTTP status, or "network"
+    astria_request_seconds{method}           histogram: Astria request latency
+    rate_limit_per_second{kind}              gauge: the limiter's current rate (submit, poll)
+    dead_letters                             gauge: failed jobs kept for redrive
+    webhooks_pending, webhooks_dead          gauge
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from worker.runtime import runtime
+from worker.stats import LATENCY_BUCKETS
+
+_STATES = {"enqueued": "enqueued", "SUCCESS": "succeeded", "FAILURE": "failed",
+           "REVOKED": "revoked"}
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class QueueCollector:
+    """Reads the figures from Redis when Prometheus scrapes."""
+
+    def collect(self) -> Iterator[Metric]:
+        rt = runtime()
+        k = rt.keys
+        counters = rt.stats.counters()
+        pipe = rt.redis.pipeline(transaction=False)
+        pipe.zcard(k.enqueued_at)
+        pipe.zrange(k.enqueued_at, 0, 0, withscores=True)
+        pipe.hgetall(k.inflight)
+        pipe.zcount(k.due_submit, "-inf", "+inf")
+        pipe.zcard(k.dead)
+        pipe.zcard(k.webhooks_due)
+        pipe.zcard(k.webhooks_dead)
+        pipe.hmget(k.limiter, ["rate:submit", "rate:poll"])
+        queued, oldest, inflight, retrying, dead, hooks_due, hooks_dead, rates = pipe.execute()
+
+        jobs = CounterMetricFamily("astria_queue_jobs", "Jobs by state, tenant and lane",
+                                   labels=["state", "tenant", "lane"])
+        cost = CounterMetricFamily("astria_queue_jobs_cost_mc", "Astria's cost_mc of jobs",
+                                   labels=["tenant", "lane"])
+        for name, value in sorted(counters.items()):
+            if name.startswith("t|"):
+                _, tenant, lane, what = name.split("|")
+                if what in _STATES:
+                    jobs.add_metric([_STATES[what], tenant, lane], value)
+                elif what == "cost_mc":
+                    cost.add_metric([tenant, lane], value)
+        yield jobs
+        yield cost
+
+        current = GaugeMetricFamily("astria_queue_jobs_current", "Jobs now, by state",
+                                    labels=["state"])
+        current.add_metric(["queued"], int(queued))
+        current.add_metric(["at_astria"], sum(int(v) for v in inflight.values()))
+        current.add_metric(["retrying"], int(retrying))
+        yield current
+        yield GaugeMetricFamily("astria_queue_oldest_queued_seconds",
+                                "Age of the oldest job not sent to Astria yet",
+                                value=time.time() - oldest[0][1] if oldest else 0.0)
+
+        requests = CounterMetricFamily("astria_queue_astria_requests",
+                                       "Astria requests by method and HTTP status",
+                                       labels=["method", "status"])
+        for name, value in sorted(counters.items()):
+            if name.startswith("http:"):
+                _, method, status = name.split(":")
+                requests.add_metric([method, status], value)
+        yield requests
+        yield from self._latency(counters)
+
+        limit = GaugeMetricFamily("astria_queue_rate_limit_per_second",
+                                  "The rate limiter's current rate, by kind of request",
+                                  labels=["kind"])
+        ceiling = rt.settings.astria_rate_limit_per_second
+        for kind, rate in zip(("submit", "poll"), rates, strict=True):
+            limit.add_metric([kind], float(rate) if rate else ceiling)
+        yield limit
+        yield GaugeMetricFamily("astria_queue_dead_letters", "Failed jobs kept for redrive",
+                                value=int(dead))
+        yield GaugeMetricFamily("astria_queue_webhooks_pending", "Webhooks not delivered yet",
+                                value=int(hooks_due))
+        yield GaugeMetricFamily("astria_queue_webhooks_dead", "Webhooks whose retries ran out",
+                                value=int(hooks_dead))
+
+    @staticmethod
+    def _latency(counters: dict[str, float]) -> Iterable[Metric]:
+        histogram = HistogramMetricFamily("astria_queue_astria_request_seconds",
+                                          "Astria request latency", labels=["method"])
+        methods = sorted({name.split(":")[1] for name in counters
+                          if name.startswith("latency_count:")})
+        for method in methods:
+            running, buckets = 0.0, []
+            for bound in [*(f"{b:g}" for b in LATENCY_BUCKETS), "+Inf"]:
+                running += counters.get(f"latency_bucket:{method}:{bound}", 0.0)
+                buckets.append((bound, running))
+            histogram.add_metric([method], buckets,
+                                 sum_value=counters.get(f"latency_sum:{method}", 0.0))
+        yield histogram
+
+
+def registry() -> CollectorRegistry:
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(QueueCollector())
+    return reg
+
+
+_app: Callable[..., Iterable[bytes]] | None = None
+
+
+def wsgi_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    global _app
+    if _app is None:
+        _app = make_wsgi_app(registry())
+    return _app(environ, start_response)
+

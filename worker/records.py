@@ -1,0 +1,198 @@
+"""The shapes of things the queue keeps: job states, lanes, the job record, outcomes.
+
+A job's record is a Redis hash of strings; `Job.from_hash` turns it into a typed value once, so
+the rest of the code never reads a raw field. Outcomes are one of three dataclasses and are stored
+as JSON in the job's hash (and, in Celery's format, in the result backend).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, ClassVar
+
+
+class JobState(StrEnum):
+    """Where a job is. The first three are alive; the rest are final."""
+
+    QUEUED = "queued"  #: registered; its prompt does not exist yet (its turn, or its POST, comes)
+    WAITING = "waiting"  #: its prompt exists at Astria; waiting for the images
+    FOLLOWER = "follower"  #: shares another job's prompt (same idempotency_key)
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    REVOKED = "revoked"  #: cancelled or expired; a prompt created meanwhile is still recorded
+    MISSING = "missing"  #: no record (never registered, or past JOB_RETENTION_SECONDS)
+
+    @property
+    def final(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.REVOKED)
+
+
+class Lane(StrEnum):
+    """Priority lanes, highest first: POSTs are granted in this order (with minimum shares)."""
+
+    INTERACTIVE = "interactive"
+    NORMAL = "normal"
+    BATCH = "batch"
+
+
+LANES: tuple[Lane, ...] = (Lane.INTERACTIVE, Lane.NORMAL, Lane.BATCH)
+
+
+class RequestKind(StrEnum):
+    """What a dispatched unit of work needs: each kind of Astria request has its own limit."""
+
+    SUBMIT = "submit"  #: a POST that creates a prompt (its lane's turn, one submit token)
+    POLL = "poll"  #: any other Astria request: GET a prompt, list prompts, DELETE (a poll token)
+    LOCAL = "local"  #: no Astria request (expiry, a callback body to apply)
+    EXPIRE = "expire"  #: no Astria request: the job was not sent before its expires_in
+    WEBHOOK = "webhook"  #: a signed webhook to a producer (no Astria token)
+
+
+# --- outcomes -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Succeeded:
+    result: dict[str, Any]
+    state: ClassVar[str] = "SUCCESS"
+
+
+@dataclass(frozen=True)
+class Failed:
+    error: str  #: the name of a class in `worker.errors`
+    message: str
+    state: ClassVar[str] = "FAILURE"
+
+
+@dataclass(frozen=True)
+class Revoked:
+    reason: str  #: "revoked" (cancelled) or "expired" (not sent before expires_in)
+    state: ClassVar[str] = "REVOKED"
+
+
+Outcome = Succeeded | Failed | Revoked
+
+
+def outcome_to_json(outcome: Outcome) -> str:
+    if isinstance(outcome, Succeeded):
+        body: dict[str, Any] = {"state": outcome.state, "result": outcome.result}
+    elif isinstance(outcome, Failed):
+        body = {"state": outcome.state,
+                "error": {"type": outcome.error, "message": outcome.message}}
+    else:
+        body = {"state": outcome.state, "reason": outcome.reason}
+    return json.dumps(body, sort_keys=True)
+
+
+def outcome_from_json(raw: str) -> Outcome:
+    body = json.loads(raw)
+    if body["state"] == Succeeded.state:
+        return Succeeded(body["result"])
+    if body["state"] == Failed.state:
+        return Failed(body["error"]["type"], body["error"]["message"])
+    return Revoked(body["reason"])
+
+
+# --- the job record -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Job:
+    """A snapshot of one job's hash, typed. Field names are the hash's."""
+
+    id: str
+    status: JobState
+    spec: dict[str, Any]
+    tenant: str
+    lane: Lane
+    seq: str  #: the job's place in its tenant's queue (fixed-width, sorts by registration)
+    created_at: float
+    post_by: float  #: send to Astria before this time, or end as expired (0: no limit)
+    seed: int
+    token: str
+    # the POST, and what to do when its answer was lost
+    pending_post: float  #: when a POST whose answer is not recorded was sent (0: none)
+    post_attempts: int
+    post_tune_id: int
+    post_text: str
+    post_rerouted: bool
+    first_post_at: float
+    retry_attempt: int  #: tenacity's attempt number of the request being retried
+    retry_since: float  #: when that request was first tried
+    list_before: int  #: cursor while paging Astria's listing for an unanswered POST (0: newest)
+    list_oldest: float  #: created_at of the oldest prompt seen on the last page
+    # the prompt
+    prompt_id: int | None
+    tune_id: int
+    rerouted: bool
+    sent_text: str
+    submitted_at: float
+    deadline: float  #: no images by then: PromptTimeout
+    polls: int
+    callback_prompt: dict[str, Any] | None  #: Astria's callback body, kept for the next step
+    # the end
+    outcome: Outcome | None
+    leader: str
+    delete_prompt: bool
+    prompt_deleted: bool
+
+    @property
+    def requested_tune_id(self) -> int:
+        return int(self.spec["tune_id"])
+
+    @property
+    def webhook_url(self) -> str | None:
+        url = self.spec.get("callback")
+        return str(url) if url else None
+
+    @classmethod
+    def from_hash(cls, job_id: str, raw: Mapping[Any, Any]) -> Job:
+        f = {_text(k): _text(v) for k, v in raw.items()}
+
+        def num(name: str) -> float:
+            value = f.get(name, "")
+            return float(value) if value else 0.0
+
+        def flag(name: str) -> bool:
+            return f.get(name, "0") not in ("", "0")
+
+        prompt_id = f.get("prompt_id")
+        callback = f.get("callback_prompt")
+        outcome = f.get("outcome")
+        return cls(
+            id=job_id,
+            status=JobState(f.get("status", JobState.MISSING)),
+            spec=json.loads(f.get("spec", "{}")),
+            tenant=f.get("tenant", "default"),
+            lane=Lane(f.get("lane", Lane.NORMAL)),
+            seq=f.get("seq", ""),
+            created_at=num("created_at"),
+            post_by=num("post_by"),
+            seed=int(num("seed")),
+            token=f.get("token", ""),
+            pending_post=num("pending_post"),
+            post_attempts=int(num("post_attempts")),
+            post_tune_id=int(num("post_tune_id")),
+            post_text=f.get("post_text", ""),
+            post_rerouted=flag("post_rerouted"),
+            first_post_at=num("first_post_at"),
+            retry_attempt=int(num("retry_attempt")),
+            retry_since=num("retry_since"),
+            list_before=int(num("list_before")),
+            list_oldest=num("list_oldest"),
+            prompt_id=int(prompt_id) if prompt_id else None,
+            tune_id=int(num("tune_id")),
+            rerouted=flag("rerouted"),
+            sent_text=f.get("sent_text", ""),
+            submitted_at=num("submitted_at"),
+            deadline=num("deadline"),
+            polls=int(num("polls")),
+            callback_prompt=json.loads(callback) if callback else None,
+            outcome=outcome_from_json(outcome) if outcome else None,
+            leader=f.get("leader", ""),
+            delete_prompt=flag("delete_prompt"),
+            prompt_deleted=flag("prompt_deleted"),
+        )
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,78 @@
+"""Retry policies, decided by tenacity and applied without sleeping: a decision is a due time.
+
+Tenacity's `Retrying` holds each policy: what is retried, when to stop, how long to wait. The
+queue never runs tenacity's loop (it would sleep in a worker slot); `next_attempt_in` asks the
+policy about one failed attempt, whose number and start time the caller keeps in Redis, and the
+caller then makes the job (or webhook) due again after that long.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from tenacity import Future as AttemptFuture
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_random_exponential,
+)
+
+from worker.client import TransientError
+from worker.settings import Settings
+
+
+def _honouring_retry_after(backoff: Callable[[RetryCallState], float], most: float
+                           ) -> Callable[[RetryCallState], float]:
+    def wait(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, TransientError) and exc.retry_after is not None:
+            return min(exc.retry_after, most)
+        return float(backoff(state))
+
+    return wait
+
+
+def astria_policy(settings: Settings) -> Retrying:
+    """Astria requests: TransientError only (429, 5xx, network), at most ASTRIA_RETRY_ATTEMPTS
+    attempts within ASTRIA_RETRY_MAX_SECONDS; wait Astria's Retry-After when it sends one, else
+    exponential back-off with full jitter (ASTRIA_RETRY_INITIAL_DELAY .. ASTRIA_RETRY_MAX_DELAY)."""
+    backoff = wait_random_exponential(multiplier=settings.astria_retry_initial_delay,
+                                      max=settings.astria_retry_max_delay)
+    return Retrying(
+        retry=retry_if_exception_type(TransientError),
+        stop=stop_after_attempt(settings.astria_retry_attempts)
+        | stop_after_delay(settings.astria_retry_max_seconds),
+        wait=_honouring_retry_after(backoff, settings.astria_retry_max_seconds),
+    )
+
+
+def webhook_policy(settings: Settings) -> Retrying:
+    """Webhooks to producers: any failed delivery, for WEBHOOK_RETRY_FOR_SECONDS; the first
+    retry within WEBHOOK_FIRST_RETRY_SECONDS, then exponential back-off with full jitter up to
+    WEBHOOK_MAX_RETRY_INTERVAL."""
+    return Retrying(
+        retry=retry_if_exception_type(Exception),
+        stop=stop_after_delay(settings.webhook_retry_for_seconds),
+        wait=wait_random_exponential(multiplier=settings.webhook_first_retry_seconds,
+                                     max=settings.webhook_max_retry_interval),
+    )
+
+
+def next_attempt_in(policy: Retrying, *, attempt: int, started_at: float, error: BaseException,
+                    now: float | None = None) -> float | None:
+    """Seconds until attempt `attempt + 1`, or None when the policy gives up after `error`.
+
+    `attempt` counts from 1; `started_at` is when attempt 1 was made (wall clock)."""
+    state = RetryCallState(policy, fn=None, args=(), kwargs={})
+    state.attempt_number = attempt
+    state.start_time = started_at
+    outcome = AttemptFuture(attempt)
+    outcome.set_exception(error)
+    state.outcome, state.outcome_timestamp = outcome, time.time() if now is None else now
+    if not policy.retry(state) or policy.stop(state):
+        return None
+    return float(policy.wait(state))

@@ -1,0 +1,55 @@
+"""Where a job's prompt is POSTed: its own tune, or a base tune for SDXL LoRA and FaceID tunes.
+
+Astria answers a POST to an SDXL LoRA ("pti") tune with `422 model_type=pti is not supported. Use
+a checkpoint instead`; the prompt must go to the SDXL base tune with `<lora:TUNE:STRENGTH>` in its
+text. FaceID tunes likewise go to their base tune with `<faceid:TUNE:1>`. Once a tune answered so,
+the route is remembered (`worker.store.learnt`) and later jobs go straight to the base tune.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from worker.errors import InvalidSpec
+from worker.settings import Settings
+from worker.spec import FACEID_TAG, LORA_TAG, PromptSpec
+
+RouteKind = Literal["pti", "faceid"]
+_UNSUPPORTED = re.compile(r"model_type=(pti|faceid) is not supported")
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where and what to POST."""
+
+    tune_id: int
+    text: str
+    rerouted: bool
+
+
+def unsupported_kind(error_message: str) -> RouteKind | None:
+    """'pti' or 'faceid' when a 422 says the tune needs its base tune."""
+    match = _UNSUPPORTED.search(error_message)
+    return None if match is None else "pti" if match.group(1) == "pti" else "faceid"
+
+
+def route(settings: Settings, spec: PromptSpec, known: RouteKind | None) -> Target:
+    """The spec's own tune, or its base tune when the tune is known to need one."""
+    if known is None:
+        return Target(spec.tune_id, spec.text, rerouted=False)
+    if known == "faceid":
+        has_tag = any(int(m.group(1)) == spec.tune_id for m in FACEID_TAG.finditer(spec.text))
+        text = spec.text if has_tag else f"<faceid:{spec.tune_id}:1> {spec.text}"
+        return Target(settings.astria_faceid_base_tune_id, text, rerouted=True)
+    strength = spec.lora_strength or settings.astria_lora_strength
+    text = spec.text
+    if spec.tune_id not in spec.lora_tags():
+        text = f"<lora:{spec.tune_id}:{strength:g}> {text}"
+    if len(LORA_TAG.findall(text)) > 1:
+        raise InvalidSpec(
+            f"text: tune {spec.tune_id} is an SDXL LoRA and SDXL prompts take one LoRA; "
+            "remove the other <lora:...> tags"
+        )
+    return Target(settings.astria_sdxl_base_tune_id, text, rerouted=True)

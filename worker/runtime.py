@@ -1,0 +1,60 @@
+"""`Runtime`: what a process needs to work on jobs, built once per process (after any fork)."""
+
+from __future__ import annotations
+
+from functools import cached_property, lru_cache
+
+import redis
+import requests
+from requests.adapters import HTTPAdapter
+
+from worker.client import AstriaClient
+from worker.connections import redis_client
+from worker.constants import Keys
+from worker.dispatch import Dispatcher
+from worker.results import ResultFormat
+from worker.settings import Settings, get_settings
+from worker.stats import Stats
+from worker.store.jobs import JobStore
+from worker.store.learnt import Learnt
+from worker.store.scripts import Scripts
+from worker.store.webhooks import WebhookStore
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.redis: redis.Redis = redis_client(settings)
+        self.keys = Keys(settings.key_prefix)
+        self.results = ResultFormat(settings.job_retention_seconds)
+        self.jobs = JobStore(self.redis, settings, self.keys, self.results)
+        self.learnt = Learnt(self.redis, self.keys)
+        self.stats = Stats(self.redis, self.keys)
+        self.dispatcher = Dispatcher(self.jobs.scripts, settings, self.keys)
+        self.webhooks = WebhookStore(self.redis, self.keys, self.jobs.scripts,
+                                     settings.job_retention_seconds)
+
+    @cached_property
+    def astria(self) -> AstriaClient:
+        """The Astria client (needs ASTRIA_API_KEY; producers and the CLI mostly do not)."""
+        return AstriaClient(self.settings, self.stats, self.dispatcher.reports)
+
+    @cached_property
+    def http(self) -> requests.Session:
+        """HTTP to producers (webhooks): a session of its own, which never carries the Astria
+        key."""
+        session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=16,
+                              pool_maxsize=self.settings.worker_http_concurrency)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        return session
+
+    @property
+    def scripts(self) -> Scripts:
+        return self.jobs.scripts
+
+
+@lru_cache(maxsize=1)
+def runtime() -> Runtime:
+    return Runtime(get_settings())

@@ -1,0 +1,344 @@
+"""`JobStore`: each job's durable record in Redis, and every transition of it.
+
+Celery messages only *trigger* work. Once registered, the truth is the job's hash plus its place
+in the dispatch structures (`worker.constants.Keys`): its lane's queue while it waits for its
+POST, a due set while it waits for anything else. Whoever works on a job holds its lease (granted
+by `worker.dispatch`), and every transition is one Lua script checked against that lease: two
+workers can never both record a prompt or both decide an outcome, and a worker that dies leaves
+the job due again when its lease ends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from worker.constants import RESULT_KEY_PREFIX, Keys, tenant_counter
+from worker.errors import InvalidSpec
+from worker.records import (
+    Failed,
+    Job,
+    JobState,
+    Lane,
+    Outcome,
+    Revoked,
+    outcome_from_json,
+    outcome_to_json,
+)
+from worker.results import ResultFormat, outcome_status, webhook_type
+from worker.settings import Settings
+from worker.spec import TENANT_PATTERN, PromptSpec
+from worker.store.scripts import Scripts
+
+
+class LeaseLost(Exception):
+    """Our lease on a job ran out and another worker may hold it now: stop touching the job."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    job_id: str
+    owner: str
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What `JobStore.register` did: 'new' (queued), 'exists' (a redelivered message),
+    'revoked' (cancelled before it arrived) or 'follower' (of `leader`)."""
+
+    kind: str
+    leader: str | None = None
+
+
+@dataclass(frozen=True)
+class Decided:
+    """A job's outcome as recorded: ours, or an earlier decision (`new` False)."""
+
+    outcome: Outcome
+    new: bool
+
+
+def _flat(fields: Mapping[str, Any]) -> list[str]:
+    out: list[str] = []
+    for name, value in fields.items():
+        out += [name, str(int(value)) if isinstance(value, bool) else str(value)]
+    return out
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _valid_tenant_and_lane(raw: Any) -> tuple[str, Lane]:
+    """The tenant and lane of a spec that failed validation, where they themselves are valid."""
+    tenant, lane = "default", Lane.NORMAL
+    if isinstance(raw, dict):
+        if isinstance(raw.get("tenant"), str) and re.fullmatch(TENANT_PATTERN, raw["tenant"]):
+            tenant = raw["tenant"]
+        if raw.get("priority") in set(Lane):
+            lane = Lane(raw["priority"])
+    return tenant, lane
+
+
+class JobStore:
+    """Redis keys and atomic transitions of jobs; see the module docstring for the design."""
+
+    def __init__(self, client: redis.Redis, settings: Settings, keys: Keys,
+                 results: ResultFormat) -> None:
+        self.redis = client
+        self.settings = settings
+        self.keys = keys
+        self.results = results
+        self.scripts = Scripts(client)
+
+    # --- keys of one job ----------------------------------------------------------------------
+    def _job_keys(self, job_id: str, lane: Lane) -> dict[str, str]:
+        """The twelve KEYS every script that moves one job starts with (lua/lib/job.lua)."""
+        k = self.keys
+        return {"job": k.job(job_id), "leases": k.leases, "due_submit": k.due_submit,
+                "due_poll": k.due_poll, "due_local": k.due_local, "queued": k.queued,
+                "enqueued_at": k.enqueued_at, "expiry": k.expiry, "inflight": k.inflight,
+                "inflight_jobs": k.inflight_jobs, "ready": k.ready(lane), "turns": k.turns(lane)}
+
+    def _outcome_keys(self, job_id: str) -> dict[str, str]:
+        k = self.keys
+        return {"followers": k.followers(job_id), "result": k.result(job_id), "live": "",
+                "dead": k.dead, "stats": k.stats, "generation": k.generation_seconds,
+                "latency": k.job_latency, "webhooks_due": k.webhooks_due}
+
+    def _outcome_args(self, outcome: Outcome, tenant: str, lane: Lane) -> dict[str, Any]:
+        return {"retention": self.settings.job_retention_seconds,
+                "outcome": outcome_to_json(outcome),
+                "doc": self.results.outcome_prefix(outcome), "ttl": self.results.ttl,
+                "result_prefix": RESULT_KEY_PREFIX, "counter": tenant_counter(tenant, lane),
+                "webhook_prefix": self.keys.webhook("")}
+
+    # --- registration -------------------------------------------------------------------------
+    def register(self, job_id: str, spec: PromptSpec, *, post_by: float = 0.0) -> Registration:
+        """Create the job once, in its lane's queue (a redelivered message changes nothing).
+
+        A job with the idempotency_key of a live job becomes its follower: it shares that job's
+        prompt, and receives its outcome (at once if it is known)."""
+        now = time.time()
+        k, lane = self.keys, spec.lane
+        seed = spec.seed if spec.seed is not None else int.from_bytes(os.urandom(4), "big")
+        seq = f"{int(now * 1_000_000):017d}"
+        fields = {"spec": json.dumps(spec.model_dump(exclude_none=True), sort_keys=True),
+                  "tenant": spec.tenant, "lane": lane, "seq": seq, "created_at": now,
+                  "post_by": post_by, "seed": seed, "token": secrets.token_urlsafe(16),
+                  "post_attempts": 0, "polls": 0}
+        idem = k.idempotency(spec.idempotency_key) if spec.idempotency_key else k.job(job_id)
+        revoked = Revoked("revoked")
+        for _ in range(10):
+            leader = _text(self.redis.get(idem) or "") if spec.idempotency_key else ""
+            reply = self.scripts.register(
+                keys={"job": k.job(job_id), "idem": idem,
+                      "leader": k.job(leader) if leader else k.job(job_id),
+                      "leader_followers": k.followers(leader or job_id),
+                      "token": k.token(str(fields["token"])), "live": k.live(spec.tenant),
+                      "ready": k.ready(lane), "turns": k.turns(lane), "queued": k.queued,
+                      "enqueued_at": k.enqueued_at, "expiry": k.expiry, "revoked": k.revoked,
+                      "dispatch": k.dispatch, "result": k.result(job_id), "stats": k.stats,
+                      "webhooks_due": k.webhooks_due},
+                args={"job_id": job_id, "now": now,
+                      "retention": self.settings.job_retention_seconds, "lane": lane,
+                      "member": f"{spec.tenant}|{seq}|{job_id}", "post_by": post_by,
+                      "leader_id": leader, "webhook_url": spec.callback or "",
+                      "revoked_outcome": outcome_to_json(revoked),
+                      "revoked_doc": self.results.outcome_prefix(revoked),
+                      "result_ttl": self.results.ttl,
+                      "counter": tenant_counter(spec.tenant, lane),
+                      "webhook_prefix": k.webhook(""), "fields": _flat(fields)},
+            )
+            kind = _text(reply[0])
+            if kind == "retry":  # the key's leader changed under us: read it again
+                continue
+            if kind == "follower" and _text(reply[2]):
+                self._deliver_late(job_id, _text(reply[1]), outcome_from_json(_text(reply[2])),
+                                   spec.callback)
+            return Registration(kind, _text(reply[1]) if kind == "follower" else None)
+        raise redis.RedisError(f"job {job_id}: idempotency key kept changing")
+
+    def _deliver_late(self, job_id: str, leader: str, outcome: Outcome,
+                      webhook_url: str | None) -> None:
+        k = self.keys
+        self.scripts.deliver(
+            keys={"job": k.job(job_id), "result": k.result(job_id),
+                  "webhooks_due": k.webhooks_due},
+            args={"job_id": job_id, "leader": leader, "now": time.time(),
+                  "retention": self.settings.job_retention_seconds,
+                  "doc": self.results.outcome_prefix(outcome), "ttl": self.results.ttl,
+                  "webhook_prefix": k.webhook(""), "webhook_url": webhook_url or "",
+                  "webhook_type": webhook_type(outcome)},
+        )
+
+    def record_invalid(self, job_id: str, raw_spec: Any, error: InvalidSpec) -> None:
+        """Keep a dead-letter record of a job whose spec failed validation and deliver its
+        failure, once, however often the message is delivered."""
+        tenant, lane = _valid_tenant_and_lane(raw_spec)
+        callback = raw_spec.get("callback") if isinstance(raw_spec, dict) else None
+        webhook_url = callback if isinstance(callback, str) and callback.startswith(
+            ("http://", "https://")) else ""
+        outcome = Failed("InvalidSpec", str(error))
+        keys = self._outcome_keys(job_id)
+        keys.update(job=self.keys.job(job_id), live=self.keys.live(tenant))
+        self.scripts.record_invalid(
+            keys=keys,
+            args={"job_id": job_id, "now": time.time(), **self._outcome_args(outcome, tenant, lane),
+                  "webhook_url": webhook_url,
+                  "fields": _flat({"status": JobState.FAILED,
+                                   "spec": json.dumps(raw_spec, default=str),
+                                   "tenant": tenant, "lane": lane})},
+        )
+
+    # --- reading --------------------------------------------------------------------------------
+    def load(self, job_id: str) -> Job:
+        return Job.from_hash(job_id, self.redis.hgetall(self.keys.job(job_id)))
+
+    def load_many(self, job_ids: list[str]) -> list[Job]:
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hgetall(self.keys.job(job_id))
+        return [Job.from_hash(job_id, raw)
+                for job_id, raw in zip(job_ids, pipe.execute(), strict=True)]
+
+    def job_for_token(self, token: str) -> str | None:
+        value = self.redis.get(self.keys.token(token))
+        return _text(value) if value else None
+
+    def live_jobs(self, tenant: str) -> list[str]:
+        return sorted(_text(x) for x in self.redis.smembers(self.keys.live(tenant)))
+
+    def dead_jobs(self, limit: int = 100) -> list[Job]:
+        """Failed jobs, newest first; records whose retention ran out are pruned."""
+        jobs = []
+        for raw in self.redis.zrevrange(self.keys.dead, 0, limit - 1):
+            job = self.load(_text(raw))
+            if job.status is JobState.MISSING:
+                self.redis.zrem(self.keys.dead, job.id)
+            else:
+                jobs.append(job)
+        return jobs
+
+    # --- transitions of a job we hold -----------------------------------------------------------
+    def mark_posting(self, lease: Lease, job: Job, **fields: Any) -> bool:
+        """Record a POST before it is sent; False if the job was cancelled (send nothing)."""
+        reply = _text(self.scripts.mark_posting(
+            keys=self._job_keys(job.id, job.lane),
+            args={"job_id": job.id, "owner": lease.owner, "now": time.time(),
+                  "fields": _flat(fields)}))
+        if reply == "lost":
+            raise LeaseLost(job.id)
+        return reply == "ok"
+
+    def created(self, lease: Lease, job: Job, *, first_poll_at: float, info: dict[str, Any],
+                **fields: Any) -> str:
+        """The job's prompt exists: wait for images ('waiting'); or, cancelled meanwhile, the
+        prompt is recorded ('revoked', or 'delete' when its DELETE is due)."""
+        keys = self._job_keys(job.id, job.lane)
+        keys["result"] = self.keys.result(job.id)
+        reply = _text(self.scripts.created(
+            keys=keys,
+            args={"job_id": job.id, "owner": lease.owner, "now": time.time(),
+                  "first_poll_at": first_poll_at, "doc": self.results.waiting_prefix(info),
+                  "ttl": self.results.ttl, "fields": _flat(fields)}))
+        if reply == "lost":
+            raise LeaseLost(job.id)
+        return reply
+
+    def requeue(self, lease: Lease, job: Job, *, at: float, **fields: Any) -> str:
+        """Back to the lane's queue (at `at`): the POST created nothing, or must be made again."""
+        keys = self._job_keys(job.id, job.lane)
+        keys["dispatch"] = self.keys.dispatch
+        reply = _text(self.scripts.requeue(
+            keys=keys, args={"job_id": job.id, "owner": lease.owner, "now": time.time(),
+                             "at": at, "fields": _flat(fields)}))
+        if reply == "lost":
+            raise LeaseLost(job.id)
+        return reply
+
+    def schedule(self, lease: Lease, job: Job, *, at: float, **fields: Any) -> str:
+        """Look at the job again at `at` with a non-POST request, and let go of it."""
+        reply = _text(self.scripts.schedule(
+            keys=self._job_keys(job.id, job.lane),
+            args={"job_id": job.id, "owner": lease.owner, "now": time.time(), "at": at,
+                  "fields": _flat(fields)}))
+        if reply == "lost":
+            raise LeaseLost(job.id)
+        return reply
+
+    def release(self, lease: Lease, job: Job, *, retire: bool = False, **fields: Any) -> None:
+        """Let go of the job: retired, or due again when its lease ends (a failed step)."""
+        self.scripts.release(
+            keys=self._job_keys(job.id, job.lane),
+            args={"job_id": job.id, "owner": lease.owner, "retire": int(retire),
+                  "fields": _flat(fields)})
+
+    def finish(self, lease: Lease, job: Job, outcome: Outcome, *, seconds: float | None = None,
+               cost_mc: int | None = None, **fields: Any) -> Decided:
+        """Decide the outcome once, deliver it to the job and its followers, count it, queue the
+        webhooks and retire the job; a second decision keeps the first. `seconds`, Astria's
+        generation time on a success, feeds the learnt generation time."""
+        keys = {**self._job_keys(job.id, job.lane), **self._outcome_keys(job.id),
+                "live": self.keys.live(job.tenant)}
+        reply = self.scripts.finish(
+            keys=keys,
+            args={"job_id": job.id, "owner": lease.owner, "now": time.time(),
+                  **self._outcome_args(outcome, job.tenant, job.lane),
+                  "status": outcome_status(outcome), "state": outcome.state,
+                  "error": outcome.error if isinstance(outcome, Failed) else "",
+                  "seconds": "" if seconds is None else max(0.0, seconds),
+                  "cost": "" if cost_mc is None else cost_mc,
+                  "webhook_url": job.webhook_url or "", "webhook_type": webhook_type(outcome),
+                  "fields": _flat(fields)})
+        if _text(reply[0]) == "lost":
+            raise LeaseLost(job.id)
+        return Decided(outcome_from_json(_text(reply[0])), int(reply[1]) == 1)
+
+    # --- transitions from outside (producers, the callback receiver, operators) ----------------
+    def cancel(self, job_id: str, *, reason: str = "revoked", delete_prompt: bool = False
+               ) -> str:
+        """Cancel a job (see lua/cancel.lua); returns 'revoked', or the state the job kept."""
+        job = self.load(job_id)
+        outcome = Revoked(reason)
+        keys = {**self._job_keys(job_id, job.lane), **self._outcome_keys(job_id),
+                "live": self.keys.live(job.tenant), "revoked": self.keys.revoked,
+                "leader_followers": self.keys.followers(job.leader or job_id)}
+        args = self._outcome_args(outcome, job.tenant, job.lane)
+        return _text(self.scripts.cancel(
+            keys=keys,
+            args={"job_id": job_id, "now": time.time(), **args,
+                  "webhook_url": job.webhook_url or "", "delete_prompt": int(delete_prompt)}))
+
+    def callback(self, job_id: str, prompt: dict[str, Any]) -> str:
+        """Keep Astria's callback body on a waiting job, due at once for a local step."""
+        k = self.keys
+        return _text(self.scripts.callback(
+            keys={"job": k.job(job_id), "leases": k.leases, "due_poll": k.due_poll,
+                  "due_local": k.due_local},
+            args={"job_id": job_id, "prompt_id": str(prompt.get("id")),
+                  "body": json.dumps(prompt), "now": time.time()}))
+
+    def redrive(self, job_id: str) -> str:
+        """Put a failed job back to work under the same id; it keeps its prompt id and its
+        record of an unanswered POST, so it resumes or reconciles instead of paying again."""
+        job = self.load(job_id)
+        now = time.time()
+        seq = job.seq or f"{int(now * 1_000_000):017d}"
+        keys = {**self._job_keys(job_id, job.lane), "dead": self.keys.dead,
+                "live": self.keys.live(job.tenant), "result": self.keys.result(job_id),
+                "dispatch": self.keys.dispatch}
+        return _text(self.scripts.redrive(
+            keys=keys,
+            args={"job_id": job_id, "now": now,
+                  "deadline": now + self.settings.astria_job_deadline_seconds,
+                  "lane": job.lane, "member": f"{job.tenant}|{seq}|{job_id}",
+                  "tenant": job.tenant}))

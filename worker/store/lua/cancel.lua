@@ -1,0 +1,74 @@
+-- Cancel a job. One not yet sent to Astria is never sent; one waiting for images stops polling
+-- (or is due for its DELETE when asked); either way its outcome is REVOKED at once. A POST
+-- already under way is still recorded when it answers (created.lua); an unanswered one is
+-- still looked for, so its prompt id is recorded. A job not registered yet is remembered and
+-- refused when its message arrives. A job that already has an outcome keeps it.
+-- KEYS[1] job
+-- KEYS[2] leases
+-- KEYS[3] due_submit
+-- KEYS[4] due_poll
+-- KEYS[5] due_local
+-- KEYS[6] queued
+-- KEYS[7] enqueued_at
+-- KEYS[8] expiry
+-- KEYS[9] inflight
+-- KEYS[10] inflight_jobs
+-- KEYS[11] ready
+-- KEYS[12] turns
+-- KEYS[13] followers
+-- KEYS[14] result
+-- KEYS[15] live
+-- KEYS[16] dead
+-- KEYS[17] stats
+-- KEYS[18] generation
+-- KEYS[19] latency
+-- KEYS[20] webhooks_due
+-- KEYS[21] revoked          cancellations, also of jobs not registered yet
+-- KEYS[22] leader_followers the leader's followers, when the job is a follower
+-- ARGV[1] job_id
+-- ARGV[2] now
+-- ARGV[3] retention
+-- ARGV[4] outcome           JSON of the REVOKED outcome
+-- ARGV[5] doc
+-- ARGV[6] ttl
+-- ARGV[7] result_prefix
+-- ARGV[8] counter
+-- ARGV[9] webhook_prefix
+-- ARGV[10] webhook_url
+-- ARGV[11] delete_prompt    1: delete the prompt at Astria once its id is known
+-- Returns the job's state after the call: 'revoked' (by this call), or the state it kept.
+--!include common
+--!include job
+--!include decide
+local id, now = ARGV[1], tonumber(ARGV[2])
+local status = redis.call('HGET', J.job, 'status')
+if not status then
+  redis.call('ZADD', KEYS[21], now, id)
+  redis.call('ZREMRANGEBYSCORE', KEYS[21], '-inf', now - tonumber(ARGV[3]))
+  write_result(KEYS[14], ARGV[5], id, ARGV[6])
+  return 'revoked'
+end
+if status ~= 'queued' and status ~= 'waiting' and status ~= 'follower' then return status end
+
+local e = {id = id, job = J.job, followers = KEYS[13], result = KEYS[14], live = KEYS[15],
+           dead = KEYS[16], stats = KEYS[17], generation = KEYS[18], latency = KEYS[19],
+           webhooks_due = KEYS[20], now = ARGV[2], retention = ARGV[3], outcome = ARGV[4],
+           status = 'revoked', doc = ARGV[5], ttl = ARGV[6], result_prefix = ARGV[7],
+           counter = ARGV[8], state = 'REVOKED', error = '', seconds = '', cost = '',
+           webhook_prefix = ARGV[9], webhook_url = ARGV[10], webhook_type = 'job.revoked',
+           created_at = redis.call('HGET', J.job, 'created_at')}
+if status == 'follower' then
+  redis.call('HDEL', KEYS[22], id)  -- it no longer shares the leader's outcome
+  decide(e)
+  return 'revoked'
+end
+if ARGV[11] == '1' then redis.call('HSET', J.job, 'delete_prompt', 1) end
+decide(e)
+if leased(J.leases, id, now) then return 'revoked' end  -- its holder settles it
+if tonumber(redis.call('HGET', J.job, 'pending_post') or '0') > 0 then
+  -- a POST's answer was lost: keep looking for the prompt, to record it (created.lua)
+  redis.call('ZADD', J.due_poll, now, id)
+  return 'revoked'
+end
+settle_revoked(id, now)
+return 'revoked'

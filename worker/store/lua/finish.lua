@@ -1,0 +1,65 @@
+-- Decide the outcome of a job we hold, deliver it (to the job and its followers), count it,
+-- queue its webhooks and retire the job, in one script: no crash can leave an outcome decided
+-- but undelivered. A second decision keeps the first (a cancel that came meanwhile, or a
+-- redelivered step), and delivers that one again.
+-- KEYS[1] job
+-- KEYS[2] leases
+-- KEYS[3] due_submit
+-- KEYS[4] due_poll
+-- KEYS[5] due_local
+-- KEYS[6] queued
+-- KEYS[7] enqueued_at
+-- KEYS[8] expiry
+-- KEYS[9] inflight
+-- KEYS[10] inflight_jobs
+-- KEYS[11] ready
+-- KEYS[12] turns
+-- KEYS[13] followers        follower -> webhook URL
+-- KEYS[14] result
+-- KEYS[15] live
+-- KEYS[16] dead
+-- KEYS[17] stats
+-- KEYS[18] generation
+-- KEYS[19] latency          finished jobs' enqueue-to-outcome seconds
+-- KEYS[20] webhooks_due
+-- ARGV[1] job_id
+-- ARGV[2] owner
+-- ARGV[3] now
+-- ARGV[4] retention
+-- ARGV[5] outcome           JSON
+-- ARGV[6] status            succeeded | failed | revoked
+-- ARGV[7] doc               the result document up to its task_id
+-- ARGV[8] ttl               of result documents
+-- ARGV[9] result_prefix     followers' result keys are result_prefix .. follower id
+-- ARGV[10] counter          the stats field of the job's tenant and lane, without its last part
+-- ARGV[11] state            SUCCESS | FAILURE | REVOKED
+-- ARGV[12] error            the error's class name, '' for none
+-- ARGV[13] seconds          Astria's generation time, '' when unknown
+-- ARGV[14] cost             cost_mc, '' when unknown
+-- ARGV[15] webhook_prefix   a webhook's hash is webhook_prefix .. message id
+-- ARGV[16] webhook_url      the job's own, '' for none
+-- ARGV[17] webhook_type     job.succeeded | job.failed | job.revoked
+-- ARGV[18...] fields        set on the job first
+-- Returns {'lost'} | {outcome, new (1 or 0), follower, url, follower, url, ...}
+--!include common
+--!include job
+--!include decide
+local id, owner = ARGV[1], ARGV[2]
+if not owns(J.leases, id, owner) then return {'lost'} end
+hset_from(J.job, 18)
+local e = {id = id, job = J.job, followers = KEYS[13], result = KEYS[14], live = KEYS[15],
+           dead = KEYS[16], stats = KEYS[17], generation = KEYS[18], latency = KEYS[19],
+           webhooks_due = KEYS[20], now = ARGV[3], retention = ARGV[4], outcome = ARGV[5],
+           status = ARGV[6], doc = ARGV[7], ttl = ARGV[8], result_prefix = ARGV[9],
+           counter = ARGV[10], state = ARGV[11], error = ARGV[12], seconds = ARGV[13],
+           cost = ARGV[14], webhook_prefix = ARGV[15], webhook_url = ARGV[16],
+           webhook_type = ARGV[17], created_at = redis.call('HGET', J.job, 'created_at')}
+local outcome, new, followers = decide(e)
+if redis.call('HGET', J.job, 'status') == 'revoked' then
+  settle_revoked(id, tonumber(ARGV[3]))
+else
+  retire(id)
+end
+local reply = {outcome, new}
+for _, value in ipairs(followers) do reply[#reply + 1] = value end
+return reply

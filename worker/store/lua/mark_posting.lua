@@ -1,0 +1,30 @@
+-- Record a POST before it is sent (when, to which tune, what text): if its answer is lost, this
+-- record is how the job finds its prompt instead of paying for a second one. Refused for a job
+-- that is no longer ours, or was cancelled (then it lets go: nothing is sent).
+-- KEYS[1] job
+-- KEYS[2] leases
+-- KEYS[3] due_submit
+-- KEYS[4] due_poll
+-- KEYS[5] due_local
+-- KEYS[6] queued
+-- KEYS[7] enqueued_at
+-- KEYS[8] expiry
+-- KEYS[9] inflight
+-- KEYS[10] inflight_jobs
+-- KEYS[11] ready
+-- KEYS[12] turns
+-- ARGV[1] job_id
+-- ARGV[2] owner
+-- ARGV[3] now
+-- ARGV[4...] fields
+-- Returns 'ok' | 'lost' | 'revoked'
+--!include common
+--!include job
+local id, owner = ARGV[1], ARGV[2]
+if not owns(J.leases, id, owner) then return 'lost' end
+if redis.call('HGET', J.job, 'status') ~= 'queued' then
+  settle_revoked(id, tonumber(ARGV[3]))
+  return 'revoked'
+end
+hset_from(J.job, 4)
+return 'ok'

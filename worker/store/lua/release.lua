@@ -1,0 +1,26 @@
+-- Let go of a job. With retire, it needs no more attention (its outcome is delivered, or it is
+-- gone); otherwise it stays due at its lease's end, when any worker takes it up again.
+-- KEYS[1] job
+-- KEYS[2] leases
+-- KEYS[3] due_submit
+-- KEYS[4] due_poll
+-- KEYS[5] due_local
+-- KEYS[6] queued
+-- KEYS[7] enqueued_at
+-- KEYS[8] expiry
+-- KEYS[9] inflight
+-- KEYS[10] inflight_jobs
+-- KEYS[11] ready
+-- KEYS[12] turns
+-- ARGV[1] job_id
+-- ARGV[2] owner
+-- ARGV[3] retire           1 or 0
+-- ARGV[4...] fields
+-- Returns 1, or 0 when the job was not ours
+--!include common
+--!include job
+local id, owner = ARGV[1], ARGV[2]
+if not owns(J.leases, id, owner) then return 0 end
+hset_from(J.job, 4)
+if ARGV[3] == '1' then retire(id) else redis.call('HDEL', J.leases, id) end
+return 1

@@ -1,0 +1,37 @@
+-- Look at the job again at `at` with a request other than a POST (its next poll, the next page
+-- of Astria's listing, another look for an unanswered POST's prompt) and let go of it. A callback
+-- body that arrived meanwhile makes it due at once for a local step instead; a job cancelled
+-- meanwhile lets go (unless its unanswered POST is still looked for).
+-- KEYS[1] job
+-- KEYS[2] leases
+-- KEYS[3] due_submit
+-- KEYS[4] due_poll
+-- KEYS[5] due_local
+-- KEYS[6] queued
+-- KEYS[7] enqueued_at
+-- KEYS[8] expiry
+-- KEYS[9] inflight
+-- KEYS[10] inflight_jobs
+-- KEYS[11] ready
+-- KEYS[12] turns
+-- ARGV[1] job_id
+-- ARGV[2] owner
+-- ARGV[3] now
+-- ARGV[4] at
+-- ARGV[5...] fields
+-- Returns 'ok' | 'lost' | 'revoked' | 'delete'
+--!include common
+--!include job
+local id, owner, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
+if not owns(J.leases, id, owner) then return 'lost' end
+hset_from(J.job, 5)
+local f = redis.call('HMGET', J.job, 'status', 'pending_post', 'callback_prompt')
+if f[1] == 'revoked' and tonumber(f[2] or '0') == 0 then return settle_revoked(id, now) end
+redis.call('HDEL', J.leases, id)
+if f[3] and f[3] ~= '' then
+  redis.call('ZREM', J.due_poll, id)
+  redis.call('ZADD', J.due_local, now, id)
+else
+  redis.call('ZADD', J.due_poll, ARGV[4], id)
+end
+return 'ok'

@@ -1,0 +1,127 @@
+"""Lua scripts: one file each under `lua/`, each called through `Script` with keyword arguments.
+
+A script's header names its KEYS and ARGV, one per line, and that header is also its binding:
+
+    -- KEYS[1] job           the job's hash
+    -- ARGV[1] job_id
+    -- ARGV[2...] fields     (a variable-length tail, passed as a list)
+
+`Script.__call__(keys={"job": ...}, args={"job_id": ..., "fields": [...]})` orders the values by
+those names and refuses a missing or unknown one, so no caller can pass arguments in the wrong
+order. `--!include NAME` pulls in a shared piece from `lua/lib/NAME.lua`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import redis
+
+_HEADER = re.compile(r"^--\s+(KEYS|ARGV)\[(\d+)(\.\.\.)?\]\s+(\w+)")
+_INCLUDE = re.compile(r"^--!include\s+(\w+)\s*$", re.MULTILINE)
+Value = str | int | float | bytes
+
+
+@dataclass(frozen=True)
+class Signature:
+    keys: tuple[str, ...]
+    args: tuple[str, ...]
+    keys_tail: bool  #: the last KEYS name takes a list
+    args_tail: bool  #: the last ARGV name takes a list
+
+
+def _read(path: str) -> str:
+    return resources.files("worker.store").joinpath("lua", path).read_text(encoding="utf-8")
+
+
+def parse_signature(source: str) -> Signature:
+    names: dict[str, list[tuple[int, str, bool]]] = {"KEYS": [], "ARGV": []}
+    for line in source.splitlines():
+        match = _HEADER.match(line)
+        if match:
+            kind, index, tail, name = match.groups()
+            names[kind].append((int(index), name, bool(tail)))
+    parts = []
+    for kind in ("KEYS", "ARGV"):
+        entries = names[kind]
+        if [i for i, _, _ in entries] != list(range(1, len(entries) + 1)):
+            raise ValueError(f"{kind} must be numbered 1, 2, ... in the header")
+        if any(tail for _, _, tail in entries[:-1]):
+            raise ValueError(f"only the last {kind} may be a variable-length tail")
+        parts.append(entries)
+    keys, args = parts
+    return Signature(tuple(n for _, n, _ in keys), tuple(n for _, n, _ in args),
+                     bool(keys and keys[-1][2]), bool(args and args[-1][2]))
+
+
+@cache
+def load_source(name: str) -> tuple[str, Signature]:
+    """The script's text with its includes, and its signature (read from its own header)."""
+    source = _read(f"{name}.lua")
+    signature = parse_signature(source)
+    return _INCLUDE.sub(lambda m: _read(f"lib/{m.group(1)}.lua"), source), signature
+
+
+def _ordered(names: tuple[str, ...], tail: bool, given: Mapping[str, Any], what: str
+             ) -> list[Any]:
+    missing, unknown = set(names) - set(given), set(given) - set(names)
+    if missing or unknown:
+        raise TypeError(f"{what}: missing {sorted(missing)}, unknown {sorted(unknown)}")
+    values: list[Any] = [given[name] for name in names]
+    if tail:
+        last = values.pop()
+        if isinstance(last, str | bytes) or not isinstance(last, Sequence):
+            raise TypeError(f"{what}: {names[-1]} takes a list")
+        values.extend(last)
+    return values
+
+
+class Script:
+    """One Lua script on one Redis client, called with named KEYS and ARGV."""
+
+    def __init__(self, client: redis.Redis, name: str) -> None:
+        source, self.signature = load_source(name)
+        self.name = name
+        self._script = client.register_script(source)
+
+    def __call__(self, *, keys: Mapping[str, Value | Sequence[Value]],
+                 args: Mapping[str, Value | Sequence[Value]],
+                 client: redis.Redis | redis.client.Pipeline | None = None) -> Any:
+        ordered_keys = _ordered(self.signature.keys, self.signature.keys_tail, keys,
+                                f"{self.name} KEYS")
+        ordered_args = _ordered(self.signature.args, self.signature.args_tail, args,
+                                f"{self.name} ARGV")
+        return self._script(keys=ordered_keys, args=ordered_args, client=client)
+
+
+class Scripts:
+    """Every script, loaded once per Redis client: `scripts.register(keys=..., args=...)`."""
+
+    NAMES = ("register", "grant", "mark_posting", "created", "requeue", "schedule",
+             "finish", "release", "cancel", "callback", "redrive", "record_invalid",
+             "webhook_done", "webhook_redrive", "deliver")
+
+    def __init__(self, client: redis.Redis) -> None:
+        for name in self.NAMES:
+            setattr(self, name, Script(client, name))
+
+    register: Script
+    grant: Script
+    mark_posting: Script
+    created: Script
+    requeue: Script
+    schedule: Script
+    finish: Script
+    release: Script
+    cancel: Script
+    callback: Script
+    redrive: Script
+    record_invalid: Script
+    webhook_done: Script
+    webhook_redrive: Script
+    deliver: Script

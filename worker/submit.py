@@ -1,0 +1,175 @@
+"""Submit: create a job's prompt at Astria, exactly once.
+
+`post` routes the job (`worker.routing`), records the POST in the job (`mark_posting`), sends it
+once and acts on the answer: a prompt -> the job waits for images; the documented pti/faceid 422
+-> the route is learnt and the job rejoins its queue for the base tune; another 4xx -> failure;
+429, 503 or a refused connection (nothing was created) -> the retry policy decides when the job
+rejoins its queue; 500, 502, 504, a timeout, a dropped connection or a body that is not a prompt
+(the prompt may exist) -> `reconcile` looks for it before anything is sent again.
+
+`reconcile` pages Astria's listing of the tune back in time, one page per step (each page is a
+request the dispatcher grants), for the prompt carrying this job's marker: its callback token
+when callbacks are on (Astria returns `callback` in the prompt), else the text as sent and the
+job's seed. It stops once a page reaches back before the job's first POST, or does not move back
+in time; how many prompts the account created since does not matter. Nothing found after
+ASTRIA_AMBIGUOUS_GRACE_SECONDS: nothing was created, and the job is POSTed again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+from typing import Any
+from urllib.parse import urlencode
+
+from tenacity import Retrying, retry_if_exception_type, stop_never, wait_random_exponential
+
+from worker import outcomes
+from worker.client import Prompt, TransientError
+from worker.errors import AstriaRejected, AstriaUnavailable, InvalidSpec
+from worker.polling import first_poll_delay
+from worker.records import Job
+from worker.retry import astria_policy, next_attempt_in
+from worker.routing import Target, route, unsupported_kind
+from worker.runtime import Runtime
+from worker.spec import parse_spec
+from worker.store.jobs import Lease
+
+log = logging.getLogger("astria.submit")
+PAGE = 120
+#: Prompts created up to this long before the first POST (by Astria's clock) are still searched.
+CLOCK_MARGIN = 120.0
+
+
+def callback_url(base: str, token: str) -> str:
+    """Our receiver's URL with the job's secret token, which is also how a callback (and the
+    prompt of an unanswered POST) is matched to its job."""
+    return f"{base}{'&' if '?' in base else '?'}{urlencode({'token': token})}"
+
+
+def post(rt: Runtime, lease: Lease, job: Job) -> None:
+    """Create the job's prompt: route, record, POST once, then act on the answer."""
+    s = rt.settings
+    try:
+        spec = parse_spec(job.spec, sdxl_base_tune_id=s.astria_sdxl_base_tune_id)
+        target = route(s, spec, rt.learnt.known_route(spec.tune_id))
+    except InvalidSpec as exc:
+        outcomes.finish(rt, lease, job, outcomes.failure(exc))
+        return
+    now = time.time()
+    job = replace(job, pending_post=now, post_tune_id=target.tune_id, post_text=target.text,
+                  post_rerouted=target.rerouted, post_attempts=job.post_attempts + 1,
+                  first_post_at=job.first_post_at or now, retry_attempt=job.retry_attempt + 1,
+                  retry_since=job.retry_since or now, list_before=0, list_oldest=0.0)
+    if not rt.jobs.mark_posting(
+            lease, job, pending_post=now, post_tune_id=target.tune_id, post_text=target.text,
+            post_rerouted=target.rerouted, post_attempts=job.post_attempts,
+            first_post_at=job.first_post_at, retry_attempt=job.retry_attempt,
+            retry_since=job.retry_since, list_before=0, list_oldest=0):
+        log.info("job %s: cancelled before its POST; nothing sent", job.id)
+        return
+    fields: dict[str, Any] = {**spec.prompt_fields(), "text": target.text, "seed": job.seed}
+    if s.astria_callback_url:
+        fields["callback"] = callback_url(s.astria_callback_url, job.token)
+    try:
+        prompt = rt.astria.create_prompt(target.tune_id, fields)
+    except AstriaRejected as exc:
+        kind = unsupported_kind(str(exc))
+        if kind is not None and not target.rerouted:
+            rt.learnt.remember_route(spec.tune_id, kind)
+            rt.stats.count("route_learnt")
+            log.info("job %s: tune %s is %s, re-routing", job.id, spec.tune_id, kind)
+            rt.jobs.requeue(lease, job, at=time.time(), pending_post=0, retry_attempt=0,
+                            retry_since=0)
+        else:
+            outcomes.finish(rt, lease, job, outcomes.failure(exc), pending_post=0)
+        return
+    except TransientError as exc:
+        if exc.maybe_created:
+            log.info("job %s: POST unanswered (%s); looking for its prompt", job.id, exc)
+            rt.jobs.schedule(lease, job, at=time.time() + 1.0)
+            return
+        delay = next_attempt_in(astria_policy(s), attempt=job.retry_attempt,
+                                started_at=job.retry_since, error=exc)
+        if delay is None:
+            outcomes.finish(rt, lease, job, outcomes.failure(exc), pending_post=0)
+        else:
+            rt.jobs.requeue(lease, job, at=time.time() + delay, pending_post=0)
+        return
+    record_prompt(rt, lease, job, prompt, target)
+
+
+def record_prompt(rt: Runtime, lease: Lease, job: Job, prompt: Prompt, target: Target) -> None:
+    """The prompt exists: the job waits for its images, first poll when it should be done."""
+    tune_id = int(prompt.get("tune_id") or target.tune_id)
+    if target.rerouted:
+        rt.stats.count("rerouted")
+    now = time.time()
+    first = now + first_poll_delay(rt.settings, rt.learnt.expected_generation_seconds())
+    state = rt.jobs.created(
+        lease, job, first_poll_at=first,
+        info={"prompt_id": prompt["id"], "tune_id": tune_id,
+              "requested_tune_id": job.requested_tune_id, "rerouted": target.rerouted},
+        prompt_id=prompt["id"], tune_id=tune_id, rerouted=target.rerouted,
+        sent_text=target.text, pending_post=0, submitted_at=now, polls=0,
+        deadline=now + rt.settings.astria_job_deadline_seconds, retry_attempt=0, retry_since=0,
+        list_before=0, list_oldest=0)
+    log.info("job %s: prompt %s created on tune %s%s", job.id, prompt["id"], tune_id,
+             "" if state == "waiting" else f" ({state})",
+             extra={"job_id": job.id, "prompt_id": prompt["id"], "tune_id": tune_id})
+
+
+def _listing_policy() -> Retrying:
+    """A listing that fails is tried again after a back-off; reconcile itself bounds how long."""
+    return Retrying(retry=retry_if_exception_type(TransientError), stop=stop_never,
+                    wait=wait_random_exponential(multiplier=1, max=30))
+
+
+def _carries_marker(rt: Runtime, job: Job, prompt: Prompt) -> bool:
+    if rt.settings.astria_callback_url and f"token={job.token}" in str(prompt.get("callback")):
+        return True
+    seed = prompt.get("seed")
+    return (str(prompt.get("text") or "").strip() == job.post_text.strip()
+            and str(seed) == str(job.seed))
+
+
+def reconcile(rt: Runtime, lease: Lease, job: Job) -> None:
+    """Look for the prompt of the job's unanswered POST, one page of the listing per step."""
+    s = rt.settings
+    now = time.time()
+    settle = job.pending_post + s.astria_ambiguous_grace_seconds
+    try:
+        page = rt.astria.list_prompts(job.post_tune_id, limit=PAGE,
+                                      before_id=job.list_before or None)
+    except TransientError as exc:
+        if now > settle + s.astria_retry_max_seconds:
+            outcomes.finish(rt, lease, job, outcomes.failure(AstriaUnavailable(
+                f"could not look for the prompt of an unanswered POST: {exc}")))
+            return
+        delay = next_attempt_in(_listing_policy(), attempt=job.retry_attempt,
+                                started_at=job.retry_since or now, error=exc)
+        rt.jobs.schedule(lease, job, at=now + (delay or 1.0),
+                         retry_attempt=job.retry_attempt + 1)
+        return
+    found = [p for p in page if _carries_marker(rt, job, p)]
+    if found:
+        prompt = min(found, key=lambda p: int(p["id"]))
+        log.info("job %s: adopted prompt %s of an unanswered POST", job.id, prompt["id"])
+        rt.stats.count("adopted")
+        record_prompt(rt, lease, job, prompt,
+                      Target(job.post_tune_id, job.post_text, job.post_rerouted))
+        return
+    oldest = min((outcomes.created_at(p) for p in page), default=float("inf"))
+    moved_back = job.list_oldest == 0 or oldest < job.list_oldest
+    if len(page) == PAGE and moved_back and oldest >= job.first_post_at - CLOCK_MARGIN:
+        rt.jobs.schedule(lease, job, at=now, list_before=min(int(p["id"]) for p in page),
+                         list_oldest=oldest)
+        return
+    if now >= settle:
+        log.info("job %s: no prompt from its unanswered POST after %gs; posting again", job.id,
+                 s.astria_ambiguous_grace_seconds)
+        rt.jobs.requeue(lease, job, at=now, pending_post=0, list_before=0, list_oldest=0)
+    else:  # it may still show up: look again, sooner at first
+        again = min(settle, now + min(10.0, max(1.0, now - job.pending_post)))
+        rt.jobs.schedule(lease, job, at=again, list_before=0, list_oldest=0)
