@@ -15,6 +15,8 @@ from astria_local.simulator import SimConfig
 from tests.harness import Stack, start_callback_receiver, wait_for
 from worker import verify_webhook
 
+pytestmark = pytest.mark.slow  # starts worker processes
+
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 
 

@@ -22,6 +22,8 @@ from astria_local.redis_server import ThrowawayRedis
 from astria_local.simulator import SimConfig
 from tests.harness import Stack
 
+pytestmark = pytest.mark.slow  # starts worker processes
+
 JOBS = int(os.environ.get("CHAOS_JOBS", "300"))
 WORKERS = 3
 RETRY_ATTEMPTS = 8

@@ -6,10 +6,14 @@ import json
 from collections import Counter
 from collections.abc import Callable
 
+import pytest
+
 from astria_local.redis_server import ThrowawayRedis
 from astria_local.simulator import SimConfig
 from tests.harness import API_KEY, SLOW_TUNE, Stack, wait_for
 from worker.constants import Keys
+
+pytestmark = pytest.mark.slow  # starts worker processes
 
 
 def prompts_per_text(stack: Stack) -> Counter[str]:

@@ -11,11 +11,14 @@ import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.harness import PTI_TUNE, ROOT, Stack, wait_for
 from worker.settings import Settings
 from worker.spec import spec_json_schema
+
+pytestmark = pytest.mark.slow  # starts worker processes
 
 SCRIPTS = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"])
 

@@ -9,8 +9,12 @@ import sys
 import textwrap
 from collections.abc import Callable
 
+import pytest
+
 from astria_local.simulator import SimConfig
 from tests.harness import FACEID_TUNE, PTI_TUNE, SLOW_TUNE, Stack
+
+pytestmark = pytest.mark.slow  # starts worker processes
 
 
 def test_checkpoint_job_returns_images_and_the_contract_fields(stack: Stack) -> None:

@@ -18,9 +18,11 @@ from tests.harness import Stack
 KEY = os.environ.get("ASTRIA_SMOKE_API_KEY")
 TUNE = os.environ.get("ASTRIA_SMOKE_TUNE_ID")
 
-pytestmark = pytest.mark.skipif(
-    not (KEY and TUNE), reason="set ASTRIA_SMOKE_API_KEY and ASTRIA_SMOKE_TUNE_ID to run"
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not (KEY and TUNE),
+                       reason="set ASTRIA_SMOKE_API_KEY and ASTRIA_SMOKE_TUNE_ID to run"),
+]
 
 
 def test_one_prompt_on_the_real_astria(make_stack: Callable[..., Stack]) -> None:

@@ -141,7 +141,7 @@ class AstriaClient:
     def _request(self, kind: RequestKind, method: str, path: str, **kwargs: Any) -> Any:
         """One HTTP request; the decoded JSON body, or a typed AstriaError. Counted in the shared
         stats, and reported to the rate limiter: every answer but a 429 passed Astria's limit."""
-        started = time.monotonic()
+        started, sent_at = time.monotonic(), time.time()
         outcome, retry_after = "error", None
         try:
             response = self._send(method, path, **kwargs)
@@ -157,7 +157,7 @@ class AstriaClient:
                 self._stats.request(kind, method, outcome, time.monotonic() - started)
             if self._reports and outcome != "network":
                 if outcome == "429":
-                    self._reports.throttled(kind, retry_after)
+                    self._reports.throttled(kind, retry_after, sent_at)
                 else:
                     self._reports.ok(kind)
 

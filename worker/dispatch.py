@@ -56,24 +56,29 @@ class Reports:
         self._ok: defaultdict[str, int] = defaultdict(int)
         self._throttled: defaultdict[str, int] = defaultdict(int)
         self._retry_after: defaultdict[str, float] = defaultdict(float)
+        self._sent: defaultdict[str, float] = defaultdict(float)
 
     def ok(self, kind: RequestKind) -> None:
         with self._lock:
             self._ok[kind] += 1
 
-    def throttled(self, kind: RequestKind, retry_after: float | None) -> None:
+    def throttled(self, kind: RequestKind, retry_after: float | None, sent_at: float) -> None:
+        """A 429 to a request sent at `sent_at` (wall clock): the limiter ignores it if it cut
+        the rate since."""
         with self._lock:
             self._throttled[kind] += 1
             self._retry_after[kind] = max(self._retry_after[kind], retry_after or 0.0)
+            self._sent[kind] = max(self._sent[kind], sent_at)
 
     def take(self) -> dict[str, dict[str, float]]:
         with self._lock:
             report = {kind: {"ok": self._ok[kind], "throttled": self._throttled[kind],
-                             "retry_after": self._retry_after[kind]}
+                             "retry_after": self._retry_after[kind], "sent": self._sent[kind]}
                       for kind in set(self._ok) | set(self._throttled)}
             self._ok.clear()
             self._throttled.clear()
             self._retry_after.clear()
+            self._sent.clear()
         return report
 
     def restore(self, report: dict[str, dict[str, float]]) -> None:
@@ -83,6 +88,7 @@ class Reports:
                 self._ok[kind] += int(values["ok"])
                 self._throttled[kind] += int(values["throttled"])
                 self._retry_after[kind] = max(self._retry_after[kind], values["retry_after"])
+                self._sent[kind] = max(self._sent[kind], values["sent"])
 
 
 class Dispatcher:

@@ -207,7 +207,7 @@ for _, key in ipairs({due_poll, due_local, due_submit, expiry, webhooks_due}) do
     if key ~= due_poll or at > now or not polls.hungry then sooner(at - now) end
   end
 end
-limiter_save(polls, now)
-limiter_save(posts, now)
+limiter_save(polls)
+limiter_save(posts)
 table.insert(units, 1, tostring(wait))
 return units

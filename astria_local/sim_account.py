@@ -1,0 +1,120 @@
+"""The simulated Astria account: its configuration (`SimConfig`), prompts, counters and
+account rate limit."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+USER_ERROR_MARKER = "SIMULATE_USER_ERROR"
+
+
+@dataclass
+class SimConfig:
+    """Behaviour of the simulator; fault knobs are probabilities per request (0..1)."""
+
+    api_key: str = "sim-key"
+    generation_seconds: float = 2.0
+    #: Per-tune generation time, overriding generation_seconds for those tunes.
+    generation_seconds_by_tune: dict[int, float] = field(default_factory=dict)
+    pti_tunes: set[int] = field(default_factory=set)
+    faceid_tunes: set[int] = field(default_factory=set)
+    sdxl_base_tune_id: int = 666678
+    faceid_base_tune_id: int = 690204
+    fault_429: float = 0.0
+    fault_5xx: float = 0.0
+    fault_504_after_create: float = 0.0
+    fault_garbage: float = 0.0
+    fault_slow: float = 0.0
+    slow_seconds: float = 1.0
+    #: What a slow answer ends with: None for the real answer, else this status (a POST answered
+    #: 500, 502 or 504 has created its prompt first, as Astria's 504 "would probably have").
+    slow_status: int | None = None
+    #: Retry-After (seconds) sent with the random 429s of fault_429 (None: no header).
+    retry_after: float | None = 0.2
+    #: Every request takes this long (seconds) before its answer, +/- latency_jitter of it.
+    latency_seconds: float = 0.0
+    latency_jitter: float = 0.5
+    #: Account rate limit: requests per second (0: none), a token bucket of rate_limit_burst
+    #: (default: one second's worth) answering 429 when empty.
+    rate_limit: float = 0.0
+    rate_limit_burst: float | None = None
+    #: Which requests the account limit counts: "POST" (creating prompts) or "ALL".
+    rate_limit_methods: str = "ALL"
+    #: Whether its 429s carry Retry-After (whole seconds until the next token, at least 1).
+    rate_limit_retry_after: bool = True
+    rng_seed: int | None = None
+
+
+def iso(timestamp: float) -> str:
+    return (datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"))
+
+
+def now_iso() -> str:
+    return iso(time.time())
+
+
+class Account:
+    """The simulated account: its prompts, counters and rate limit, behind one lock."""
+
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        self.lock = threading.Lock()
+        self.prompts: dict[int, dict[str, Any]] = {}
+        self.ready_at: dict[int, float] = {}
+        self.trained_at: dict[int, str] = {}
+        self.next_id = 1000
+        self.counters: dict[str, int] = {}
+        self.rng = random.Random(config.rng_seed)
+        self.pending_callbacks: list[tuple[float, int]] = []
+        self.wakeup = threading.Condition(self.lock)
+        self.bucket: float | None = None
+        self.bucket_at = time.monotonic()
+
+    def take_token(self) -> float | None:
+        """The account limit: None when the request may pass, else seconds until a token."""
+        cfg = self.config
+        if cfg.rate_limit <= 0:
+            return None
+        burst = cfg.rate_limit_burst or max(1.0, cfg.rate_limit)
+        now = time.monotonic()
+        tokens = burst if self.bucket is None else self.bucket
+        self.bucket = min(burst, tokens + (now - self.bucket_at) * cfg.rate_limit)
+        self.bucket_at = now
+        if self.bucket >= 1:
+            self.bucket -= 1
+            return None
+        return (1 - self.bucket) / cfg.rate_limit
+
+    def latency(self) -> float:
+        cfg = self.config
+        if cfg.latency_seconds <= 0:
+            return 0.0
+        spread = cfg.latency_seconds * cfg.latency_jitter
+        return max(0.0, self.rng.uniform(cfg.latency_seconds - spread,
+                                         cfg.latency_seconds + spread))
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + n
+
+    def roll(self, probability: float) -> bool:
+        return probability > 0 and self.rng.random() < probability
+
+    def view(self, prompt_id: int, base_url: str) -> dict[str, Any]:
+        """The prompt as Astria shows it now: images or user_error once generation time passed."""
+        prompt = dict(self.prompts[prompt_id])
+        if time.monotonic() >= self.ready_at[prompt_id]:
+            prompt["trained_at"] = prompt["updated_at"] = self.trained_at[prompt_id]
+            if USER_ERROR_MARKER in prompt["text"]:
+                prompt["user_error"] = "Simulated failure: the prompt could not be generated"
+            else:
+                prompt["images"] = [
+                    f"{base_url}/_sim/images/{prompt_id}/{i}.jpg"
+                    for i in range(int(prompt.get("num_images") or 1))
+                ]
+        return prompt

@@ -1,0 +1,191 @@
+"""Each transition script of a job (worker/store/lua) against a real Redis."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+from tests.unit.conftest import Store
+from worker.errors import InvalidSpec
+from worker.records import Failed, JobState, Revoked, Succeeded
+from worker.store.jobs import LeaseLost
+from worker.store.scripts import Script, parse_signature
+
+
+def result_doc(store: Store, name: str) -> dict[str, Any] | None:
+    raw = store.redis.get(store.keys.result(store.jid(name)))
+    return json.loads(raw) if raw else None
+
+
+def queued_and_granted(store: Store, name: str, **spec: Any) -> None:
+    store.register(name, **spec)
+    assert store.grant().get(name) == "submit"
+
+
+def test_register_is_idempotent(store: Store) -> None:
+    assert store.register("a").kind == "new"
+    assert store.register("a").kind == "exists"
+    assert store.grant() == {"a": "submit"}
+
+
+def test_same_idempotency_key_makes_a_follower_that_gets_the_leaders_outcome(
+    store: Store,
+) -> None:
+    queued_and_granted(store, "leader", idempotency_key="k", callback="https://a.test/hook")
+    follower = store.register("follower", idempotency_key="k",
+                              callback="https://b.test/hook")
+    assert follower.kind == "follower" and follower.leader == store.jid("leader")
+    assert store.grant() == {}  # a follower never POSTs
+    lease, job = store.lease("leader")
+    store.jobs.finish(lease, job, Succeeded({"images": ["x"]}))
+    assert result_doc(store, "follower")["status"] == "SUCCESS"  # type: ignore[index]
+    # each gets its own webhook, and a follower arriving after the outcome gets it at once
+    store.register("late", idempotency_key="k", callback="https://c.test/hook")
+    assert result_doc(store, "late")["status"] == "SUCCESS"  # type: ignore[index]
+    assert store.redis.zcard(store.keys.webhooks_due) == 3
+
+
+def test_a_job_cancelled_before_it_arrived_is_refused_when_it_does(store: Store) -> None:
+    assert store.jobs.cancel(store.jid("early")) == "revoked"
+    assert result_doc(store, "early")["status"] == "REVOKED"  # type: ignore[index]
+    assert store.register("early").kind == "revoked"
+    assert store.grant() == {}
+
+
+def test_a_cancelled_job_is_never_posted(store: Store) -> None:
+    store.register("a")
+    assert store.jobs.cancel(store.jid("a")) == "revoked"
+    assert store.grant() == {}
+    doc = result_doc(store, "a")
+    assert doc["status"] == "REVOKED"  # type: ignore[index]
+    assert doc["result"]["exc_type"] == "TaskRevokedError"  # type: ignore[index]
+
+
+def test_a_cancel_racing_the_post_lets_nothing_be_sent(store: Store) -> None:
+    queued_and_granted(store, "a")
+    store.jobs.cancel(store.jid("a"))
+    lease, job = store.lease("a")
+    assert store.jobs.mark_posting(lease, job, pending_post=time.time()) is False
+
+
+def test_a_cancel_during_the_post_still_records_the_prompt(store: Store) -> None:
+    queued_and_granted(store, "a")
+    lease, job = store.lease("a")
+    assert store.jobs.mark_posting(lease, job, pending_post=time.time())
+    store.jobs.cancel(store.jid("a"), delete_prompt=True)
+    assert store.jobs.created(lease, job, first_poll_at=0, info={}, prompt_id=77, tune_id=1,
+                              pending_post=0) == "delete"
+    job = store.jobs.load(store.jid("a"))
+    assert job.status is JobState.REVOKED and job.prompt_id == 77
+    assert isinstance(job.outcome, Revoked)
+    assert store.grant() == {"a": "poll"}  # its DELETE
+
+
+def test_created_makes_the_job_wait_and_shows_waiting(store: Store) -> None:
+    queued_and_granted(store, "a")
+    lease, job = store.lease("a")
+    store.jobs.created(lease, job, first_poll_at=time.time() + 60, info={"prompt_id": 9},
+                       prompt_id=9, tune_id=1)
+    assert store.jobs.load(store.jid("a")).status is JobState.WAITING
+    assert result_doc(store, "a")["status"] == "WAITING"  # type: ignore[index]
+    assert store.grant() == {}  # not due before its first poll
+
+
+def test_a_lost_lease_refuses_every_transition(store: Store) -> None:
+    queued_and_granted(store, "a")
+    lease, job = store.lease("a")
+    stranger = type(lease)(lease.job_id, "someone-else")
+    with pytest.raises(LeaseLost):
+        store.jobs.mark_posting(stranger, job)
+    with pytest.raises(LeaseLost):
+        store.jobs.finish(stranger, job, Failed("AstriaRejected", "x"))
+
+
+def test_finish_decides_once_counts_and_queues_the_webhook(store: Store) -> None:
+    queued_and_granted(store, "a", callback="https://x.test/hook", tenant="app")
+    lease, job = store.lease("a")
+    first = store.jobs.finish(lease, job, Failed("PromptFailed", "user_error"))
+    assert first.new and isinstance(first.outcome, Failed)
+    stats = {k.decode(): v.decode() for k, v in store.redis.hgetall(store.keys.stats).items()}
+    assert stats["outcome:FAILURE"] == "1" and stats["t|app|normal|FAILURE"] == "1"
+    assert store.redis.zscore(store.keys.dead, store.jid("a")) is not None
+    assert store.redis.zcard(store.keys.webhooks_due) == 1
+    assert store.redis.hget(store.keys.inflight, "app") is None  # released
+
+
+def test_requeue_keeps_the_jobs_place_in_its_tenants_queue(make_store: Any) -> None:
+    store = make_store(astria_rate_limit_per_second=1000, astria_rate_limit_burst=1000)
+    for name in ("first", "second"):
+        store.register(name)
+    assert list(store.grant(1)) == ["first"]
+    lease, job = store.lease("first")
+    store.jobs.requeue(lease, job, at=time.time())
+    assert list(store.grant(1)) == ["first"]
+
+
+def test_a_callback_is_applied_by_a_local_step(store: Store) -> None:
+    queued_and_granted(store, "a")
+    lease, job = store.lease("a")
+    store.jobs.created(lease, job, first_poll_at=time.time() + 600, info={}, prompt_id=9,
+                       tune_id=1)
+    assert store.jobs.callback(store.jid("a"), {"id": 8}) == "ignored"  # another prompt
+    assert store.jobs.callback(store.jid("a"), {"id": 9, "images": ["x"]}) == "queued"
+    assert store.grant() == {"a": "local"}
+    assert store.jobs.load(store.jid("a")).callback_prompt == {"id": 9, "images": ["x"]}
+
+
+def test_redrive_puts_a_failed_job_back_where_it_left(store: Store) -> None:
+    queued_and_granted(store, "a")
+    lease, job = store.lease("a")
+    store.jobs.finish(lease, job, Failed("AstriaUnavailable", "429"))
+    assert store.jobs.redrive(store.jid("a")) == "redriven"
+    assert store.redis.get(store.keys.result(store.jid("a"))) is None  # PENDING again
+    assert store.grant() == {"a": "submit"}
+    assert store.jobs.redrive(store.jid("a")) == "queued"
+
+
+def test_an_invalid_spec_is_a_dead_letter_once(store: Store) -> None:
+    for _ in range(2):
+        store.jobs.record_invalid(store.jid("bad"), {"tune_id": 1, "tenant": "app"},
+                                  InvalidSpec("text: Field required"))
+    assert result_doc(store, "bad")["result"]["exc_type"] == "InvalidSpec"  # type: ignore[index]
+    assert store.redis.hget(store.keys.stats, "t|app|normal|FAILURE") == b"1"
+
+
+def test_webhook_delivery_outcomes(store: Store) -> None:
+    queued_and_granted(store, "a", callback="https://x.test/hook")
+    lease, job = store.lease("a")
+    store.jobs.finish(lease, job, Succeeded({"images": ["x"]}))
+    message = f"msg_{store.jid('a')}"
+    k = store.keys
+    keys = {"webhook": k.webhook(message), "webhooks_due": k.webhooks_due,
+            "webhooks_dead": k.webhooks_dead}
+
+    def done(result: str) -> None:
+        store.jobs.scripts.webhook_done(keys=keys, args={
+            "message_id": message, "now": time.time(), "result": result,
+            "next_at": time.time() + 5, "error": "HTTP 500", "body": "{}"})
+
+    done("retry")
+    assert store.redis.zscore(k.webhooks_due, message) is not None
+    done("dead")
+    assert store.redis.zscore(k.webhooks_dead, message) is not None
+    assert store.redis.zscore(k.webhooks_due, message) is None
+    assert store.jobs.scripts.webhook_redrive(
+        keys=keys, args={"message_id": message, "now": time.time(), "retention": 60}
+    ) == b"redriven"
+    assert store.redis.hget(k.webhook(message), "attempts") == b"2"
+
+
+def test_a_script_refuses_arguments_it_does_not_name(store: Store) -> None:
+    script: Script = store.jobs.scripts.callback
+    with pytest.raises(TypeError, match="missing"):
+        script(keys={"job": "x"}, args={})
+
+
+def test_headers_must_be_numbered_in_order() -> None:
+    with pytest.raises(ValueError, match="numbered"):
+        parse_signature("-- KEYS[1] a\n-- KEYS[3] c\n")

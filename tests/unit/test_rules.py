@@ -1,0 +1,82 @@
+"""Pure rules of the job path: routing, poll timing, the retry policy."""
+
+from __future__ import annotations
+
+import pytest
+
+from worker.client import TransientError
+from worker.errors import InvalidSpec
+from worker.polling import first_poll_delay, next_poll_delay
+from worker.retry import astria_policy, next_attempt_in, webhook_policy
+from worker.routing import Target, route, unsupported_kind
+from worker.settings import Settings
+from worker.spec import parse_spec
+
+S = Settings(astria_api_key="k")  # type: ignore[arg-type]
+
+
+def test_a_tune_not_known_to_need_a_base_goes_to_itself() -> None:
+    spec = parse_spec({"tune_id": 5, "text": "ohwx"})
+    assert route(S, spec, None) == Target(5, "ohwx", rerouted=False)
+
+
+def test_a_pti_tune_goes_to_the_sdxl_base_with_its_lora_tag() -> None:
+    spec = parse_spec({"tune_id": 5, "text": "ohwx", "lora_strength": 0.6})
+    assert route(S, spec, "pti") == Target(666678, "<lora:5:0.6> ohwx", rerouted=True)
+    tagged = parse_spec({"tune_id": 5, "text": "<lora:5:0.9> ohwx"})
+    assert route(S, tagged, "pti").text == "<lora:5:0.9> ohwx"  # not doubled
+    with pytest.raises(InvalidSpec, match="one LoRA"):
+        route(S, parse_spec({"tune_id": 5, "text": "<lora:7:0.5> x"}), "pti")
+
+
+def test_a_faceid_tune_goes_to_its_base_with_the_faceid_tag() -> None:
+    spec = parse_spec({"tune_id": 5, "text": "ohwx"})
+    assert route(S, spec, "faceid") == Target(690204, "<faceid:5:1> ohwx", rerouted=True)
+
+
+def test_which_422s_re_route() -> None:
+    assert unsupported_kind("Astria 422: model_type=pti is not supported. Use a checkpoint "
+                            "instead") == "pti"
+    assert unsupported_kind("model_type=faceid is not supported") == "faceid"
+    assert unsupported_kind("Astria 422: text: can't be blank") is None
+
+
+def test_first_poll_at_the_expected_finish_and_later_with_callbacks() -> None:
+    assert first_poll_delay(S, None) == S.astria_first_poll_seconds
+    assert first_poll_delay(S, 20.0) == pytest.approx(21.0)
+    with_callbacks = Settings(astria_api_key="k",  # type: ignore[arg-type]
+                              astria_callback_url="https://x.test/cb")
+    assert first_poll_delay(with_callbacks, 20.0) == pytest.approx(21.0 + 30.0)
+
+
+def test_polls_back_off_up_to_the_cap() -> None:
+    delays = [next_poll_delay(S, n) for n in range(1, 8)]
+    assert delays[:3] == [5.0, 7.5, 11.25]
+    assert max(delays) == S.astria_poll_max_interval
+
+
+def test_the_retry_policy_honours_retry_after_and_stops() -> None:
+    policy = astria_policy(S)
+    throttled = TransientError("429", status=429, retry_after=7.0)
+    assert next_attempt_in(policy, attempt=1, started_at=100.0, error=throttled,
+                           now=101.0) == 7.0
+    backoff = next_attempt_in(policy, attempt=2, started_at=100.0,
+                              error=TransientError("503"), now=101.0)
+    assert backoff is not None and 0 <= backoff <= 2 * S.astria_retry_initial_delay
+    assert next_attempt_in(policy, attempt=S.astria_retry_attempts, started_at=100.0,
+                           error=TransientError("503"), now=101.0) is None
+    assert next_attempt_in(policy, attempt=2, started_at=100.0, error=TransientError("503"),
+                           now=100.0 + S.astria_retry_max_seconds) is None
+    assert next_attempt_in(policy, attempt=1, started_at=100.0, error=InvalidSpec("x"),
+                           now=101.0) is None  # not retried at all
+
+
+def test_webhooks_retry_within_seconds_at_first_and_for_a_day() -> None:
+    policy = webhook_policy(S)
+    first = next_attempt_in(policy, attempt=1, started_at=0.0, error=Exception(), now=1.0)
+    assert first is not None and first <= 10
+    late = next_attempt_in(policy, attempt=30, started_at=0.0, error=Exception(),
+                           now=23 * 3600.0)
+    assert late is not None and late <= S.webhook_max_retry_interval
+    assert next_attempt_in(policy, attempt=40, started_at=0.0, error=Exception(),
+                           now=24 * 3600.0 + 1) is None
