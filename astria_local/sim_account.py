@@ -70,6 +70,7 @@ class Account:
         self.trained_at: dict[int, str] = {}
         self.next_id = 1000
         self.counters: dict[str, int] = {}
+        self.inflight = 0  #: requests received and not answered yet
         self.rng = random.Random(config.rng_seed)
         self.pending_callbacks: list[tuple[float, int]] = []
         self.wakeup = threading.Condition(self.lock)

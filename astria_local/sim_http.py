@@ -35,6 +35,10 @@ class AstriaHandler(BaseHTTPRequestHandler):
 
     # --- plumbing -------------------------------------------------------------------------
     def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        if getattr(self, "_in_flight", False):  # an Astria request ends with its answer
+            with self.state.lock:
+                self.state.inflight -= 1
+            self._in_flight = False
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -62,6 +66,10 @@ class AstriaHandler(BaseHTTPRequestHandler):
         state, cfg = self.state, self.state.config
         with state.lock:
             state.count(f"requests_{method}")
+            state.inflight += 1
+            state.counters["max_in_flight"] = max(state.counters.get("max_in_flight", 0),
+                                                  state.inflight)
+            self._in_flight = True
             limited = (state.take_token()
                        if cfg.rate_limit_methods.upper() in ("ALL", method) else None)
             if limited is not None:

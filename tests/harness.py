@@ -24,6 +24,10 @@ from celery.result import AsyncResult
 
 from astria_local.redis_server import free_port
 from astria_local.simulator import AstriaSimulator, SimConfig
+from worker.constants import Keys
+from worker.results import ResultFormat
+from worker.settings import Settings
+from worker.store.jobs import JobStore
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "sk-test-" + uuid.uuid4().hex  # a key that must never show up anywhere
@@ -89,6 +93,17 @@ class Stack:
         self.workers.append(proc)
         self.logs.append(log)
         return proc
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Until a worker answers a broadcast (so that a revoke reaches it)."""
+        wait_for(lambda: self.app.control.ping(timeout=0.5), timeout, "a worker to answer")
+
+    def cancel(self, job_id: str) -> str:
+        """`worker.cancel` against this stack: straight to its Redis, no worker needed."""
+        settings = Settings(redis_url=self.redis_url, key_prefix=self.prefix)
+        store = JobStore(redis.Redis.from_url(self.redis_url), settings, Keys(self.prefix),
+                         ResultFormat(settings.job_retention_seconds))
+        return store.cancel(job_id)
 
     def send(self, spec: Any, **options: Any) -> str:
         """Enqueue by name, exactly as a producer that does not import this project does."""

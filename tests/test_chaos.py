@@ -1,7 +1,9 @@
-"""Chaos: hundreds of jobs while Astria misbehaves, workers are SIGKILLed and Redis restarts.
+"""Chaos: hundreds of jobs in mixed lanes and tenants while Astria misbehaves, jobs are
+cancelled at random, workers are SIGKILLed and Redis restarts.
 
 Asserts every job reaches a terminal outcome, none is lost, no prompt is created twice (counted on
-the simulator), and POST attempts stay bounded; prints the figures.
+the simulator), a cancelled job ends REVOKED unless it had ended already, and POST attempts stay
+bounded; prints the figures.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ pytestmark = pytest.mark.slow  # starts worker processes
 JOBS = int(os.environ.get("CHAOS_JOBS", "300"))
 WORKERS = 3
 RETRY_ATTEMPTS = 8
+CANCELS = 30
+MAX_KILLS = 15
 
 
 def terminal_states(client: redis.Redis, job_ids: list[str]) -> dict[str, str]:
@@ -37,7 +41,7 @@ def terminal_states(client: redis.Redis, job_ids: list[str]) -> dict[str, str]:
                                strict=True):
             if raw:
                 status = json.loads(raw)["status"]
-                if status in ("SUCCESS", "FAILURE"):
+                if status in ("SUCCESS", "FAILURE", "REVOKED"):
                     states[job_id] = status
     return states
 
@@ -53,20 +57,27 @@ def test_chaos(make_stack: Callable[..., Stack], capsys: pytest.CaptureFixture[s
             sim_config=faults, job_lease_seconds=6, astria_read_timeout=3,
             astria_retry_max_seconds=10, astria_retry_attempts=RETRY_ATTEMPTS,
             broker_visibility_timeout=40, astria_job_deadline_seconds=600,
+            tenant_max_in_flight='{"t2": 20}',
         )
         stack.redis_url = stack.env["REDIS_URL"] = server.url
         stack.app.conf.broker_url = stack.app.conf.result_backend = server.url
         reader = redis.Redis.from_url(server.url, retry=Retry(ExponentialBackoff(cap=2.0), 20),
                                       retry_on_error=[redis.ConnectionError])
         workers = [stack.start_worker() for _ in range(WORKERS)]
-        jobs = [stack.send({"tune_id": 42, "text": f"chaos job {i}"}) for i in range(JOBS)]
+        jobs = [stack.send({"tune_id": 42, "text": f"chaos job {i}",
+                            "priority": rng.choice(["interactive", "normal", "batch"]),
+                            "tenant": rng.choice(["t1", "t2", "t3"])}) for i in range(JOBS)]
 
         kills, redis_restarts, started = 0, 0, time.monotonic()
         done: dict[str, str] = {}
+        cancelled: dict[str, str] = {}  # job -> what the cancel answered
         while len(done) < JOBS and time.monotonic() - started < 420:
             time.sleep(rng.uniform(0.5, 2.0))
+            job = rng.choice(jobs)
+            if len(cancelled) < CANCELS and job not in cancelled:
+                cancelled[job] = stack.cancel(job)
             done = terminal_states(reader, jobs)
-            if len(done) < JOBS * 0.8:
+            if len(done) < JOBS * 0.8 and kills < MAX_KILLS:
                 victim = rng.randrange(WORKERS)
                 stack.kill_worker(workers[victim])
                 workers[victim] = stack.start_worker()
@@ -85,17 +96,27 @@ def test_chaos(make_stack: Callable[..., Stack], capsys: pytest.CaptureFixture[s
         injected = {k: v for k, v in counters.items() if k.startswith("fault_")}
         lost = JOBS - len(done)
         failed = sum(1 for s in done.values() if s == "FAILURE")
+        revoked = sum(1 for s in done.values() if s == "REVOKED")
+        reasons = Counter(
+            json.loads(reader.hget(f"{stack.prefix}:job:{j}", "outcome") or "{}")
+            .get("error", {}).get("message", "?") for j, s in done.items() if s == "FAILURE")
         with capsys.disabled():
-            print(f"\nchaos (seed {seed}): jobs={JOBS} succeeded={JOBS - lost - failed} "
-                  f"failed={failed} lost={lost} duplicates={duplicates} "
+            print(f"\nchaos (seed {seed}): jobs={JOBS} succeeded={JOBS - lost - failed - revoked} "
+                  f"failed={failed} revoked={revoked} (cancels={len(cancelled)}) lost={lost} "
+                  f"duplicates={duplicates} "
                   f"prompts={len(prompts)} worker_kills={kills} redis_restarts={redis_restarts} "
                   f"faults={sum(injected.values())} {injected} "
-                  f"max_post_attempts={max(attempts)} elapsed={elapsed:.0f}s")
+                  f"max_post_attempts={max(attempts)} elapsed={elapsed:.0f}s"
+                  + (f" failures={dict(reasons)}" if reasons else ""))
         stack.close()
 
     assert lost == 0, f"{lost} jobs never reached a terminal state"
     assert duplicates == 0, f"{duplicates} duplicate prompts"
-    assert len(prompts) == JOBS - sum(1 for a in attempts if a == 0)
+    for job, answer in cancelled.items():  # a cancel wins unless the job had ended already
+        assert done[job] == {"revoked": "REVOKED", "succeeded": "SUCCESS",
+                             "failed": "FAILURE"}[answer], (job, answer, done[job])
+    succeeded = {f"chaos job {i}" for i, j in enumerate(jobs) if done[j] == "SUCCESS"}
+    assert succeeded <= set(per_text)  # each success has its prompt (and only one, above)
     assert max(attempts) <= 2 * RETRY_ATTEMPTS
     assert kills >= 5 and redis_restarts == 1
     assert failed <= JOBS // 100, f"{failed} jobs failed"

@@ -1,7 +1,8 @@
 """Accept: a new job's first delivery. Validate its spec and register it in its lane's queue.
 
 When the job's POST goes out is the dispatcher's decision (`worker.dispatch`), not this task's:
-no worker slot waits for a rate limit or for Astria. A spec that breaks a rule ends the job at
+no worker slot waits for a rate limit or for Astria. Registering publishes on the wake channel,
+so an idle engine (`worker.engine`) asks for work at once. A spec that breaks a rule ends the job at
 once with an InvalidSpec that names each bad field and its rule; nothing is sent to Astria.
 """
 
@@ -12,11 +13,10 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from worker import engine
 from worker.errors import InvalidSpec
 from worker.routing import route
 from worker.runtime import runtime
-from worker.spec import parse_spec
+from worker.spec import PromptSpec, parse_spec
 
 log = logging.getLogger("astria.accept")
 
@@ -43,11 +43,26 @@ def accept(job_id: str, raw_spec: Any, *, message_expires: Any = None) -> None:
         rt.jobs.record_invalid(job_id, raw_spec, exc)
         log.info("job %s rejected: %s", job_id, exc, extra={"job_id": job_id})
         return
-    registration = rt.jobs.register(
-        job_id, spec, post_by=_post_by(spec.expires_in, message_expires, time.time()))
-    if registration.kind == "new":
-        engine.wake()
-    elif registration.kind == "follower":
+    register(job_id, spec, post_by=_post_by(spec.expires_in, message_expires, time.time()))
+
+
+def record_revoked_message(job_id: str, raw_spec: Any, reason: str) -> None:
+    """Celery discarded the job's message (revoked, or expired): the job still gets its record
+    (state REVOKED, counted for its tenant, its webhook sent), when its spec is valid."""
+    rt = runtime()
+    try:
+        spec = parse_spec(raw_spec, sdxl_base_tune_id=rt.settings.astria_sdxl_base_tune_id)
+    except InvalidSpec:
+        return  # the result backend already says REVOKED
+    register(job_id, spec, revoked_reason=reason)
+
+
+def register(job_id: str, spec: PromptSpec, *, post_by: float = 0.0,
+             revoked_reason: str = "revoked") -> None:
+    rt = runtime()
+    registration = rt.jobs.register(  # a new job wakes the engines (Redis pub/sub)
+        job_id, spec, post_by=post_by, revoked_reason=revoked_reason)
+    if registration.kind == "follower":
         log.info("job %s follows job %s (same idempotency_key)", job_id, registration.leader,
                  extra={"job_id": job_id})
     elif registration.kind == "revoked":

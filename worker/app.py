@@ -12,14 +12,18 @@ Why these settings (see README "Exactly once and crash safety"):
 - `worker.transport` consumes with an atomic move, so no message is lost between kombu's pop and
   its bookkeeping; it wants one queue and no priority steps.
 
-Every worker process that runs tasks also runs an `Engine` (`worker.engine`), where the Astria
-requests are made: the pool's own process for `-P threads`/`gevent`/`solo`, each child for prefork.
+Every worker runs one `Engine` (`worker.engine`), where the Astria requests are made: in the
+first prefork child (index 0), or in the worker's own process with the threads, gevent or solo
+pool. The other pool processes only validate and register jobs. The engine is not in prefork's
+main process because that one consumes the broker for every child: it is busy enough (measured:
+the main process with the engine used 7.2 ms of CPU per job, the children 0.7).
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from billiard.process import current_process
 from celery import Celery, bootsteps
 from celery.signals import worker_init, worker_process_init, worker_process_shutdown
 from kombu.entity import Queue
@@ -87,7 +91,8 @@ class AstriaCelery(Celery):
 
 
 class EngineStep(bootsteps.StartStopStep):
-    """Runs the engine in the worker's own process, unless prefork children run theirs."""
+    """Runs the worker's engine in its own process, unless the prefork pool's first child
+    does."""
 
     requires: ClassVar[set[str]] = {"celery.worker.components:Pool"}
 
@@ -120,12 +125,15 @@ def _require_api_key(**_: Any) -> None:
 
 
 @worker_process_init.connect
-def _start_child_engine(**_: Any) -> None:
-    """A prefork child: its own Redis connections and engine (nothing crosses the fork)."""
+def _prefork_child(**_: Any) -> None:
+    """A prefork child has Redis connections of its own; the first one (index 0, kept by its
+    replacement if it dies) runs the engine."""
     runtime.cache_clear()
-    engine.start_engine()
+    engine.forget_after_fork()
+    if getattr(current_process(), "index", None) == 0:
+        engine.start_engine()
 
 
 @worker_process_shutdown.connect
-def _stop_child_engine(**_: Any) -> None:
+def _prefork_child_exits(**_: Any) -> None:
     engine.stop_engine()

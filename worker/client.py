@@ -3,7 +3,9 @@
 It never waits and never retries: whether and when to try again is decided by the retry policy
 (`worker.retry`) and waited for in Redis (a due time), so no worker slot sleeps. A POST in
 particular is made exactly once per call, because a retried POST can create a second billed
-prompt. One `requests.Session` per process: its connection pool is shared by every thread.
+prompt. One requests transport adapter per process: its connection pool is shared by every
+thread. Requests go straight to it, built as `PreparedRequest`s: a `Session` would only add
+cookies, hooks and redirects that Astria's API never uses, at a third of the client's CPU.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ import email.utils
 import os
 import time
 from typing import Any
+from urllib.parse import urlencode
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.structures import CaseInsensitiveDict
 
 from worker.dispatch import Reports
 from worker.errors import AstriaError, AstriaRejected, AstriaUnavailable
@@ -87,21 +91,18 @@ class AstriaClient:
         self._stats = stats
         self._reports = reports
         self._base = settings.astria_base_url.rstrip("/")
-        session = requests.Session()
         # Proxy and CA settings are read from the environment once, not on every request.
-        session.trust_env = False
-        session.proxies.update(requests.utils.get_environ_proxies(self._base))
-        session.verify = (os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-                          or True)
-        session.headers["Authorization"] = f"Bearer {settings.api_key()}"
-        session.headers["Accept"] = "application/json"
+        self._proxies = requests.utils.get_environ_proxies(self._base)
+        self._verify: bool | str = (os.environ.get("REQUESTS_CA_BUNDLE")
+                                    or os.environ.get("CURL_CA_BUNDLE") or True)
+        self._headers = CaseInsensitiveDict({
+            "Authorization": f"Bearer {settings.api_key()}", "Accept": "application/json",
+            "User-Agent": requests.utils.default_user_agent()})
         if settings.astria_workspace_id:
-            session.headers["X-Workspace-Id"] = settings.astria_workspace_id
+            self._headers["X-Workspace-Id"] = settings.astria_workspace_id
         # One pool for every thread of the process: as many connections as requests in flight.
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=settings.worker_http_concurrency)
-        session.mount("https://", adapter)
-        session.mount("http://", adapter)
-        self._session = session
+        self._adapter = HTTPAdapter(pool_connections=4,
+                                    pool_maxsize=settings.worker_http_concurrency)
 
     # --- the endpoints --------------------------------------------------------------------------
     def create_prompt(self, tune_id: int, fields: dict[str, Any]) -> Prompt:
@@ -161,15 +162,25 @@ class AstriaClient:
                 else:
                     self._reports.ok(kind)
 
+    def _prepare(self, method: str, path: str, params: dict[str, Any] | None = None,
+                 data: dict[str, Any] | None = None) -> requests.PreparedRequest:
+        """requests' own PreparedRequest, built directly: the URL is ours (nothing to parse or
+        re-quote) and there are no cookies, auth or hooks to merge."""
+        request = requests.PreparedRequest()
+        request.method = method
+        request.url = self._base + path + (f"?{urlencode(params)}" if params else "")
+        request.headers = self._headers.copy()
+        request.hooks = {"response": []}
+        request.prepare_body(data, None)
+        return request
+
     def _send(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         timeout = (self._settings.astria_connect_timeout, self._settings.astria_read_timeout)
-        # Prepared with the session's headers only: Session.request would also merge cookies,
-        # auth and hooks we never use, a third of the client's CPU per request.
-        request = requests.Request(method, self._base + path, headers=self._session.headers,
-                                   **kwargs).prepare()
+        request = self._prepare(method, path, **kwargs)
         maybe_created = method == "POST"
         try:
-            return self._session.send(request, timeout=timeout, allow_redirects=False)
+            return self._adapter.send(request, timeout=timeout, verify=self._verify,
+                                      proxies=self._proxies)
         except requests.ConnectTimeout:
             raise TransientError(f"{method} {path}: connect timeout") from None
         except requests.Timeout:

@@ -90,11 +90,6 @@ class Keys:
         return f"{self.prefix}:queued"
 
     @property
-    def enqueued_at(self) -> str:
-        """Sorted set: job -> registration time, for jobs not yet sent to Astria."""
-        return f"{self.prefix}:enqueued_at"
-
-    @property
     def expiry(self) -> str:
         """Sorted set: job -> the time by which it must be sent to Astria (expires_in)."""
         return f"{self.prefix}:expiry"
@@ -118,6 +113,11 @@ class Keys:
     def dispatch(self) -> str:
         """Hash: lane credits and clocks of the fair dispatcher."""
         return f"{self.prefix}:dispatch"
+
+    @property
+    def wake(self) -> str:
+        """Pub/sub channel: new work for the engines (a registration, a callback, a redrive)."""
+        return f"{self.prefix}:wake"
 
     @property
     def limiter(self) -> str:

@@ -20,6 +20,7 @@ from celery.signals import task_revoked
 from celery.utils.functional import maybe_list
 from celery.worker import control
 
+from worker.accept import record_revoked_message
 from worker.constants import SUBMIT_TASK
 from worker.runtime import runtime
 
@@ -44,7 +45,16 @@ def revoke(state: Any, task_id: Any, terminate: bool = False, signal: Any = None
 
 
 @task_revoked.connect
-def _message_expired(sender: Any = None, request: Any = None, expired: bool = False,
-                     **_: Any) -> None:
-    if expired and getattr(sender, "name", None) == SUBMIT_TASK and request is not None:
-        cancel_quietly([request.id], "expired")
+def _message_discarded(sender: Any = None, request: Any = None, expired: bool = False,
+                       **_: Any) -> None:
+    """Celery dropped a job's message unrun: revoked (the job was cancelled above), or expired
+    (cancelled here). Either way the job gets its REVOKED record."""
+    if getattr(sender, "name", None) != SUBMIT_TASK or request is None:
+        return
+    reason = "expired" if expired else "revoked"
+    if expired:
+        cancel_quietly([request.id], reason)
+    try:
+        record_revoked_message(request.id, (request.kwargs or {}).get("spec"), reason)
+    except Exception:
+        log.exception("job %s: could not record its revoked message", request.id)

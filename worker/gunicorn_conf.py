@@ -10,6 +10,7 @@ finish within `graceful_timeout`.
 from __future__ import annotations
 
 import os
+import resource
 
 bind = [f"{os.environ.get('CALLBACK_HOST', '0.0.0.0')}:"
         f"{os.environ.get('CALLBACK_PORT') or os.environ.get('PORT') or '8080'}"]
@@ -25,3 +26,9 @@ limit_request_field_size = 8190
 accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("CALLBACK_LOG_LEVEL", "info")
+
+
+def on_starting(server: object) -> None:
+    """Idle connections each hold a file descriptor: allow as many as the system lets us."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))

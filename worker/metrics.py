@@ -48,15 +48,15 @@ class QueueCollector:
         k = rt.keys
         counters = rt.stats.counters()
         pipe = rt.redis.pipeline(transaction=False)
-        pipe.zcard(k.enqueued_at)
-        pipe.zrange(k.enqueued_at, 0, 0, withscores=True)
+        pipe.hlen(k.queued)
         pipe.hgetall(k.inflight)
         pipe.zcount(k.due_submit, "-inf", "+inf")
         pipe.zcard(k.dead)
         pipe.zcard(k.webhooks_due)
         pipe.zcard(k.webhooks_dead)
         pipe.hmget(k.limiter, ["rate:submit", "rate:poll"])
-        queued, oldest, inflight, retrying, dead, hooks_due, hooks_dead, rates = pipe.execute()
+        queued, inflight, retrying, dead, hooks_due, hooks_dead, rates = pipe.execute()
+        oldest = rt.jobs.oldest_queued_at()
 
         jobs = CounterMetricFamily("astria_queue_jobs", "Jobs by state, tenant and lane",
                                    labels=["state", "tenant", "lane"])
@@ -80,7 +80,7 @@ class QueueCollector:
         yield current
         yield GaugeMetricFamily("astria_queue_oldest_queued_seconds",
                                 "Age of the oldest job not sent to Astria yet",
-                                value=time.time() - oldest[0][1] if oldest else 0.0)
+                                value=time.time() - oldest if oldest else 0.0)
 
         requests = CounterMetricFamily("astria_queue_astria_requests",
                                        "Astria requests by method and HTTP status",

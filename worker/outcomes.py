@@ -13,7 +13,7 @@ from worker.client import Prompt
 from worker.errors import AstriaQueueError, PromptFailed
 from worker.records import Failed, Job, Outcome, Revoked, Succeeded
 from worker.runtime import Runtime
-from worker.store.jobs import Lease
+from worker.store.types import Ending, Lease
 
 log = logging.getLogger("astria.outcomes")
 
@@ -51,18 +51,34 @@ def finish(rt: Runtime, lease: Lease, job: Job, outcome: Outcome, *,
                     "prompt_id": result.get("prompt_id"), "tune_id": result.get("tune_id")})
 
 
-def finish_if_done(rt: Runtime, lease: Lease, job: Job, prompt: Prompt) -> bool:
-    """Finish the job if its prompt has images (success) or a `user_error` (failure)."""
+def ending(lease: Lease, job: Job, prompt: Prompt) -> Ending | None:
+    """The job's ending if its prompt has images (success) or a `user_error` (failure)."""
     cost = prompt.get("cost_mc") if isinstance(prompt.get("cost_mc"), int) else None
     if prompt.get("images"):
-        finish(rt, lease, job, success(job, prompt), seconds=generation_seconds(job, prompt),
-               cost_mc=cost, callback_prompt="")
-        return True
+        return Ending(lease, job, success(job, prompt), generation_seconds(job, prompt), cost,
+                      {"callback_prompt": ""})
     if prompt.get("user_error"):
-        finish(rt, lease, job, failure(PromptFailed(f"Astria user_error: {prompt['user_error']}")),
-               cost_mc=cost, callback_prompt="")
-        return True
-    return False
+        return Ending(lease, job, failure(PromptFailed(f"Astria user_error: "
+                                                       f"{prompt['user_error']}")),
+                      None, cost, {"callback_prompt": ""})
+    return None
+
+
+def finish_if_done(rt: Runtime, lease: Lease, job: Job, prompt: Prompt) -> bool:
+    """Finish the job if its prompt has images (success) or a `user_error` (failure)."""
+    end = ending(lease, job, prompt)
+    if end is None:
+        return False
+    finish(rt, lease, job, end.outcome, seconds=end.seconds, cost_mc=end.cost_mc, **end.fields)
+    return True
+
+
+def finish_many(rt: Runtime, endings: list[Ending]) -> None:
+    """Decide several jobs' outcomes in one round trip (a batch of polls), and log them."""
+    for end, decided in zip(endings, rt.jobs.finish_many(endings), strict=True):
+        if decided is not None:
+            log.info("job %s: %s", end.job.id, decided.outcome.state,
+                     extra={"job_id": end.job.id, "outcome": decided.outcome.state})
 
 
 def expire(rt: Runtime, lease: Lease, job: Job) -> None:

@@ -11,6 +11,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import cached_property
 from typing import Any, ClassVar
 
 
@@ -101,7 +102,7 @@ class Job:
 
     id: str
     status: JobState
-    spec: dict[str, Any]
+    spec_json: str  #: the validated spec, as stored (decoded only when needed: `spec`)
     tenant: str
     lane: Lane
     seq: str  #: the job's place in its tenant's queue (fixed-width, sorts by registration)
@@ -135,6 +136,11 @@ class Job:
     delete_prompt: bool
     prompt_deleted: bool
 
+    @cached_property
+    def spec(self) -> dict[str, Any]:
+        spec: dict[str, Any] = json.loads(self.spec_json)
+        return spec
+
     @property
     def requested_tune_id(self) -> int:
         return int(self.spec["tune_id"])
@@ -161,7 +167,7 @@ class Job:
         return cls(
             id=job_id,
             status=JobState(f.get("status", JobState.MISSING)),
-            spec=json.loads(f.get("spec", "{}")),
+            spec_json=f.get("spec", "{}"),
             tenant=f.get("tenant", "default"),
             lane=Lane(f.get("lane", Lane.NORMAL)),
             seq=f.get("seq", ""),

@@ -12,12 +12,13 @@ one's is Celery's own `TaskRevokedError`, so `.get()` raises it as Celery produc
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 from typing import Any
 
 from celery import states
 
-from worker.records import Failed, Outcome, Succeeded
+from worker.records import Failed, Outcome, Revoked, Succeeded
 
 #: Where a revoked job's exception comes from (`celery.exceptions.TaskRevokedError`).
 _REVOKED_ERROR = {"exc_type": "TaskRevokedError", "exc_module": "celery.exceptions"}
@@ -30,6 +31,7 @@ WAITING = "WAITING"
 class ResultFormat:
     def __init__(self, ttl: int) -> None:
         self.ttl = ttl
+        self._revoked: dict[str, tuple[str, float]] = {}
 
     @staticmethod
     def prefix(state: str, result: Any) -> str:
@@ -48,6 +50,16 @@ class ResultFormat:
                                                 "exc_message": [outcome.message],
                                                 "exc_module": _ERRORS_MODULE})
         return self.prefix(states.REVOKED, {**_REVOKED_ERROR, "exc_message": [outcome.reason]})
+
+    def revoked_prefix(self, reason: str) -> str:
+        """The document of a job cancelled before it arrived, made at most once a second per
+        reason: every registration passes it, few use it."""
+        now = time.monotonic()
+        made, until = self._revoked.get(reason, ("", 0.0))
+        if now >= until:
+            made = self.outcome_prefix(Revoked(reason))
+            self._revoked[reason] = (made, now + 1.0)
+        return made
 
     @staticmethod
     def waiting_prefix(info: dict[str, Any]) -> str:

@@ -50,6 +50,17 @@ def astria_policy(settings: Settings) -> Retrying:
     )
 
 
+def listing_policy(settings: Settings) -> Retrying:
+    """Looking for the prompt of an unanswered POST: given up only after twice
+    ASTRIA_RETRY_ATTEMPTS failed listings in a row, however long they took (a job that gives up
+    there may have paid for a prompt it cannot name)."""
+    backoff = wait_random_exponential(multiplier=settings.astria_retry_initial_delay,
+                                      max=settings.astria_retry_max_delay)
+    return Retrying(retry=retry_if_exception_type(TransientError),
+                    stop=stop_after_attempt(2 * settings.astria_retry_attempts),
+                    wait=_honouring_retry_after(backoff, settings.astria_retry_max_seconds))
+
+
 def webhook_policy(settings: Settings) -> Retrying:
     """Webhooks to producers: any failed delivery, for WEBHOOK_RETRY_FOR_SECONDS; the first
     retry within WEBHOOK_FIRST_RETRY_SECONDS, then exponential back-off with full jitter up to

@@ -29,7 +29,7 @@ class Runtime:
         self.results = ResultFormat(settings.job_retention_seconds)
         self.jobs = JobStore(self.redis, settings, self.keys, self.results)
         self.learnt = Learnt(self.redis, self.keys)
-        self.stats = Stats(self.redis, self.keys)
+        self.stats = Stats(self.redis, self.keys, self.jobs.oldest_queued_at)
         self.dispatcher = Dispatcher(self.jobs.scripts, settings, self.keys)
         self.webhooks = WebhookStore(self.redis, self.keys, self.jobs.scripts,
                                      settings.job_retention_seconds)

@@ -18,6 +18,7 @@ import os
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -42,9 +43,11 @@ def percentile(samples: list[float], p: float) -> float | None:
 
 
 class Stats:
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys,
+                 oldest_queued_at: Callable[[], float | None]) -> None:
         self._redis = client
         self._keys = keys
+        self._oldest_queued_at = oldest_queued_at
         self._lock = threading.Lock()
         self._pending: Counter[str] = Counter()
         self._seconds: defaultdict[str, float] = defaultdict(float)
@@ -127,21 +130,21 @@ class Stats:
         pipe.lrange(k.latency, 0, -1)
         pipe.lrange(k.job_latency, 0, -1)
         pipe.hgetall(k.inflight)
-        pipe.zcard(k.enqueued_at)
-        pipe.zrange(k.enqueued_at, 0, 0, withscores=True)
+        pipe.hlen(k.queued)
         pipe.zcard(k.due_poll)
         pipe.zcard(k.dead)
         pipe.zcard(k.webhooks_due)
         pipe.zcard(k.webhooks_dead)
-        (latency, job_latency, inflight, waiting, oldest, polling, dead, hooks_pending,
+        (latency, job_latency, inflight, waiting, polling, dead, hooks_pending,
          hooks_dead) = pipe.execute()
+        oldest = self._oldest_queued_at()
         samples = [float(x) for x in latency]
         http = {name.removeprefix("http:"): int(v) for name, v in counters.items()
                 if name.startswith("http:")}
         return {
             "jobs": {
                 "waiting_for_post": int(waiting),
-                "oldest_waiting_seconds": round(time.time() - oldest[0][1], 1) if oldest else 0,
+                "oldest_waiting_seconds": round(time.time() - oldest, 1) if oldest else 0,
                 "in_flight_at_astria": sum(int(v) for v in inflight.values()),
                 "succeeded": int(counters.get("outcome:SUCCESS", 0)),
                 "failed": int(counters.get("outcome:FAILURE", 0)),

@@ -13,7 +13,7 @@ import time
 from worker import outcomes, submit, wait
 from worker.records import Job, JobState, RequestKind
 from worker.runtime import Runtime
-from worker.store.jobs import Lease
+from worker.store.types import Lease
 
 log = logging.getLogger("astria.steps")
 

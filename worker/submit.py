@@ -19,22 +19,20 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlencode
-
-from tenacity import Retrying, retry_if_exception_type, stop_never, wait_random_exponential
 
 from worker import outcomes
 from worker.client import Prompt, TransientError
 from worker.errors import AstriaRejected, AstriaUnavailable, InvalidSpec
 from worker.polling import first_poll_delay
 from worker.records import Job
-from worker.retry import astria_policy, next_attempt_in
+from worker.retry import astria_policy, listing_policy, next_attempt_in
 from worker.routing import Target, route, unsupported_kind
 from worker.runtime import Runtime
-from worker.spec import parse_spec
-from worker.store.jobs import Lease
+from worker.spec import PromptSpec, parse_spec
+from worker.store.types import Lease
 
 log = logging.getLogger("astria.submit")
 PAGE = 120
@@ -48,27 +46,45 @@ def callback_url(base: str, token: str) -> str:
     return f"{base}{'&' if '?' in base else '?'}{urlencode({'token': token})}"
 
 
+@dataclass(frozen=True)
+class Plan:
+    """A POST about to be made: where, what, and the record written before it is sent."""
+
+    spec: PromptSpec
+    target: Target
+    job: Job  #: the job with the record applied
+    record: dict[str, Any]
+
+
+def plan(rt: Runtime, job: Job) -> Plan:
+    """Route the job and make the record of its POST (InvalidSpec if its spec breaks a rule)."""
+    spec = parse_spec(job.spec, sdxl_base_tune_id=rt.settings.astria_sdxl_base_tune_id)
+    target = route(rt.settings, spec, rt.learnt.known_route(spec.tune_id))
+    now = time.time()
+    record: dict[str, Any] = {
+        "pending_post": now, "post_tune_id": target.tune_id, "post_text": target.text,
+        "post_rerouted": target.rerouted, "post_attempts": job.post_attempts + 1,
+        "first_post_at": job.first_post_at or now, "retry_attempt": job.retry_attempt + 1,
+        "retry_since": job.retry_since or now, "list_before": 0, "list_oldest": 0.0}
+    return Plan(spec, target, replace(job, **record), record)
+
+
 def post(rt: Runtime, lease: Lease, job: Job) -> None:
     """Create the job's prompt: route, record, POST once, then act on the answer."""
-    s = rt.settings
     try:
-        spec = parse_spec(job.spec, sdxl_base_tune_id=s.astria_sdxl_base_tune_id)
-        target = route(s, spec, rt.learnt.known_route(spec.tune_id))
+        planned = plan(rt, job)
     except InvalidSpec as exc:
         outcomes.finish(rt, lease, job, outcomes.failure(exc))
         return
-    now = time.time()
-    job = replace(job, pending_post=now, post_tune_id=target.tune_id, post_text=target.text,
-                  post_rerouted=target.rerouted, post_attempts=job.post_attempts + 1,
-                  first_post_at=job.first_post_at or now, retry_attempt=job.retry_attempt + 1,
-                  retry_since=job.retry_since or now, list_before=0, list_oldest=0.0)
-    if not rt.jobs.mark_posting(
-            lease, job, pending_post=now, post_tune_id=target.tune_id, post_text=target.text,
-            post_rerouted=target.rerouted, post_attempts=job.post_attempts,
-            first_post_at=job.first_post_at, retry_attempt=job.retry_attempt,
-            retry_since=job.retry_since, list_before=0, list_oldest=0):
+    if rt.jobs.mark_posting(lease, job, **planned.record):
+        send(rt, lease, planned)
+    else:
         log.info("job %s: cancelled before its POST; nothing sent", job.id)
-        return
+
+
+def send(rt: Runtime, lease: Lease, planned: Plan) -> None:
+    """The POST, recorded already: send it once and act on the answer."""
+    s, job, target, spec = rt.settings, planned.job, planned.target, planned.spec
     fields: dict[str, Any] = {**spec.prompt_fields(), "text": target.text, "seed": job.seed}
     if s.astria_callback_url:
         fields["callback"] = callback_url(s.astria_callback_url, job.token)
@@ -86,9 +102,9 @@ def post(rt: Runtime, lease: Lease, job: Job) -> None:
             outcomes.finish(rt, lease, job, outcomes.failure(exc), pending_post=0)
         return
     except TransientError as exc:
-        if exc.maybe_created:
+        if exc.maybe_created:  # looking for the prompt is a new request, with its own budget
             log.info("job %s: POST unanswered (%s); looking for its prompt", job.id, exc)
-            rt.jobs.schedule(lease, job, at=time.time() + 1.0)
+            rt.jobs.schedule(lease, job, at=time.time() + 1.0, retry_attempt=0, retry_since=0)
             return
         delay = next_attempt_in(astria_policy(s), attempt=job.retry_attempt,
                                 started_at=job.retry_since, error=exc)
@@ -120,12 +136,6 @@ def record_prompt(rt: Runtime, lease: Lease, job: Job, prompt: Prompt, target: T
              extra={"job_id": job.id, "prompt_id": prompt["id"], "tune_id": tune_id})
 
 
-def _listing_policy() -> Retrying:
-    """A listing that fails is tried again after a back-off; reconcile itself bounds how long."""
-    return Retrying(retry=retry_if_exception_type(TransientError), stop=stop_never,
-                    wait=wait_random_exponential(multiplier=1, max=30))
-
-
 def _carries_marker(rt: Runtime, job: Job, prompt: Prompt) -> bool:
     if rt.settings.astria_callback_url and f"token={job.token}" in str(prompt.get("callback")):
         return True
@@ -142,16 +152,17 @@ def reconcile(rt: Runtime, lease: Lease, job: Job) -> None:
     try:
         page = rt.astria.list_prompts(job.post_tune_id, limit=PAGE,
                                       before_id=job.list_before or None)
-    except TransientError as exc:
-        if now > settle + s.astria_retry_max_seconds:
+    except TransientError as exc:  # the retry policy decides when to list again, or to stop
+        delay = next_attempt_in(listing_policy(s), attempt=job.retry_attempt + 1,
+                                started_at=job.retry_since or now, error=exc)
+        if delay is None:
             outcomes.finish(rt, lease, job, outcomes.failure(AstriaUnavailable(
                 f"could not look for the prompt of an unanswered POST: {exc}")))
-            return
-        delay = next_attempt_in(_listing_policy(), attempt=job.retry_attempt,
-                                started_at=job.retry_since or now, error=exc)
-        rt.jobs.schedule(lease, job, at=now + (delay or 1.0),
-                         retry_attempt=job.retry_attempt + 1)
+        else:
+            rt.jobs.schedule(lease, job, at=now + delay, retry_attempt=job.retry_attempt + 1,
+                             retry_since=job.retry_since or now)
         return
+    fresh = {"retry_attempt": 0, "retry_since": 0}  # a page came back: a new retry budget
     found = [p for p in page if _carries_marker(rt, job, p)]
     if found:
         prompt = min(found, key=lambda p: int(p["id"]))
@@ -164,12 +175,13 @@ def reconcile(rt: Runtime, lease: Lease, job: Job) -> None:
     moved_back = job.list_oldest == 0 or oldest < job.list_oldest
     if len(page) == PAGE and moved_back and oldest >= job.first_post_at - CLOCK_MARGIN:
         rt.jobs.schedule(lease, job, at=now, list_before=min(int(p["id"]) for p in page),
-                         list_oldest=oldest)
+                         list_oldest=oldest, **fresh)
         return
     if now >= settle:
         log.info("job %s: no prompt from its unanswered POST after %gs; posting again", job.id,
                  s.astria_ambiguous_grace_seconds)
-        rt.jobs.requeue(lease, job, at=now, pending_post=0, list_before=0, list_oldest=0)
+        rt.jobs.requeue(lease, job, at=now, pending_post=0, list_before=0, list_oldest=0,
+                        **fresh)
     else:  # it may still show up: look again, sooner at first
         again = min(settle, now + min(10.0, max(1.0, now - job.pending_post)))
-        rt.jobs.schedule(lease, job, at=again, list_before=0, list_oldest=0)
+        rt.jobs.schedule(lease, job, at=again, list_before=0, list_oldest=0, **fresh)

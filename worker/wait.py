@@ -1,9 +1,10 @@
 """Wait: a job whose prompt exists waits for its images without holding anything.
 
 Between steps a waiting job is a score in a due set. `poll` looks once (`worker.polling` says
-when next); `apply_callback` finishes it from Astria's callback body, kept by the receiver
-(`worker.receiver`), without a request; `delete` removes the prompt of a job cancelled with
-`--delete-prompt`.
+when next); `poll_many` looks at several prompts of one tune with one request, Astria's listing
+(newest first, 120 a page), and settles them all in one round trip to Redis; `apply_callback`
+finishes a job from Astria's callback body, kept by the receiver (`worker.receiver`), without a
+request; `delete` removes the prompt of a job cancelled with `--delete-prompt`.
 """
 
 from __future__ import annotations
@@ -12,15 +13,18 @@ import logging
 import time
 
 from worker import outcomes
-from worker.client import TransientError
+from worker.client import Prompt, TransientError
 from worker.errors import AstriaRejected, PromptTimeout
 from worker.polling import next_poll_delay
 from worker.records import Job
 from worker.retry import astria_policy, next_attempt_in
 from worker.runtime import Runtime
-from worker.store.jobs import Lease
+from worker.store.types import Ending, Later, Lease
 
 log = logging.getLogger("astria.wait")
+PAGE = 120
+#: Pages of the listing one `poll_many` reads at most; older prompts are polled one by one.
+MAX_PAGES = 3
 
 
 def poll(rt: Runtime, lease: Lease, job: Job) -> None:
@@ -40,16 +44,74 @@ def poll(rt: Runtime, lease: Lease, job: Job) -> None:
 
 def keep_waiting(rt: Runtime, lease: Lease, job: Job, retry_after: float = 0.0) -> None:
     """Poll again later, or end with PromptTimeout once the deadline passed."""
+    later = _later(rt, lease, job, retry_after)
+    if isinstance(later, Later):
+        rt.jobs.schedule(lease, job, at=later.at, **later.fields)
+    else:
+        outcomes.finish(rt, lease, job, later.outcome)
+
+
+def _later(rt: Runtime, lease: Lease, job: Job, retry_after: float) -> Later | Ending:
+    """The next poll of a prompt that is not done, or its PromptTimeout."""
     now = time.time()
     if now >= job.deadline:
-        outcomes.finish(rt, lease, job, outcomes.failure(PromptTimeout(
+        return Ending(lease, job, outcomes.failure(PromptTimeout(
             f"prompt {job.prompt_id} had no images after "
             f"{rt.settings.astria_job_deadline_seconds:g}s (ASTRIA_JOB_DEADLINE_SECONDS)")))
-        return
     polls = job.polls + 1
     delay = max(next_poll_delay(rt.settings, polls), retry_after)
-    rt.jobs.schedule(lease, job, at=min(now + delay, job.deadline), polls=polls,
-                     callback_prompt="")
+    return Later(lease, job, min(now + delay, job.deadline),
+                 {"polls": polls, "callback_prompt": ""})
+
+
+def poll_many(rt: Runtime, items: list[tuple[Lease, Job]]) -> None:
+    """Look at several waiting prompts of one tune with Astria's listing; the prompts it does
+    not show are polled one by one. Outcomes and next polls go to Redis in one round trip."""
+    wanted = {job.prompt_id or 0: (lease, job) for lease, job in items}
+    try:
+        found = _listed(rt, items[0][1].tune_id, set(wanted))
+    except AstriaRejected:
+        found = {}
+    except TransientError as exc:  # each looks again at its next poll
+        for lease, job in items:
+            keep_waiting(rt, lease, job, exc.retry_after or 0.0)
+        return
+    endings: list[Ending] = []
+    later: list[Later] = []
+    for prompt_id, (lease, job) in wanted.items():
+        prompt = found.get(prompt_id)
+        if prompt is None:
+            poll(rt, lease, job)
+            continue
+        step = outcomes.ending(lease, job, prompt) or _later(rt, lease, job, 0.0)
+        if isinstance(step, Later):
+            later.append(step)
+        else:
+            endings.append(step)
+    if endings:
+        outcomes.finish_many(rt, endings)
+    if later:
+        rt.jobs.schedule_many(later)
+
+
+def _listed(rt: Runtime, tune_id: int, wanted: set[int]) -> dict[int, Prompt]:
+    """The wanted prompts in the tune's listing: the page that ends at the newest wanted id and
+    spans the ids up to the oldest (a page of at most 120; more pages while prompts are missing,
+    up to MAX_PAGES). Astria's prompt ids grow with time, so where this tune's prompts are mostly
+    ours, the page holds little more than what is wanted."""
+    found: dict[int, Prompt] = {}
+    before = max(wanted) + 1
+    for _ in range(MAX_PAGES):
+        missing = wanted - set(found)
+        span = max(missing) - min(missing) + 1
+        page = rt.astria.list_prompts(tune_id, limit=min(PAGE, span), before_id=before)
+        found.update((p["id"], p) for p in page if p["id"] in wanted)
+        if not (wanted - set(found)) or len(page) < min(PAGE, span):
+            break
+        before = min(p["id"] for p in page)
+        if before <= min(wanted - set(found)):
+            break
+    return found
 
 
 def apply_callback(rt: Runtime, lease: Lease, job: Job) -> None:

@@ -16,7 +16,8 @@ from worker.records import Job
 from worker.results import ResultFormat
 from worker.settings import Settings
 from worker.spec import parse_spec
-from worker.store.jobs import JobStore, Lease, Registration
+from worker.store.jobs import JobStore
+from worker.store.types import Lease, Registration
 
 
 @dataclass

@@ -11,8 +11,8 @@ import pytest
 from tests.unit.conftest import Store
 from worker.errors import InvalidSpec
 from worker.records import Failed, JobState, Revoked, Succeeded
-from worker.store.jobs import LeaseLost
 from worker.store.scripts import Script, parse_signature
+from worker.store.types import LeaseLost
 
 
 def result_doc(store: Store, name: str) -> dict[str, Any] | None:

@@ -16,7 +16,6 @@ import re
 import secrets
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -24,6 +23,7 @@ import redis
 from worker.constants import RESULT_KEY_PREFIX, Keys, tenant_counter
 from worker.errors import InvalidSpec
 from worker.records import (
+    LANES,
     Failed,
     Job,
     JobState,
@@ -36,45 +36,17 @@ from worker.records import (
 from worker.results import ResultFormat, outcome_status, webhook_type
 from worker.settings import Settings
 from worker.spec import TENANT_PATTERN, PromptSpec
-from worker.store.scripts import Scripts
-
-
-class LeaseLost(Exception):
-    """Our lease on a job ran out and another worker may hold it now: stop touching the job."""
-
-
-@dataclass(frozen=True)
-class Lease:
-    job_id: str
-    owner: str
-
-
-@dataclass(frozen=True)
-class Registration:
-    """What `JobStore.register` did: 'new' (queued), 'exists' (a redelivered message),
-    'revoked' (cancelled before it arrived) or 'follower' (of `leader`)."""
-
-    kind: str
-    leader: str | None = None
-
-
-@dataclass(frozen=True)
-class Decided:
-    """A job's outcome as recorded: ours, or an earlier decision (`new` False)."""
-
-    outcome: Outcome
-    new: bool
-
-
-def _flat(fields: Mapping[str, Any]) -> list[str]:
-    out: list[str] = []
-    for name, value in fields.items():
-        out += [name, str(int(value)) if isinstance(value, bool) else str(value)]
-    return out
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+from worker.store.scripts import Batch, Scripts
+from worker.store.types import (
+    Decided,
+    Ending,
+    Later,
+    Lease,
+    LeaseLost,
+    Registration,
+    as_text,
+    flat_fields,
+)
 
 
 def _valid_tenant_and_lane(raw: Any) -> tuple[str, Lane]:
@@ -101,12 +73,12 @@ class JobStore:
 
     # --- keys of one job ----------------------------------------------------------------------
     def _job_keys(self, job_id: str, lane: Lane) -> dict[str, str]:
-        """The twelve KEYS every script that moves one job starts with (lua/lib/job.lua)."""
+        """The eleven KEYS every script that moves one job starts with (lua/lib/job.lua)."""
         k = self.keys
         return {"job": k.job(job_id), "leases": k.leases, "due_submit": k.due_submit,
                 "due_poll": k.due_poll, "due_local": k.due_local, "queued": k.queued,
-                "enqueued_at": k.enqueued_at, "expiry": k.expiry, "inflight": k.inflight,
-                "inflight_jobs": k.inflight_jobs, "ready": k.ready(lane), "turns": k.turns(lane)}
+                "expiry": k.expiry, "inflight": k.inflight, "inflight_jobs": k.inflight_jobs,
+                "ready": k.ready(lane), "turns": k.turns(lane)}
 
     def _outcome_keys(self, job_id: str) -> dict[str, str]:
         k = self.keys
@@ -122,11 +94,13 @@ class JobStore:
                 "webhook_prefix": self.keys.webhook("")}
 
     # --- registration -------------------------------------------------------------------------
-    def register(self, job_id: str, spec: PromptSpec, *, post_by: float = 0.0) -> Registration:
+    def register(self, job_id: str, spec: PromptSpec, *, post_by: float = 0.0,
+                 revoked_reason: str = "revoked") -> Registration:
         """Create the job once, in its lane's queue (a redelivered message changes nothing).
 
         A job with the idempotency_key of a live job becomes its follower: it shares that job's
-        prompt, and receives its outcome (at once if it is known)."""
+        prompt, and receives its outcome (at once if it is known). A job cancelled before it
+        arrived is recorded as REVOKED for `revoked_reason`."""
         now = time.time()
         k, lane = self.keys, spec.lane
         seed = spec.seed if spec.seed is not None else int.from_bytes(os.urandom(4), "big")
@@ -136,35 +110,35 @@ class JobStore:
                   "post_by": post_by, "seed": seed, "token": secrets.token_urlsafe(16),
                   "post_attempts": 0, "polls": 0}
         idem = k.idempotency(spec.idempotency_key) if spec.idempotency_key else k.job(job_id)
-        revoked = Revoked("revoked")
         for _ in range(10):
-            leader = _text(self.redis.get(idem) or "") if spec.idempotency_key else ""
+            leader = as_text(self.redis.get(idem) or "") if spec.idempotency_key else ""
             reply = self.scripts.register(
                 keys={"job": k.job(job_id), "idem": idem,
                       "leader": k.job(leader) if leader else k.job(job_id),
                       "leader_followers": k.followers(leader or job_id),
                       "token": k.token(str(fields["token"])), "live": k.live(spec.tenant),
                       "ready": k.ready(lane), "turns": k.turns(lane), "queued": k.queued,
-                      "enqueued_at": k.enqueued_at, "expiry": k.expiry, "revoked": k.revoked,
+                      "expiry": k.expiry, "revoked": k.revoked,
                       "dispatch": k.dispatch, "result": k.result(job_id), "stats": k.stats,
                       "webhooks_due": k.webhooks_due},
                 args={"job_id": job_id, "now": now,
                       "retention": self.settings.job_retention_seconds, "lane": lane,
                       "member": f"{spec.tenant}|{seq}|{job_id}", "post_by": post_by,
                       "leader_id": leader, "webhook_url": spec.callback or "",
-                      "revoked_outcome": outcome_to_json(revoked),
-                      "revoked_doc": self.results.outcome_prefix(revoked),
+                      "revoked_outcome": outcome_to_json(Revoked(revoked_reason)),
+                      "revoked_doc": self.results.revoked_prefix(revoked_reason),
                       "result_ttl": self.results.ttl,
                       "counter": tenant_counter(spec.tenant, lane),
-                      "webhook_prefix": k.webhook(""), "fields": _flat(fields)},
+                      "webhook_prefix": k.webhook(""), "wake": k.wake,
+                      "fields": flat_fields(fields)},
             )
-            kind = _text(reply[0])
+            kind = as_text(reply[0])
             if kind == "retry":  # the key's leader changed under us: read it again
                 continue
-            if kind == "follower" and _text(reply[2]):
-                self._deliver_late(job_id, _text(reply[1]), outcome_from_json(_text(reply[2])),
+            if kind == "follower" and as_text(reply[2]):
+                self._deliver_late(job_id, as_text(reply[1]), outcome_from_json(as_text(reply[2])),
                                    spec.callback)
-            return Registration(kind, _text(reply[1]) if kind == "follower" else None)
+            return Registration(kind, as_text(reply[1]) if kind == "follower" else None)
         raise redis.RedisError(f"job {job_id}: idempotency key kept changing")
 
     def _deliver_late(self, job_id: str, leader: str, outcome: Outcome,
@@ -194,7 +168,7 @@ class JobStore:
             keys=keys,
             args={"job_id": job_id, "now": time.time(), **self._outcome_args(outcome, tenant, lane),
                   "webhook_url": webhook_url,
-                  "fields": _flat({"status": JobState.FAILED,
+                  "fields": flat_fields({"status": JobState.FAILED,
                                    "spec": json.dumps(raw_spec, default=str),
                                    "tenant": tenant, "lane": lane})},
         )
@@ -212,16 +186,28 @@ class JobStore:
 
     def job_for_token(self, token: str) -> str | None:
         value = self.redis.get(self.keys.token(token))
-        return _text(value) if value else None
+        return as_text(value) if value else None
 
     def live_jobs(self, tenant: str) -> list[str]:
-        return sorted(_text(x) for x in self.redis.smembers(self.keys.live(tenant)))
+        return sorted(as_text(x) for x in self.redis.smembers(self.keys.live(tenant)))
+
+    def oldest_queued_at(self) -> float | None:
+        """When the oldest job still waiting in a lane's queue was registered (its seq)."""
+        oldest: float | None = None
+        for lane in LANES:
+            for tenant in self.redis.zrange(self.keys.turns(lane), 0, -1):
+                first = self.redis.zrangebylex(self.keys.ready(lane), f"[{as_text(tenant)}|",
+                                               f"({as_text(tenant)}}}", start=0, num=1)
+                if first:
+                    seq = float(as_text(first[0]).split("|")[1]) / 1_000_000
+                    oldest = seq if oldest is None else min(oldest, seq)
+        return oldest
 
     def dead_jobs(self, limit: int = 100) -> list[Job]:
         """Failed jobs, newest first; records whose retention ran out are pruned."""
         jobs = []
         for raw in self.redis.zrevrange(self.keys.dead, 0, limit - 1):
-            job = self.load(_text(raw))
+            job = self.load(as_text(raw))
             if job.status is JobState.MISSING:
                 self.redis.zrem(self.keys.dead, job.id)
             else:
@@ -231,13 +217,20 @@ class JobStore:
     # --- transitions of a job we hold -----------------------------------------------------------
     def mark_posting(self, lease: Lease, job: Job, **fields: Any) -> bool:
         """Record a POST before it is sent; False if the job was cancelled (send nothing)."""
-        reply = _text(self.scripts.mark_posting(
-            keys=self._job_keys(job.id, job.lane),
-            args={"job_id": job.id, "owner": lease.owner, "now": time.time(),
-                  "fields": _flat(fields)}))
+        reply = self.mark_posting_many([(lease, job, fields)])[0]
         if reply == "lost":
             raise LeaseLost(job.id)
         return reply == "ok"
+
+    def mark_posting_many(self, items: list[tuple[Lease, Job, Mapping[str, Any]]]) -> list[str]:
+        """`mark_posting` for several jobs in one round trip: 'ok', 'revoked' or 'lost' each."""
+        batch = Batch(self.redis)
+        now = time.time()
+        for lease, job, fields in items:
+            batch.add(self.scripts.mark_posting, keys=self._job_keys(job.id, job.lane),
+                      args={"job_id": job.id, "owner": lease.owner, "now": now,
+                            "fields": flat_fields(fields)})
+        return [as_text(reply) for reply in batch.execute()]
 
     def created(self, lease: Lease, job: Job, *, first_poll_at: float, info: dict[str, Any],
                 **fields: Any) -> str:
@@ -245,11 +238,11 @@ class JobStore:
         prompt is recorded ('revoked', or 'delete' when its DELETE is due)."""
         keys = self._job_keys(job.id, job.lane)
         keys["result"] = self.keys.result(job.id)
-        reply = _text(self.scripts.created(
+        reply = as_text(self.scripts.created(
             keys=keys,
             args={"job_id": job.id, "owner": lease.owner, "now": time.time(),
                   "first_poll_at": first_poll_at, "doc": self.results.waiting_prefix(info),
-                  "ttl": self.results.ttl, "fields": _flat(fields)}))
+                  "ttl": self.results.ttl, "fields": flat_fields(fields)}))
         if reply == "lost":
             raise LeaseLost(job.id)
         return reply
@@ -258,50 +251,69 @@ class JobStore:
         """Back to the lane's queue (at `at`): the POST created nothing, or must be made again."""
         keys = self._job_keys(job.id, job.lane)
         keys["dispatch"] = self.keys.dispatch
-        reply = _text(self.scripts.requeue(
+        reply = as_text(self.scripts.requeue(
             keys=keys, args={"job_id": job.id, "owner": lease.owner, "now": time.time(),
-                             "at": at, "fields": _flat(fields)}))
+                             "at": at, "fields": flat_fields(fields)}))
         if reply == "lost":
             raise LeaseLost(job.id)
         return reply
 
     def schedule(self, lease: Lease, job: Job, *, at: float, **fields: Any) -> str:
         """Look at the job again at `at` with a non-POST request, and let go of it."""
-        reply = _text(self.scripts.schedule(
-            keys=self._job_keys(job.id, job.lane),
-            args={"job_id": job.id, "owner": lease.owner, "now": time.time(), "at": at,
-                  "fields": _flat(fields)}))
-        if reply == "lost":
-            raise LeaseLost(job.id)
-        return reply
+        return self.schedule_many([Later(lease, job, at, fields)])[0]
+
+    def schedule_many(self, items: list[Later]) -> list[str]:
+        """`schedule` for several jobs in one round trip; LeaseLost if any was not ours."""
+        batch = Batch(self.redis)
+        now = time.time()
+        for item in items:
+            batch.add(self.scripts.schedule, keys=self._job_keys(item.job.id, item.job.lane),
+                      args={"job_id": item.job.id, "owner": item.lease.owner, "now": now,
+                            "at": item.at, "fields": flat_fields(item.fields)})
+        replies = [as_text(reply) for reply in batch.execute()]
+        lost = [item.job.id for item, reply in zip(items, replies, strict=True) if reply == "lost"]
+        if lost:
+            raise LeaseLost(", ".join(lost))
+        return replies
 
     def release(self, lease: Lease, job: Job, *, retire: bool = False, **fields: Any) -> None:
         """Let go of the job: retired, or due again when its lease ends (a failed step)."""
         self.scripts.release(
             keys=self._job_keys(job.id, job.lane),
             args={"job_id": job.id, "owner": lease.owner, "retire": int(retire),
-                  "fields": _flat(fields)})
+                  "fields": flat_fields(fields)})
 
     def finish(self, lease: Lease, job: Job, outcome: Outcome, *, seconds: float | None = None,
                cost_mc: int | None = None, **fields: Any) -> Decided:
         """Decide the outcome once, deliver it to the job and its followers, count it, queue the
         webhooks and retire the job; a second decision keeps the first. `seconds`, Astria's
         generation time on a success, feeds the learnt generation time."""
-        keys = {**self._job_keys(job.id, job.lane), **self._outcome_keys(job.id),
-                "live": self.keys.live(job.tenant)}
-        reply = self.scripts.finish(
-            keys=keys,
-            args={"job_id": job.id, "owner": lease.owner, "now": time.time(),
-                  **self._outcome_args(outcome, job.tenant, job.lane),
-                  "status": outcome_status(outcome), "state": outcome.state,
-                  "error": outcome.error if isinstance(outcome, Failed) else "",
-                  "seconds": "" if seconds is None else max(0.0, seconds),
-                  "cost": "" if cost_mc is None else cost_mc,
-                  "webhook_url": job.webhook_url or "", "webhook_type": webhook_type(outcome),
-                  "fields": _flat(fields)})
-        if _text(reply[0]) == "lost":
+        decided = self.finish_many([Ending(lease, job, outcome, seconds, cost_mc, fields)])[0]
+        if decided is None:
             raise LeaseLost(job.id)
-        return Decided(outcome_from_json(_text(reply[0])), int(reply[1]) == 1)
+        return decided
+
+    def finish_many(self, endings: list[Ending]) -> list[Decided | None]:
+        """`finish` for several jobs in one round trip; None for a job that was not ours."""
+        batch = Batch(self.redis)
+        now = time.time()
+        for e in endings:
+            job, outcome = e.job, e.outcome
+            batch.add(self.scripts.finish,
+                      keys={**self._job_keys(job.id, job.lane), **self._outcome_keys(job.id),
+                            "live": self.keys.live(job.tenant)},
+                      args={"job_id": job.id, "owner": e.lease.owner, "now": now,
+                            **self._outcome_args(outcome, job.tenant, job.lane),
+                            "status": outcome_status(outcome), "state": outcome.state,
+                            "error": outcome.error if isinstance(outcome, Failed) else "",
+                            "seconds": "" if e.seconds is None else max(0.0, e.seconds),
+                            "cost": "" if e.cost_mc is None else e.cost_mc,
+                            "webhook_url": job.webhook_url or "",
+                            "webhook_type": webhook_type(outcome),
+                            "fields": flat_fields(e.fields)})
+        return [None if as_text(reply[0]) == "lost"
+                else Decided(outcome_from_json(as_text(reply[0])), int(reply[1]) == 1)
+                for reply in batch.execute()]
 
     # --- transitions from outside (producers, the callback receiver, operators) ----------------
     def cancel(self, job_id: str, *, reason: str = "revoked", delete_prompt: bool = False
@@ -313,7 +325,7 @@ class JobStore:
                 "live": self.keys.live(job.tenant), "revoked": self.keys.revoked,
                 "leader_followers": self.keys.followers(job.leader or job_id)}
         args = self._outcome_args(outcome, job.tenant, job.lane)
-        return _text(self.scripts.cancel(
+        return as_text(self.scripts.cancel(
             keys=keys,
             args={"job_id": job_id, "now": time.time(), **args,
                   "webhook_url": job.webhook_url or "", "delete_prompt": int(delete_prompt)}))
@@ -321,11 +333,11 @@ class JobStore:
     def callback(self, job_id: str, prompt: dict[str, Any]) -> str:
         """Keep Astria's callback body on a waiting job, due at once for a local step."""
         k = self.keys
-        return _text(self.scripts.callback(
+        return as_text(self.scripts.callback(
             keys={"job": k.job(job_id), "leases": k.leases, "due_poll": k.due_poll,
                   "due_local": k.due_local},
             args={"job_id": job_id, "prompt_id": str(prompt.get("id")),
-                  "body": json.dumps(prompt), "now": time.time()}))
+                  "body": json.dumps(prompt), "now": time.time(), "wake": k.wake}))
 
     def redrive(self, job_id: str) -> str:
         """Put a failed job back to work under the same id; it keeps its prompt id and its
@@ -336,9 +348,9 @@ class JobStore:
         keys = {**self._job_keys(job_id, job.lane), "dead": self.keys.dead,
                 "live": self.keys.live(job.tenant), "result": self.keys.result(job_id),
                 "dispatch": self.keys.dispatch}
-        return _text(self.scripts.redrive(
+        return as_text(self.scripts.redrive(
             keys=keys,
             args={"job_id": job_id, "now": now,
                   "deadline": now + self.settings.astria_job_deadline_seconds,
                   "lane": job.lane, "member": f"{job.tenant}|{seq}|{job_id}",
-                  "tenant": job.tenant}))
+                  "tenant": job.tenant, "wake": self.keys.wake}))

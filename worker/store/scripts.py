@@ -21,6 +21,7 @@ from importlib import resources
 from typing import Any
 
 import redis
+from redis.exceptions import NoScriptError
 
 _HEADER = re.compile(r"^--\s+(KEYS|ARGV)\[(\d+)(\.\.\.)?\]\s+(\w+)")
 _INCLUDE = re.compile(r"^--!include\s+(\w+)\s*$", re.MULTILINE)
@@ -89,14 +90,48 @@ class Script:
         self.name = name
         self._script = client.register_script(source)
 
+    def ordered(self, keys: Mapping[str, Value | Sequence[Value]],
+                args: Mapping[str, Value | Sequence[Value]]) -> tuple[list[Any], list[Any]]:
+        """KEYS and ARGV as the script reads them, from their names."""
+        return (_ordered(self.signature.keys, self.signature.keys_tail, keys, f"{self.name} KEYS"),
+                _ordered(self.signature.args, self.signature.args_tail, args, f"{self.name} ARGV"))
+
+    @property
+    def sha(self) -> str:
+        return str(self._script.sha)
+
     def __call__(self, *, keys: Mapping[str, Value | Sequence[Value]],
-                 args: Mapping[str, Value | Sequence[Value]],
-                 client: redis.Redis | redis.client.Pipeline | None = None) -> Any:
-        ordered_keys = _ordered(self.signature.keys, self.signature.keys_tail, keys,
-                                f"{self.name} KEYS")
-        ordered_args = _ordered(self.signature.args, self.signature.args_tail, args,
-                                f"{self.name} ARGV")
-        return self._script(keys=ordered_keys, args=ordered_args, client=client)
+                 args: Mapping[str, Value | Sequence[Value]]) -> Any:
+        ordered_keys, ordered_args = self.ordered(keys, args)
+        return self._script(keys=ordered_keys, args=ordered_args)
+
+
+class Batch:
+    """Several script calls in one round trip. redis-py's own pipelined scripts first ask
+    `SCRIPT EXISTS` (a second round trip); here a call that finds its script gone (Redis
+    restarted) is simply made again on its own, which loads it."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._pipe = client.pipeline(transaction=False)
+        self._calls: list[tuple[Script, list[Any], list[Any]]] = []
+
+    def add(self, script: Script, *, keys: Mapping[str, Value | Sequence[Value]],
+            args: Mapping[str, Value | Sequence[Value]]) -> None:
+        ordered_keys, ordered_args = script.ordered(keys, args)
+        self._pipe.evalsha(script.sha, len(ordered_keys), *ordered_keys, *ordered_args)
+        self._calls.append((script, ordered_keys, ordered_args))
+
+    def execute(self) -> list[Any]:
+        if not self._calls:
+            return []
+        replies: list[Any] = self._pipe.execute(raise_on_error=False)
+        for i, reply in enumerate(replies):
+            if isinstance(reply, NoScriptError):
+                script, keys, args = self._calls[i]
+                replies[i] = script._script(keys=keys, args=args)
+            elif isinstance(reply, Exception):
+                raise reply
+        return replies
 
 
 class Scripts:

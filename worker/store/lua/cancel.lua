@@ -9,22 +9,21 @@
 -- KEYS[4] due_poll
 -- KEYS[5] due_local
 -- KEYS[6] queued
--- KEYS[7] enqueued_at
--- KEYS[8] expiry
--- KEYS[9] inflight
--- KEYS[10] inflight_jobs
--- KEYS[11] ready
--- KEYS[12] turns
--- KEYS[13] followers
--- KEYS[14] result
--- KEYS[15] live
--- KEYS[16] dead
--- KEYS[17] stats
--- KEYS[18] generation
--- KEYS[19] latency
--- KEYS[20] webhooks_due
--- KEYS[21] revoked          cancellations, also of jobs not registered yet
--- KEYS[22] leader_followers the leader's followers, when the job is a follower
+-- KEYS[7] expiry
+-- KEYS[8] inflight
+-- KEYS[9] inflight_jobs
+-- KEYS[10] ready
+-- KEYS[11] turns
+-- KEYS[12] followers
+-- KEYS[13] result
+-- KEYS[14] live
+-- KEYS[15] dead
+-- KEYS[16] stats
+-- KEYS[17] generation
+-- KEYS[18] latency
+-- KEYS[19] webhooks_due
+-- KEYS[20] revoked          cancellations, also of jobs not registered yet
+-- KEYS[21] leader_followers the leader's followers, when the job is a follower
 -- ARGV[1] job_id
 -- ARGV[2] now
 -- ARGV[3] retention
@@ -43,22 +42,22 @@
 local id, now = ARGV[1], tonumber(ARGV[2])
 local status = redis.call('HGET', J.job, 'status')
 if not status then
-  redis.call('ZADD', KEYS[21], now, id)
-  redis.call('ZREMRANGEBYSCORE', KEYS[21], '-inf', now - tonumber(ARGV[3]))
-  write_result(KEYS[14], ARGV[5], id, ARGV[6])
+  redis.call('ZADD', KEYS[20], now, id)
+  redis.call('ZREMRANGEBYSCORE', KEYS[20], '-inf', now - tonumber(ARGV[3]))
+  write_result(KEYS[13], ARGV[5], id, ARGV[6])
   return 'revoked'
 end
 if status ~= 'queued' and status ~= 'waiting' and status ~= 'follower' then return status end
 
-local e = {id = id, job = J.job, followers = KEYS[13], result = KEYS[14], live = KEYS[15],
-           dead = KEYS[16], stats = KEYS[17], generation = KEYS[18], latency = KEYS[19],
-           webhooks_due = KEYS[20], now = ARGV[2], retention = ARGV[3], outcome = ARGV[4],
+local e = {id = id, job = J.job, followers = KEYS[12], result = KEYS[13], live = KEYS[14],
+           dead = KEYS[15], stats = KEYS[16], generation = KEYS[17], latency = KEYS[18],
+           webhooks_due = KEYS[19], now = ARGV[2], retention = ARGV[3], outcome = ARGV[4],
            status = 'revoked', doc = ARGV[5], ttl = ARGV[6], result_prefix = ARGV[7],
            counter = ARGV[8], state = 'REVOKED', error = '', seconds = '', cost = '',
            webhook_prefix = ARGV[9], webhook_url = ARGV[10], webhook_type = 'job.revoked',
            created_at = redis.call('HGET', J.job, 'created_at')}
 if status == 'follower' then
-  redis.call('HDEL', KEYS[22], id)  -- it no longer shares the leader's outcome
+  redis.call('HDEL', KEYS[21], id)  -- it no longer shares the leader's outcome
   decide(e)
   return 'revoked'
 end

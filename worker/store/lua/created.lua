@@ -7,13 +7,12 @@
 -- KEYS[4] due_poll
 -- KEYS[5] due_local
 -- KEYS[6] queued
--- KEYS[7] enqueued_at
--- KEYS[8] expiry
--- KEYS[9] inflight
--- KEYS[10] inflight_jobs
--- KEYS[11] ready
--- KEYS[12] turns
--- KEYS[13] result
+-- KEYS[7] expiry
+-- KEYS[8] inflight
+-- KEYS[9] inflight_jobs
+-- KEYS[10] ready
+-- KEYS[11] turns
+-- KEYS[12] result
 -- ARGV[1] job_id
 -- ARGV[2] owner
 -- ARGV[3] now
@@ -32,9 +31,8 @@ if redis.call('HGET', J.job, 'status') ~= 'queued' then
 end
 redis.call('HSET', J.job, 'status', 'waiting')
 redis.call('HDEL', J.queued, id)
-redis.call('ZREM', J.enqueued_at, id)
 redis.call('ZREM', J.expiry, id)
 redis.call('ZADD', J.due_poll, ARGV[4], id)
 redis.call('HDEL', J.leases, id)
-write_result(KEYS[13], ARGV[5], id, ARGV[6])
+write_result(KEYS[12], ARGV[5], id, ARGV[6])
 return 'waiting'

@@ -8,20 +8,19 @@
 -- KEYS[4] due_poll
 -- KEYS[5] due_local
 -- KEYS[6] queued
--- KEYS[7] enqueued_at
--- KEYS[8] expiry
--- KEYS[9] inflight
--- KEYS[10] inflight_jobs
--- KEYS[11] ready
--- KEYS[12] turns
--- KEYS[13] followers        follower -> webhook URL
--- KEYS[14] result
--- KEYS[15] live
--- KEYS[16] dead
--- KEYS[17] stats
--- KEYS[18] generation
--- KEYS[19] latency          finished jobs' enqueue-to-outcome seconds
--- KEYS[20] webhooks_due
+-- KEYS[7] expiry
+-- KEYS[8] inflight
+-- KEYS[9] inflight_jobs
+-- KEYS[10] ready
+-- KEYS[11] turns
+-- KEYS[12] followers        follower -> webhook URL
+-- KEYS[13] result
+-- KEYS[14] live
+-- KEYS[15] dead
+-- KEYS[16] stats
+-- KEYS[17] generation
+-- KEYS[18] latency          finished jobs' enqueue-to-outcome seconds
+-- KEYS[19] webhooks_due
 -- ARGV[1] job_id
 -- ARGV[2] owner
 -- ARGV[3] now
@@ -47,16 +46,19 @@
 local id, owner = ARGV[1], ARGV[2]
 if not owns(J.leases, id, owner) then return {'lost'} end
 hset_from(J.job, 18)
-local e = {id = id, job = J.job, followers = KEYS[13], result = KEYS[14], live = KEYS[15],
-           dead = KEYS[16], stats = KEYS[17], generation = KEYS[18], latency = KEYS[19],
-           webhooks_due = KEYS[20], now = ARGV[3], retention = ARGV[4], outcome = ARGV[5],
+local f = redis.call('HMGET', J.job, 'status', 'created_at', 'outcome')
+local e = {id = id, job = J.job, followers = KEYS[12], result = KEYS[13], live = KEYS[14],
+           dead = KEYS[15], stats = KEYS[16], generation = KEYS[17], latency = KEYS[18],
+           webhooks_due = KEYS[19], now = ARGV[3], retention = ARGV[4], outcome = ARGV[5],
            status = ARGV[6], doc = ARGV[7], ttl = ARGV[8], result_prefix = ARGV[9],
            counter = ARGV[10], state = ARGV[11], error = ARGV[12], seconds = ARGV[13],
            cost = ARGV[14], webhook_prefix = ARGV[15], webhook_url = ARGV[16],
-           webhook_type = ARGV[17], created_at = redis.call('HGET', J.job, 'created_at')}
+           webhook_type = ARGV[17], created_at = f[2], existing = f[3]}
 local outcome, new, followers = decide(e)
-if redis.call('HGET', J.job, 'status') == 'revoked' then
+if f[1] == 'revoked' then
   settle_revoked(id, tonumber(ARGV[3]))
+elseif f[1] == 'waiting' then
+  retire_waiting(id)
 else
   retire(id)
 end

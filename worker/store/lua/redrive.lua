@@ -6,26 +6,27 @@
 -- KEYS[4] due_poll
 -- KEYS[5] due_local
 -- KEYS[6] queued
--- KEYS[7] enqueued_at
--- KEYS[8] expiry
--- KEYS[9] inflight
--- KEYS[10] inflight_jobs
--- KEYS[11] ready
--- KEYS[12] turns
--- KEYS[13] dead
--- KEYS[14] live
--- KEYS[15] result
--- KEYS[16] dispatch
+-- KEYS[7] expiry
+-- KEYS[8] inflight
+-- KEYS[9] inflight_jobs
+-- KEYS[10] ready
+-- KEYS[11] turns
+-- KEYS[12] dead
+-- KEYS[13] live
+-- KEYS[14] result
+-- KEYS[15] dispatch
 -- ARGV[1] job_id
 -- ARGV[2] now
 -- ARGV[3] deadline         a redriven waiting job's new deadline
 -- ARGV[4] lane
 -- ARGV[5] member           tenant|seq|job id
 -- ARGV[6] tenant
+-- ARGV[7] wake             the pub/sub channel that wakes the engines
 -- Returns 'redriven', or the state the job kept ('missing' when there is none)
 --!include common
 --!include job
 local id, now = ARGV[1], ARGV[2]
+redis.call('PUBLISH', ARGV[7], 'redrive')
 local status = redis.call('HGET', J.job, 'status')
 if status ~= 'failed' then return status or 'missing' end
 local f = redis.call('HMGET', J.job, 'prompt_id', 'pending_post')
@@ -34,9 +35,9 @@ redis.call('HINCRBY', J.job, 'redriven', 1)
 redis.call('HSET', J.job, 'retry_attempt', 0, 'retry_since', 0, 'list_before', 0,
            'list_oldest', 0)
 redis.call('PERSIST', J.job)
-redis.call('ZREM', KEYS[13], id)
-redis.call('SADD', KEYS[14], id)
-redis.call('DEL', KEYS[15])
+redis.call('ZREM', KEYS[12], id)
+redis.call('SADD', KEYS[13], id)
+redis.call('DEL', KEYS[14])
 local function count_inflight()
   redis.call('HSET', J.inflight_jobs, id, ARGV[6])
   redis.call('HINCRBY', J.inflight, ARGV[6], 1)
@@ -49,11 +50,10 @@ if f[1] then
 end
 redis.call('HSET', J.job, 'status', 'queued')
 redis.call('HSET', J.queued, id, ARGV[4] .. '|' .. ARGV[5])
-redis.call('ZADD', J.enqueued_at, now, id)
 if tonumber(f[2] or '0') > 0 then
   count_inflight()
   redis.call('ZADD', J.due_poll, now, id)
 else
-  join_ready(J.ready, J.turns, KEYS[16], ARGV[4], ARGV[5])
+  join_ready(J.ready, J.turns, KEYS[15], ARGV[4], ARGV[5])
 end
 return 'redriven'

@@ -10,13 +10,12 @@
 -- KEYS[7] ready             the lane's queue
 -- KEYS[8] turns             the lane's tenant turns
 -- KEYS[9] queued
--- KEYS[10] enqueued_at
--- KEYS[11] expiry
--- KEYS[12] revoked
--- KEYS[13] dispatch
--- KEYS[14] result           the job's result document
--- KEYS[15] stats
--- KEYS[16] webhooks_due
+-- KEYS[10] expiry
+-- KEYS[11] revoked
+-- KEYS[12] dispatch
+-- KEYS[13] result           the job's result document
+-- KEYS[14] stats
+-- KEYS[15] webhooks_due
 -- ARGV[1] job_id
 -- ARGV[2] now
 -- ARGV[3] retention         seconds a record is kept
@@ -30,31 +29,34 @@
 -- ARGV[11] result_ttl
 -- ARGV[12] counter          the stats field of this tenant and lane, without its last part
 -- ARGV[13] webhook_prefix   a webhook's hash is webhook_prefix .. message id
--- ARGV[14...] fields        the record: name, value, ...
+-- ARGV[14] wake             the pub/sub channel that wakes the engines
+-- ARGV[15...] fields        the record: name, value, ...
 -- Returns {'new'} | {'exists'} | {'revoked'} | {'retry'} | {'follower', leader, outcome or ''}.
 --!include common
 --!include decide
 local job, id, now, retention = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
-if redis.call('EXISTS', job) == 1 then return {'exists'} end
+if redis.call('HSETNX', job, 'status', 'queued') == 0 then return {'exists'} end
 
-if redis.call('ZSCORE', KEYS[12], id) then
-  redis.call('HSET', job, 'status', 'revoked', 'outcome', ARGV[9], 'finished_at', now)
-  hset_from(job, 14)
+if redis.call('ZSCORE', KEYS[11], id) then
+  redis.call('HSET', job, 'status', 'revoked', 'outcome', ARGV[9], 'finished_at', now,
+             unpack(ARGV, 15))
   redis.call('EXPIRE', job, retention)
-  write_result(KEYS[14], ARGV[10], id, ARGV[11])
-  queue_webhook({id = id, job = job, webhooks_due = KEYS[16], now = now, retention = retention,
+  write_result(KEYS[13], ARGV[10], id, ARGV[11])
+  redis.call('HINCRBY', KEYS[14], 'outcome:REVOKED', 1)
+  redis.call('HINCRBY', KEYS[14], ARGV[12] .. '|REVOKED', 1)
+  queue_webhook({id = id, job = job, webhooks_due = KEYS[15], now = now, retention = retention,
                  webhook_prefix = ARGV[13], webhook_type = 'job.revoked'}, id, ARGV[8])
-  redis.call('HINCRBY', KEYS[15], 'outcome:REVOKED', 1)
-  redis.call('HINCRBY', KEYS[15], ARGV[12] .. '|REVOKED', 1)
   return {'revoked'}
 end
 
 if KEYS[2] ~= job then
   local leader = redis.call('GET', KEYS[2]) or ''
-  if leader ~= ARGV[7] then return {'retry'} end
+  if leader ~= ARGV[7] then
+    redis.call('DEL', job)
+    return {'retry'}
+  end
   if leader ~= '' and leader ~= id and redis.call('EXISTS', KEYS[3]) == 1 then
-    redis.call('HSET', job, 'status', 'follower', 'leader', leader)
-    hset_from(job, 14)
+    redis.call('HSET', job, 'status', 'follower', 'leader', leader, unpack(ARGV, 15))
     redis.call('EXPIRE', job, retention)
     local outcome = redis.call('HGET', KEYS[3], 'outcome')
     if outcome then return {'follower', leader, outcome} end
@@ -65,13 +67,13 @@ if KEYS[2] ~= job then
   redis.call('SET', KEYS[2], id, 'EX', retention)
 end
 
-redis.call('HSET', job, 'status', 'queued')
-hset_from(job, 14)
+redis.call('HSET', job, unpack(ARGV, 15))
 redis.call('SET', KEYS[5], id, 'EX', retention)
 redis.call('SADD', KEYS[6], id)
 redis.call('HSET', KEYS[9], id, ARGV[4] .. '|' .. ARGV[5])
-redis.call('ZADD', KEYS[10], now, id)
-if tonumber(ARGV[6]) > 0 then redis.call('ZADD', KEYS[11], ARGV[6], id) end
-join_ready(KEYS[7], KEYS[8], KEYS[13], ARGV[4], ARGV[5])
-redis.call('HINCRBY', KEYS[15], ARGV[12] .. '|enqueued', 1)
+if tonumber(ARGV[6]) > 0 then redis.call('ZADD', KEYS[10], ARGV[6], id) end
+if join_ready(KEYS[7], KEYS[8], KEYS[12], ARGV[4], ARGV[5]) then
+  redis.call('PUBLISH', ARGV[14], 'job')  -- a tenant with a backlog keeps the engines busy
+end
+redis.call('HINCRBY', KEYS[14], ARGV[12] .. '|enqueued', 1)
 return {'new'}

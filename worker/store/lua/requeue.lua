@@ -8,13 +8,12 @@
 -- KEYS[4] due_poll
 -- KEYS[5] due_local
 -- KEYS[6] queued
--- KEYS[7] enqueued_at
--- KEYS[8] expiry
--- KEYS[9] inflight
--- KEYS[10] inflight_jobs
--- KEYS[11] ready
--- KEYS[12] turns
--- KEYS[13] dispatch
+-- KEYS[7] expiry
+-- KEYS[8] inflight
+-- KEYS[9] inflight_jobs
+-- KEYS[10] ready
+-- KEYS[11] turns
+-- KEYS[12] dispatch
 -- ARGV[1] job_id
 -- ARGV[2] owner
 -- ARGV[3] now
@@ -36,6 +35,6 @@ if at > now then
   redis.call('ZADD', J.due_submit, at, id)
 else
   local lane, member = split2(redis.call('HGET', J.queued, id))
-  join_ready(J.ready, J.turns, KEYS[13], lane, member)
+  join_ready(J.ready, J.turns, KEYS[12], lane, member)
 end
 return 'ok'

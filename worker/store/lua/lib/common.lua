@@ -39,12 +39,12 @@ local function has_ready(ready, tenant)
 end
 
 -- Put a job (back) in its lane's queue at its own place; its tenant takes turns from the
--- lane's clock if it had no turn yet.
+-- lane's clock if it had no turn yet. True when the tenant had none: the engines may be idle.
 local function join_ready(ready, turns, dispatch, lane, member)
   redis.call('ZADD', ready, 0, member)
   local tenant = split2(member)
   local start = tonumber(redis.call('HGET', dispatch, 'clock:' .. lane) or '0')
-  redis.call('ZADD', turns, 'NX', start, tenant)
+  return redis.call('ZADD', turns, 'NX', start, tenant) == 1
 end
 
 -- Take a job out of its lane's queue (if it is there).

@@ -1,7 +1,8 @@
 -- decide(e): record a job's outcome once and deliver it. `e` holds the job's keys and values:
 --   id, job, followers, result, live, dead, stats, generation, latency, webhooks_due, now,
 --   retention, outcome, status, doc, ttl, result_prefix, counter, state, error, seconds, cost,
---   webhook_prefix, webhook_url, webhook_type, created_at
+--   webhook_prefix, webhook_url, webhook_type, created_at, and existing: the outcome already
+--   recorded (false for none) when the caller read it, else nil
 -- Writes the result document for the job and each follower (their keys are made from
 -- result_prefix: followers are only known here), counts it, queues the webhooks (their hashes
 -- are webhook_prefix .. message id, likewise) and keeps the record for `retention`.
@@ -19,7 +20,8 @@ local function queue_webhook(e, job_id, url)
 end
 
 local function decide(e)
-  local outcome = redis.call('HGET', e.job, 'outcome')
+  local outcome = e.existing
+  if outcome == nil then outcome = redis.call('HGET', e.job, 'outcome') end
   local followers = redis.call('HGETALL', e.followers)
   if outcome then return outcome, 0, followers end
   redis.call('HSET', e.job, 'outcome', e.outcome, 'status', e.status, 'finished_at', e.now)
@@ -37,8 +39,8 @@ local function decide(e)
   end
   local created = tonumber(e.created_at)
   if created and created > 0 then
-    redis.call('LPUSH', e.latency, e.counter .. '|' .. (tonumber(e.now) - created))
-    redis.call('LTRIM', e.latency, 0, 4999)
+    local kept = redis.call('LPUSH', e.latency, e.counter .. '|' .. (tonumber(e.now) - created))
+    if kept > 5100 then redis.call('LTRIM', e.latency, 0, 4999) end
   end
   write_result(e.result, e.doc, e.id, e.ttl)
   queue_webhook(e, e.id, e.webhook_url)

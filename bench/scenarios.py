@@ -1,0 +1,111 @@
+"""The benchmark's scenarios and the row each prints.
+
+Issue 4's rows measure the pipeline's own cost (the rate limit out of the way, answers at once),
+against the same machine's ceiling of no-op Celery tasks. The real-conditions rows put Astria's
+latency, slow answers and account limit back, each beside the zero-latency row it is compared with
+or the account limit it is held to.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from astria_local.simulator import SimConfig
+from bench.run import Figures, Pool, Run
+
+#: The recommended worker command (README, Procfile, compose, Dockerfile).
+RECOMMENDED = Pool("threads", 8, 1)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    label: str
+    jobs: int
+    generation: float
+    callbacks: bool = False
+    latency: float = 0.0  #: seconds each Astria answer takes (+/- 50%)
+    slow_share: float = 0.0  #: share of answers that take slow_seconds, then slow_status
+    slow_seconds: float = 30.0
+    slow_status: int | None = 504
+    account_limit: float = 0.0  #: Astria's POSTs per second (0: none)
+    tuned: bool = True  #: the bench's settings (rate limit out of the way); else the defaults
+    baseline: str | None = None  #: the row whose makespan this one is compared with
+    pool: Pool | None = None  #: None: the recommended command
+    timeout: float = 900.0
+
+    def sim(self) -> SimConfig:
+        return SimConfig(generation_seconds=self.generation, latency_seconds=self.latency,
+                         fault_slow=self.slow_share, slow_seconds=self.slow_seconds,
+                         slow_status=self.slow_status, rate_limit=self.account_limit,
+                         rate_limit_methods="POST")
+
+
+ISSUE_4 = [
+    Scenario("gen 3 s, polling", 2000, 3.0),
+    Scenario("gen 0 s, polling", 2000, 0.0),
+    Scenario("gen 3 s, callbacks", 2000, 3.0, callbacks=True),
+    Scenario("10k in flight, 1 process", 10000, 60.0, callbacks=True,
+             pool=Pool("threads", 16, 1)),
+]
+REAL = [
+    Scenario("gen 3 s, latency 250 ms", 2000, 3.0, latency=0.25, baseline="gen 3 s, polling"),
+    Scenario("gen 3 s, latency 1 s", 2000, 3.0, latency=1.0, baseline="gen 3 s, polling"),
+    Scenario("1 answer in 5 takes 30 s, then 504", 300, 3.0, latency=0.25, slow_share=0.2,
+             tuned=False),
+    Scenario("account limit 5 POST/s", 300, 1.0, latency=0.25, account_limit=5.0, tuned=False),
+]
+SCENARIOS = {s.label: s for s in ISSUE_4 + REAL}
+
+
+def run(url: str, sc: Scenario) -> Figures:
+    with Run(url, sc.sim(), sc.pool or RECOMMENDED, tuned=sc.tuned,
+             callbacks=sc.callbacks) as stack:
+        enqueued: dict[str, float] = {}
+        started = time.time()
+        for i in range(sc.jobs):
+            job = stack.send({"tune_id": 42, "text": f"bench {i}"})
+            enqueued[job] = time.time()
+        return stack.measure(enqueued, started, sc.timeout)
+
+
+def _created(prompt: dict[str, Any]) -> float:
+    return datetime.fromisoformat(str(prompt["created_at"]).replace("Z", "+00:00")).timestamp()
+
+
+def row(sc: Scenario, f: Figures, ceiling: float | None,
+        makespans: dict[str, float]) -> dict[str, str]:
+    """The table's row of one run."""
+    dupes = sum(n - 1 for n in Counter(p["text"] for p in f.prompts).values())
+    sim = f.sim
+    posts = sim.get("requests_POST", 0)
+    out = {
+        "scenario": sc.label, "workers": str(sc.pool or RECOMMENDED), "jobs": str(sc.jobs),
+        "gen s": f"{sc.generation:g}", "latency s": f"{sc.latency:g}",
+        "jobs/s": f"{f.jobs / f.makespan:.0f}", "p50 s": f"{f.pct(0.5):.2f}",
+        "p95 s": f"{f.pct(0.95):.2f}", "makespan s": f"{f.makespan:.1f}",
+        "vs 0 latency": "", "POST/job": f"{sim.get('created', 0) / f.jobs:.2f}",
+        "GET/job": f"{sim.get('get', 0) / f.jobs:.2f}",
+        "max in flight": str(sim.get("max_in_flight", 0)),
+        "429 share": f"{sim.get('throttled', 0) / posts:.1%}" if posts else "",
+        "account used": "", "peak RSS MB": f"{f.peak_rss_mb:.0f}",
+        "all RSS MB": f"{f.total_rss_mb:.0f}",
+        "errors": str(f.jobs - f.succeeded), "duplicates": str(dupes),
+        "ceiling/s": "", "throughput/ceiling": "", "makespan/ideal": "",
+    }
+    if sc.baseline and sc.baseline in makespans:
+        out["vs 0 latency"] = f"{f.makespan / makespans[sc.baseline]:.2f}"
+    if sc.account_limit and len(f.prompts) > 1:
+        times = sorted(_created(p) for p in f.prompts)
+        burst = max(1.0, sc.account_limit)
+        rate = (len(times) - burst) / (times[-1] - times[0])
+        out["account used"] = f"{rate / sc.account_limit:.0%}"
+    if ceiling:
+        ideal = sc.generation + sc.jobs / ceiling
+        out.update({"ceiling/s": f"{ceiling:.0f}",
+                    "throughput/ceiling": f"{f.jobs / f.makespan / ceiling:.0%}",
+                    "makespan/ideal": f"{f.makespan / ideal:.2f}"})
+    return out

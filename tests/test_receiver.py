@@ -1,0 +1,119 @@
+"""The internet-facing receiver, run with the Procfile's own command: idle and half-sent
+connections, limits, health and Prometheus metrics."""
+
+from __future__ import annotations
+
+import os
+import resource
+import shlex
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from astria_local.redis_server import free_port
+from tests.harness import ROOT, Stack, wait_for
+
+pytestmark = pytest.mark.slow  # starts processes
+
+
+def procfile(name: str) -> list[str]:
+    lines = dict(line.split(": ", 1) for line in (ROOT / "Procfile").read_text().splitlines()
+                 if line.strip())
+    return shlex.split(lines[name])
+
+
+@pytest.fixture
+def receiver(make_stack: Callable[..., Stack]) -> Iterator[tuple[Stack, str]]:
+    """The Procfile's `callbacks:` command, as it stands, on a free PORT."""
+    stack = make_stack()
+    port = free_port()
+    command = procfile("callbacks")
+    proc = subprocess.Popen([sys.executable, "-m", *command] if command[0] == "gunicorn"
+                            else command, cwd=ROOT, env={**os.environ, **stack.env,
+                                                        "PORT": str(port)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    stack.workers.append(proc)
+    url = f"http://127.0.0.1:{port}"
+    wait_for(lambda: _ok(url + "/healthz"), 30, "the receiver")
+    yield stack, url
+
+
+def _ok(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1).ok
+    except requests.RequestException:
+        return False
+
+
+def test_idle_half_sent_requests_are_dropped_and_do_not_block_callbacks(
+    receiver: tuple[Stack, str],
+) -> None:
+    _, url = receiver
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))
+    port = int(url.rsplit(":", 1)[1])
+    idle = []
+    for _ in range(1000):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        sock.sendall(b"POST /astria/callback?token=x HTTP/1.1\r\nHost: x\r\nContent-Le")
+        idle.append(sock)
+    started = time.monotonic()
+    answer = requests.post(url + "/astria/callback?token=nobody", json={"prompt": {"id": 1}},
+                           timeout=5)
+    assert answer.status_code == 404 and time.monotonic() - started < 2  # answered at once
+
+    def dropped(sock: socket.socket) -> bool:
+        sock.settimeout(0.05)
+        try:
+            return sock.recv(1024) == b""
+        except TimeoutError:
+            return False
+        except OSError:
+            return True
+
+    open_ones = list(idle)
+    while open_ones and time.monotonic() - started < 45:
+        open_ones = [s for s in open_ones if not dropped(s)]
+        time.sleep(1)
+    elapsed = time.monotonic() - started
+    for sock in idle:
+        sock.close()
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert not open_ones, f"{len(open_ones)} of 1000 still open after {elapsed:.0f}s"
+
+
+def test_limits_and_health(receiver: tuple[Stack, str]) -> None:
+    _, url = receiver
+    too_big = requests.post(url + "/cb?token=x", data=b"x" * (1024 * 1024 + 1), timeout=10)
+    assert too_big.status_code == 413
+    assert requests.post(url + "/cb?token=unknown", json={}, timeout=5).status_code == 404
+    assert requests.get(url + "/healthz", timeout=5).json() == {"ok": True}
+
+
+def test_metrics_are_prometheus_text_with_a_histogram_and_labels(
+    receiver: tuple[Stack, str],
+) -> None:
+    stack, url = receiver
+    stack.start_worker()
+    assert stack.outcome(stack.send({"tune_id": 42, "text": "measured", "tenant": "m"}))
+    stack.outcome(stack.send({"tune_id": 42, "text": "SIMULATE_USER_ERROR"}))
+
+    def scraped() -> dict[str, object] | None:
+        families = {f.name: f for f in text_string_to_metric_families(
+            requests.get(url + "/metrics", timeout=5).text)}
+        histogram = families.get("astria_queue_astria_request_seconds")
+        return families if histogram and histogram.samples else None
+
+    families = wait_for(scraped, 15, "request metrics flushed", every=0.5)
+    assert families["astria_queue_astria_request_seconds"].type == "histogram"  # type: ignore[attr-defined]
+    jobs = families["astria_queue_jobs"].samples  # type: ignore[attr-defined]
+    assert {"state": "succeeded", "tenant": "m", "lane": "normal"} in [s.labels for s in jobs]
+    requests_by_status = families["astria_queue_astria_requests"].samples  # type: ignore[attr-defined]
+    assert any(s.labels.get("status") == "2xx" for s in requests_by_status)
