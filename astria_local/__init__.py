@@ -2,7 +2,8 @@
 throwaway Redis, and the demo. Installed with the project for users' own tests; not in the
 Docker image."""
 
-from astria_local.redis_server import RedisServerError, ThrowawayRedis, free_port
+from astria_local.redis_server import RedisServerError, ThrowawayRedis, ThrowawaySentinel, free_port
 from astria_local.simulator import AstriaSimulator, SimConfig
 
-__all__ = ["AstriaSimulator", "RedisServerError", "SimConfig", "ThrowawayRedis", "free_port"]
+__all__ = ["AstriaSimulator", "RedisServerError", "SimConfig", "ThrowawayRedis",
+           "ThrowawaySentinel", "free_port"]

@@ -64,6 +64,11 @@ class ThrowawayRedis:
         self._proc = subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
         )
+        self._wait_for_pong(args)
+        return self
+
+    def _wait_for_pong(self, args: list[str]) -> None:
+        assert self._proc is not None
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
@@ -72,10 +77,17 @@ class ThrowawayRedis:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
                     sock.sendall(b"PING\r\n")
                     if sock.recv(16).startswith(b"+PONG"):
-                        return self
+                        return
             except OSError:
                 time.sleep(0.05)
         raise RedisServerError(f"redis-server did not answer on port {self.port} within 10 s")
+
+    def kill(self) -> None:
+        """SIGKILL: the server dies as a crashed host would, flushing nothing."""
+        if self._proc and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        self._proc = None
 
     def stop(self) -> None:
         """Shut down cleanly (SIGTERM: an AOF server flushes its file first)."""
@@ -98,3 +110,28 @@ class ThrowawayRedis:
     def __exit__(self, *exc: object) -> None:
         self.stop()
         self._dir.cleanup()
+
+
+class ThrowawaySentinel(ThrowawayRedis):
+    """A Sentinel watching `master_port` as `master_name` (quorum 1, a failover within a few
+    seconds): `sentinel://127.0.0.1:<port>/0`."""
+
+    def __init__(self, master_port: int, master_name: str = "mymaster") -> None:
+        super().__init__()
+        self.master_name = master_name
+        self.master_port = master_port
+        self.url = f"sentinel://127.0.0.1:{self.port}/0"
+
+    def start(self) -> ThrowawaySentinel:
+        config = Path(self._dir.name) / "sentinel.conf"
+        config.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {self._dir.name}\n"
+            f"sentinel monitor {self.master_name} 127.0.0.1 {self.master_port} 1\n"
+            f"sentinel down-after-milliseconds {self.master_name} 1000\n"
+            f"sentinel failover-timeout {self.master_name} 5000\n"
+            f"sentinel parallel-syncs {self.master_name} 1\n")
+        self._proc = subprocess.Popen(
+            [redis_server_binary(), str(config), "--sentinel"], stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True)
+        self._wait_for_pong([redis_server_binary(), str(config)])
+        return self

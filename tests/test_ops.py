@@ -1,10 +1,9 @@
-"""Operations: compose and Procfile agree with the code; schema, batch, stats, health, JSON logs."""
+"""Operations: batch, stats, health, JSON logs, the CLI and the demo."""
 
 from __future__ import annotations
 
 import json
 import os
-import shlex
 import subprocess
 import sys
 import tomllib
@@ -12,52 +11,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.harness import PTI_TUNE, ROOT, Stack, wait_for
-from worker.settings import Settings
-from worker.spec import spec_json_schema
 
 pytestmark = pytest.mark.slow  # starts worker processes
 
 SCRIPTS = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"])
-
-
-def test_compose_file_matches_the_code() -> None:
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    services = compose["services"]
-    assert set(services) == {"redis", "worker", "callbacks", "flower", "simulator"}
-    redis_cmd = " ".join(services["redis"]["command"])
-    assert "--appendonly yes" in redis_cmd and "healthcheck" in services["redis"]
-    assert services["worker"]["command"][:4] == ["celery", "-A", "worker", "worker"]
-    assert "ports" not in services["worker"]  # so that --scale worker=N works
-    assert services["callbacks"]["command"][0] in SCRIPTS
-    assert services["flower"]["command"][:4] == ["celery", "-A", "worker", "flower"]
-    assert services["simulator"]["profiles"] == ["local"]
-    assert services["simulator"]["command"][:2] == ["astria-queue", "simulator"]
-    env = services["worker"]["environment"]
-    known = {name.upper() for name in Settings.model_fields}
-    assert set(env) <= known, set(env) - known
-    for name in ("callbacks", "flower", "simulator"):
-        assert services[name]["environment"] == env
-
-
-def test_procfile_runs_the_same_commands_as_compose() -> None:
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
-    procfile = dict(line.split(": ", 1) for line in (ROOT / "Procfile").read_text().splitlines()
-                    if line.strip())
-    assert set(procfile) == {"worker", "callbacks", "flower"}
-    for name, command in procfile.items():
-        words = shlex.split(command)
-        assert words[0] in SCRIPTS | {"celery"}
-        assert words[:4] == compose[name]["command"][:4]
-
-
-def test_committed_schema_is_current() -> None:
-    committed = json.loads((ROOT / "schema" / "prompt-spec.schema.json").read_text())
-    assert committed == spec_json_schema()
-    assert committed["additionalProperties"] is False
-    assert committed["properties"]["num_images"]["anyOf"][0]["maximum"] == 8
 
 
 def test_batch_dry_run_reports_every_bad_line_and_enqueues_nothing(

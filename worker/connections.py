@@ -13,7 +13,7 @@ from urllib.parse import unquote, urlsplit
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
-from redis.sentinel import Sentinel
+from redis.sentinel import Sentinel, SentinelManagedConnection
 
 from worker.settings import Settings
 
@@ -23,6 +23,20 @@ _OPTIONS = {"socket_timeout": 15, "socket_connect_timeout": 5, "health_check_int
 def _retry() -> Retry:
     return Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=20,
                  supported_errors=(redis.ConnectionError, redis.TimeoutError))
+
+
+class FollowingSentinelConnection(SentinelManagedConnection):
+    """A connection to the current master. redis-py asks the Sentinels for the master when a
+    connection is handed out, but a pipeline that lost its connection reconnects to the old
+    address until its retries run out (redis-py 8.1: half a minute of refused connections after
+    every failover). This one asks again whenever it connects."""
+
+    def connect_check_health(self, check_health: bool = True,
+                             retry_socket_connect: bool = True) -> None:
+        if not self._sock and self.connection_pool.is_master:
+            self.host, self.port = self.connection_pool.get_master_address()
+        super().connect_check_health(check_health=check_health,
+                                     retry_socket_connect=retry_socket_connect)
 
 
 def sentinel_hosts(url: str) -> tuple[list[tuple[str, int]], int, str | None]:
@@ -46,6 +60,7 @@ def redis_client(settings: Settings) -> redis.Redis:
         sentinel = Sentinel(hosts, socket_timeout=5, sentinel_kwargs={"socket_timeout": 5})
         assert settings.redis_sentinel_master  # checked by Settings
         master: redis.Redis = sentinel.master_for(
-            settings.redis_sentinel_master, db=db, password=password, retry=_retry(), **_OPTIONS)
+            settings.redis_sentinel_master, db=db, password=password, retry=_retry(),
+            connection_class=FollowingSentinelConnection, **_OPTIONS)
         return master
     return redis.Redis.from_url(url, retry=_retry(), **_OPTIONS)

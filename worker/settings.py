@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     redis_url: str = Field("redis://127.0.0.1:6379/0", pattern=r"^(redis|rediss|unix|sentinel)://")
     #: With a sentinel:// REDIS_URL: the name of the master the Sentinels watch.
     redis_sentinel_master: str | None = None
+    #: Replicas a write must reach (Redis WAIT) before a POST is sent or a message acknowledged;
+    #: default 1 with Sentinel, else 0. See README "Redis Sentinel".
+    redis_wait_replicas: int | None = Field(None, ge=0)
+    redis_wait_timeout_ms: int = Field(500, ge=1)
     astria_api_key: SecretStr | None = None
     astria_base_url: str = Field("https://api.astria.ai", pattern=r"^https?://[^\s/]+")
     astria_workspace_id: str | None = None
@@ -159,6 +163,12 @@ class Settings(BaseSettings):
         """Hard limit of one task run. The task only validates and registers a job in Redis (no
         Astria request), so this covers Redis' own retries during a restart, with margin."""
         return 30.0
+
+    @property
+    def wait_replicas(self) -> int:
+        if self.redis_wait_replicas is not None:
+            return self.redis_wait_replicas
+        return 1 if self.redis_url.startswith("sentinel://") else 0
 
     def api_key(self) -> str:
         """The Astria key, or a ConfigError naming the variable; never logged or stored."""

@@ -31,6 +31,7 @@ from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 from kombu.utils.objects import cached_property
 
+from worker.connections import FollowingSentinelConnection
 from worker.constants import Keys
 from worker.settings import get_settings
 
@@ -173,6 +174,11 @@ class Transport(kombu_redis.Transport):
 
 class SentinelChannel(Channel, kombu_redis.SentinelChannel):
     """Our consumer, connected through the Sentinels to the current master."""
+
+    def _sentinel_managed_pool(self, asynchronous: bool = False) -> Any:
+        pool = super()._sentinel_managed_pool(asynchronous)
+        pool.connection_class = FollowingSentinelConnection  # follows a failover at once
+        return pool
 
 
 class SentinelTransport(kombu_redis.SentinelTransport):

@@ -36,6 +36,7 @@ from worker.records import (
 from worker.results import ResultFormat, outcome_status, webhook_type
 from worker.settings import Settings
 from worker.spec import TENANT_PATTERN, PromptSpec
+from worker.store.learnt import Recent
 from worker.store.scripts import Batch, Scripts
 from worker.store.types import (
     Decided,
@@ -70,6 +71,20 @@ class JobStore:
         self.keys = keys
         self.results = results
         self.scripts = Scripts(client)
+        self._replicas = Recent(self._connected_replicas)
+
+    def _batch(self, *, durable: bool = False) -> Batch:
+        """A round trip of script calls; durable ones wait for REDIS_WAIT_REPLICAS replicas
+        (the record of a POST about to be sent, a registration, a prompt id, an outcome), or
+        for as many as the master has now: a master left alone (its replica died, or it was
+        just promoted) does not make every write wait for the timeout."""
+        replicas = min(self.settings.wait_replicas, self._replicas.get()) if durable else 0
+        return Batch(self.redis, replicas, self.settings.redis_wait_timeout_ms)
+
+    def _connected_replicas(self) -> int:
+        if not self.settings.wait_replicas:
+            return 0
+        return int(self.redis.info("replication").get("connected_slaves", 0))
 
     # --- keys of one job ----------------------------------------------------------------------
     def _job_keys(self, job_id: str, lane: Lane) -> dict[str, str]:
@@ -112,7 +127,9 @@ class JobStore:
         idem = k.idempotency(spec.idempotency_key) if spec.idempotency_key else k.job(job_id)
         for _ in range(10):
             leader = as_text(self.redis.get(idem) or "") if spec.idempotency_key else ""
-            reply = self.scripts.register(
+            batch = self._batch(durable=True)
+            batch.add(
+                self.scripts.register,
                 keys={"job": k.job(job_id), "idem": idem,
                       "leader": k.job(leader) if leader else k.job(job_id),
                       "leader_followers": k.followers(leader or job_id),
@@ -132,6 +149,7 @@ class JobStore:
                       "webhook_prefix": k.webhook(""), "wake": k.wake,
                       "fields": flat_fields(fields)},
             )
+            reply = batch.execute()[0]
             kind = as_text(reply[0])
             if kind == "retry":  # the key's leader changed under us: read it again
                 continue
@@ -224,7 +242,7 @@ class JobStore:
 
     def mark_posting_many(self, items: list[tuple[Lease, Job, Mapping[str, Any]]]) -> list[str]:
         """`mark_posting` for several jobs in one round trip: 'ok', 'revoked' or 'lost' each."""
-        batch = Batch(self.redis)
+        batch = self._batch(durable=True)
         now = time.time()
         for lease, job, fields in items:
             batch.add(self.scripts.mark_posting, keys=self._job_keys(job.id, job.lane),
@@ -238,11 +256,12 @@ class JobStore:
         prompt is recorded ('revoked', or 'delete' when its DELETE is due)."""
         keys = self._job_keys(job.id, job.lane)
         keys["result"] = self.keys.result(job.id)
-        reply = as_text(self.scripts.created(
-            keys=keys,
-            args={"job_id": job.id, "owner": lease.owner, "now": time.time(),
-                  "first_poll_at": first_poll_at, "doc": self.results.waiting_prefix(info),
-                  "ttl": self.results.ttl, "fields": flat_fields(fields)}))
+        batch = self._batch(durable=True)
+        batch.add(self.scripts.created, keys=keys,
+                  args={"job_id": job.id, "owner": lease.owner, "now": time.time(),
+                        "first_poll_at": first_poll_at, "doc": self.results.waiting_prefix(info),
+                        "ttl": self.results.ttl, "fields": flat_fields(fields)})
+        reply = as_text(batch.execute()[0])
         if reply == "lost":
             raise LeaseLost(job.id)
         return reply
@@ -264,7 +283,7 @@ class JobStore:
 
     def schedule_many(self, items: list[Later]) -> list[str]:
         """`schedule` for several jobs in one round trip; LeaseLost if any was not ours."""
-        batch = Batch(self.redis)
+        batch = self._batch()
         now = time.time()
         for item in items:
             batch.add(self.scripts.schedule, keys=self._job_keys(item.job.id, item.job.lane),
@@ -295,7 +314,7 @@ class JobStore:
 
     def finish_many(self, endings: list[Ending]) -> list[Decided | None]:
         """`finish` for several jobs in one round trip; None for a job that was not ours."""
-        batch = Batch(self.redis)
+        batch = self._batch(durable=True)
         now = time.time()
         for e in endings:
             job, outcome = e.job, e.outcome

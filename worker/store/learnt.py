@@ -20,7 +20,7 @@ T = TypeVar("T")
 CACHE_SECONDS = 2.0
 
 
-class _Recent(Generic[T]):
+class Recent(Generic[T]):
     """A value read at most every CACHE_SECONDS (per process)."""
 
     def __init__(self, read: Callable[[], T]) -> None:
@@ -39,8 +39,8 @@ class Learnt:
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self._redis = client
         self._keys = keys
-        self._generation = _Recent(self._read_generation)
-        self._routes: dict[int, _Recent[RouteKind | None]] = {}
+        self._generation = Recent(self._read_generation)
+        self._routes: dict[int, Recent[RouteKind | None]] = {}
 
     def _read_generation(self) -> float | None:
         value = self._redis.get(self._keys.generation_seconds)
@@ -60,7 +60,7 @@ class Learnt:
                 text = value.decode() if isinstance(value, bytes) else value
                 return "pti" if text == "pti" else "faceid" if text == "faceid" else None
 
-            self._routes[tune_id] = _Recent(read)
+            self._routes[tune_id] = Recent(read)
         return self._routes[tune_id].get()
 
     def remember_route(self, tune_id: int, kind: RouteKind) -> None:

@@ -13,6 +13,7 @@ order. `--!include NAME` pulls in a shared piece from `lua/lib/NAME.lua`.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from typing import Any
 import redis
 from redis.exceptions import NoScriptError
 
+log = logging.getLogger("astria.store")
 _HEADER = re.compile(r"^--\s+(KEYS|ARGV)\[(\d+)(\.\.\.)?\]\s+(\w+)")
 _INCLUDE = re.compile(r"^--!include\s+(\w+)\s*$", re.MULTILINE)
 Value = str | int | float | bytes
@@ -109,11 +111,16 @@ class Script:
 class Batch:
     """Several script calls in one round trip. redis-py's own pipelined scripts first ask
     `SCRIPT EXISTS` (a second round trip); here a call that finds its script gone (Redis
-    restarted) is simply made again on its own, which loads it."""
+    restarted) is simply made again on its own, which loads it.
 
-    def __init__(self, client: redis.Redis) -> None:
+    With `replicas`, the round trip ends with `WAIT replicas timeout_ms` on the same
+    connection: the writes have reached that many replicas (or the timeout passed) when
+    `execute` returns, so a failover cannot take them back."""
+
+    def __init__(self, client: redis.Redis, replicas: int = 0, timeout_ms: int = 500) -> None:
         self._pipe = client.pipeline(transaction=False)
         self._calls: list[tuple[Script, list[Any], list[Any]]] = []
+        self._replicas, self._timeout_ms = replicas, timeout_ms
 
     def add(self, script: Script, *, keys: Mapping[str, Value | Sequence[Value]],
             args: Mapping[str, Value | Sequence[Value]]) -> None:
@@ -124,7 +131,14 @@ class Batch:
     def execute(self) -> list[Any]:
         if not self._calls:
             return []
+        if self._replicas:
+            self._pipe.execute_command("WAIT", self._replicas, self._timeout_ms)
         replies: list[Any] = self._pipe.execute(raise_on_error=False)
+        if self._replicas:
+            reached = replies.pop()
+            if isinstance(reached, int) and reached < self._replicas:
+                log.warning("Redis WAIT: %d of %d replicas acknowledged within %d ms", reached,
+                            self._replicas, self._timeout_ms)
         for i, reply in enumerate(replies):
             if isinstance(reply, NoScriptError):
                 script, keys, args = self._calls[i]

@@ -1,0 +1,95 @@
+"""The files operators run (compose, Procfile, Dockerfile, Prometheus, Grafana, the schema) agree
+with the code. (No Docker engine runs here: the files are checked, not started.)"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import tomllib
+from pathlib import Path
+
+import yaml
+
+from worker.settings import Settings
+from worker.spec import spec_json_schema
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPTS = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"])
+
+
+def compose(name: str = "docker-compose.yml") -> dict:  # type: ignore[type-arg]
+    return yaml.safe_load((ROOT / name).read_text())  # type: ignore[no-any-return]
+
+
+def procfile() -> dict[str, list[str]]:
+    return {name: shlex.split(command) for name, command in (
+        line.split(": ", 1) for line in (ROOT / "Procfile").read_text().splitlines()
+        if line.strip())}
+
+
+def test_compose_runs_what_the_procfile_runs() -> None:
+    services = compose()["services"]
+    assert {"redis", "worker", "callbacks", "flower", "simulator", "prometheus",
+            "grafana"} <= set(services)
+    assert "--appendonly yes" in " ".join(services["redis"]["command"])
+    assert "ports" not in services["worker"]  # so that --scale worker=N works
+    for name, command in procfile().items():
+        expanded = [re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", word) for word in command]
+        assert services[name]["command"] == expanded, name
+    assert services["simulator"]["profiles"] == ["local"]
+    assert services["simulator"]["build"]["target"] == "local"
+    assert services["simulator"]["command"][:2] == ["astria-queue", "simulator"]
+    env = services["worker"]["environment"]
+    known = {name.upper() for name in Settings.model_fields}
+    assert set(env) <= known, set(env) - known
+
+
+def test_the_procfile_uses_standard_commands() -> None:
+    commands = procfile()
+    assert set(commands) == {"worker", "callbacks", "flower"}
+    assert commands["worker"][:4] == ["celery", "-A", "worker", "worker"]
+    assert commands["callbacks"][:3] == ["gunicorn", "-c", "python:worker.gunicorn_conf"]
+    assert commands["callbacks"][3] == "worker.receiver:app"
+
+
+def test_the_image_starts_the_recommended_worker_and_leaves_local_tools_out() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    cmd = json.loads(re.search(r"^CMD (\[.*\])$", dockerfile, re.M).group(1))  # type: ignore[union-attr]
+    assert cmd == procfile()["worker"]
+    runtime = dockerfile.split("AS local")[0]
+    assert "astria_local" not in runtime
+
+
+def test_prometheus_scrapes_the_receiver_and_the_dashboard_uses_real_metrics() -> None:
+    scrape = yaml.safe_load((ROOT / "deploy/prometheus.yml").read_text())["scrape_configs"][0]
+    assert scrape["metrics_path"] == "/metrics"
+    assert scrape["static_configs"][0]["targets"] == ["callbacks:8080"]
+    dashboard = json.loads((ROOT / "deploy/grafana/dashboards/astria-queue.json").read_text())
+    exported = set(re.findall(r'"(astria_queue_\w+)"',
+                              (ROOT / "worker/metrics.py").read_text()))
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            for name in re.findall(r"astria_queue_\w+", target["expr"]):
+                base = re.sub(r"_(total|bucket|sum|count)$", "", name)
+                assert base in exported, name
+
+
+def test_committed_schema_is_current() -> None:
+    committed = json.loads((ROOT / "schema" / "prompt-spec.schema.json").read_text())
+    assert committed == spec_json_schema()
+    assert committed["additionalProperties"] is False
+    assert committed["properties"]["num_images"]["anyOf"][0]["maximum"] == 8
+
+
+def test_the_sentinel_variant_reaches_redis_through_three_sentinels() -> None:
+    from worker.connections import sentinel_hosts
+
+    override = compose("docker-compose.sentinel.yml")["services"]
+    env = override["worker"]["environment"]
+    hosts, db, _ = sentinel_hosts(env["REDIS_URL"])
+    assert hosts == [(f"sentinel-{i}", 26379) for i in (1, 2, 3)] and db == 0
+    assert Settings(redis_url=env["REDIS_URL"],
+                    redis_sentinel_master=env["REDIS_SENTINEL_MASTER"]).wait_replicas == 1
+    assert override["callbacks"]["environment"] == env == override["flower"]["environment"]
+    assert "--replicaof" in override["redis-replica"]["command"]
