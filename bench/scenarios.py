@@ -18,7 +18,7 @@ from astria_local.simulator import SimConfig
 from bench.run import Figures, Pool, Run
 
 #: The recommended worker command (README, Procfile, compose, Dockerfile).
-RECOMMENDED = Pool("threads", 8, 1)
+RECOMMENDED = Pool("prefork", 2, 1)
 
 
 @dataclass(frozen=True)

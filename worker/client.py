@@ -175,7 +175,9 @@ class AstriaClient:
         return request
 
     def _send(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        timeout = (self._settings.astria_connect_timeout, self._settings.astria_read_timeout)
+        s = self._settings
+        timeout = (s.astria_connect_timeout,
+                   s.astria_read_timeout if method == "POST" else s.astria_poll_read_timeout)
         request = self._prepare(method, path, **kwargs)
         maybe_created = method == "POST"
         try:

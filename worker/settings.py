@@ -43,7 +43,11 @@ class Settings(BaseSettings):
 
     # HTTP and the retry budget (tenacity)
     astria_connect_timeout: float = Field(5.0, gt=0)
+    #: How long a POST's answer is waited for (Astria gives up at 30 s and answers 504).
     astria_read_timeout: float = Field(45.0, gt=0)
+    #: How long any other request's answer is waited for: a slow poll or listing is simply asked
+    #: again, sooner than Astria's own 30 s would tell.
+    astria_poll_read_timeout: float = Field(10.0, gt=0)
     astria_retry_attempts: int = Field(6, ge=1)
     astria_retry_max_seconds: float = Field(120.0, gt=0)
     astria_retry_initial_delay: float = Field(1.0, ge=0)

@@ -1,10 +1,11 @@
 -- The adaptive rate limit of one kind of Astria request ('submit' or 'poll'), kept in the
 -- limiter hash as `<field>:<kind>`: a token bucket whose rate looks for Astria's own limit.
 -- * A 429 to a request sent after the last cut sets the rate to MARGIN of what Astria let
---   through since that cut (its bucket was empty at both, so what passed between them is its
---   rate), or cuts it by BACKOFF without such a measurement; never more than halves it, never
---   below FLOOR of the ceiling. Its Retry-After pauses the kind until then. A 429 to a request
---   sent before the cut says nothing new and changes nothing.
+--   through since that cut, per second of sending (its bucket was empty at both, so what passed
+--   between them is its rate; the Retry-After pause, when nothing was sent, does not count), or
+--   cuts it by BACKOFF without such a measurement; never more than halves it, never below FLOOR
+--   of the ceiling. Its Retry-After pauses the kind until then. A 429 to a request sent before
+--   the cut says nothing new.
 -- * While requests wait for tokens and no 429 came for HOLD s, each answered request lets the
 --   rate grow by GROWTH, up to the ceiling (ASTRIA_RATE_LIMIT_PER_SECOND). Growing per request,
 --   not per second, makes a probe cost the same share of 429s at any rate or latency.
@@ -12,7 +13,7 @@
 --   send, after a pause, part of what Astria's own bucket refilled meanwhile, and no burst that a
 --   small bucket at Astria would refuse.
 local HOLD, GROWTH, FLOOR, BACKOFF, MARGIN, CAP = 1.0, 0.0015, 0.02, 0.7, 0.93, 0.5
-local LIMITER_FIELDS = {'rate', 'tokens', 'ts', 'pause', 'ok', 'last429', 'hungry'}
+local LIMITER_FIELDS = {'rate', 'tokens', 'ts', 'pause', 'ok', 'last429', 'hungry', 'plen'}
 
 local function limiter_load(key, kind, ceiling, burst, now)
   local fields = {}
@@ -21,7 +22,8 @@ local function limiter_load(key, kind, ceiling, burst, now)
   local s = {key = key, kind = kind, ceiling = ceiling, burst = burst,
              rate = math.min(tonumber(v[1]) or ceiling, ceiling), ts = tonumber(v[3]) or now,
              pause = tonumber(v[4]) or 0, ok = tonumber(v[5]) or 0,
-             last429 = tonumber(v[6]) or 0, was_hungry = v[7] == '1', used = 0, hungry = false}
+             last429 = tonumber(v[6]) or 0, was_hungry = v[7] == '1', plen = tonumber(v[8]) or 0,
+             used = 0, hungry = false}
   local elapsed = math.max(0, now - s.ts)
   s.tokens = math.min(math.max(1, math.min(burst, s.rate * CAP)),
                       (tonumber(v[2]) or burst) + elapsed * s.rate)
@@ -41,11 +43,13 @@ local function limiter_report(s, report, now)
   local window = now - s.last429
   local rate = s.rate * BACKOFF
   if s.last429 > 0 and window <= 60 then
-    rate = math.max(s.rate * 0.5, math.min(s.rate, s.ok / window) * MARGIN)
+    local sending = math.max(0.5, window - math.min(s.plen, window))
+    rate = math.max(s.rate * 0.5, math.min(s.rate, s.ok / sending) * MARGIN)
   end
   s.rate = math.max(rate, s.ceiling * FLOOR)
   s.last429, s.ok, s.tokens = now, 0, 0
   local retry_after = tonumber(report.retry_after) or 0
+  s.plen = math.max(0, retry_after)
   if retry_after > 0 then s.pause = math.max(s.pause, now + retry_after) end
 end
 
@@ -62,6 +66,7 @@ end
 local function limiter_save(s)
   redis.call('HSET', s.key, 'rate:' .. s.kind, s.rate, 'tokens:' .. s.kind, s.tokens - s.used,
              'ts:' .. s.kind, s.ts, 'pause:' .. s.kind, s.pause, 'ok:' .. s.kind, s.ok,
-             'last429:' .. s.kind, s.last429, 'hungry:' .. s.kind, s.hungry and 1 or 0)
+             'last429:' .. s.kind, s.last429, 'hungry:' .. s.kind, s.hungry and 1 or 0,
+             'plen:' .. s.kind, s.plen)
   redis.call('EXPIRE', s.key, 3600)
 end
