@@ -99,8 +99,8 @@ def run_demo(timeout: float = 300.0) -> int:
         get_settings.cache_clear()
         runtime.cache_clear()
         worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-q", "-A", "worker", "worker", "-P", "threads",
-             "-c", "8", "--loglevel", "WARNING", "--without-mingle", "--without-gossip"],
+            [sys.executable, "-m", "celery", "-q", "-A", "worker", "worker", "-c", "2",
+             "--loglevel", "WARNING", "--without-mingle", "--without-gossip"],
             env=os.environ.copy(),
         )
         stack.callback(_stop, worker)

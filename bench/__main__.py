@@ -5,6 +5,7 @@
     python -m bench --repeat 3          # each scenario three times; the table shows the median
     python -m bench --only "gen 3 s, latency 1 s" [--pool threads -c 8 --processes 1]
     python -m bench lanes               # priority lanes, fair tenants and cancellation
+    python -m bench capacity            # Redis bytes per waiting job, commands and CPU per job
 
 It starts its own Redis, the simulator, the receiver when a row needs callbacks, and the worker
 processes; nothing else is touched.
@@ -17,7 +18,7 @@ import json
 from dataclasses import replace
 
 from astria_local.redis_server import ThrowawayRedis
-from bench import lanes
+from bench import capacity, lanes
 from bench.run import Pool, ceiling
 from bench.scenarios import RECOMMENDED, SCENARIOS, row, run
 
@@ -34,7 +35,8 @@ def print_table(rows: list[dict[str, str]]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", nargs="?", default="scenarios", choices=["scenarios", "lanes"])
+    parser.add_argument("what", nargs="?", default="scenarios",
+                        choices=["scenarios", "lanes", "capacity"])
     parser.add_argument("--only", action="append", help="run this scenario (repeatable)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="run each scenario this many times; the table shows the median run")
@@ -47,6 +49,9 @@ def main() -> None:
     with ThrowawayRedis() as server:
         if args.what == "lanes":
             lanes.main(server.url, pool or RECOMMENDED)
+            return
+        if args.what == "capacity":
+            capacity.main(server.url, pool or RECOMMENDED)
             return
         chosen = [SCENARIOS[label] for label in args.only] if args.only else list(
             SCENARIOS.values())

@@ -57,6 +57,12 @@ class Reports:
         self._throttled: defaultdict[str, int] = defaultdict(int)
         self._retry_after: defaultdict[str, float] = defaultdict(float)
         self._sent: defaultdict[str, float] = defaultdict(float)
+        self._unused: defaultdict[str, int] = defaultdict(int)
+
+    def unused(self, kind: RequestKind, tokens: int) -> None:
+        """Granted units that made no request of their own: their tokens go back."""
+        with self._lock:
+            self._unused[kind] += tokens
 
     def ok(self, kind: RequestKind) -> None:
         with self._lock:
@@ -73,12 +79,12 @@ class Reports:
     def take(self) -> dict[str, dict[str, float]]:
         with self._lock:
             report = {kind: {"ok": self._ok[kind], "throttled": self._throttled[kind],
-                             "retry_after": self._retry_after[kind], "sent": self._sent[kind]}
-                      for kind in set(self._ok) | set(self._throttled)}
-            self._ok.clear()
-            self._throttled.clear()
-            self._retry_after.clear()
-            self._sent.clear()
+                             "retry_after": self._retry_after[kind], "sent": self._sent[kind],
+                             "unused": self._unused[kind]}
+                      for kind in set(self._ok) | set(self._throttled) | set(self._unused)}
+            for counts in (self._ok, self._throttled, self._retry_after, self._sent,
+                           self._unused):
+                counts.clear()
         return report
 
     def restore(self, report: dict[str, dict[str, float]]) -> None:
@@ -89,6 +95,7 @@ class Reports:
                 self._throttled[kind] += int(values["throttled"])
                 self._retry_after[kind] = max(self._retry_after[kind], values["retry_after"])
                 self._sent[kind] = max(self._sent[kind], values["sent"])
+                self._unused[kind] += int(values["unused"])
 
 
 class Dispatcher:

@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     astria_callback_fallback_seconds: float = Field(30.0, ge=0)
 
     # Waiting for images (first poll near the generation time learnt from earlier jobs)
-    astria_first_poll_seconds: float = Field(10.0, ge=0)
+    astria_first_poll_seconds: float = Field(5.0, ge=0)
     astria_poll_interval: float = Field(5.0, gt=0)
     astria_poll_backoff: float = Field(1.5, ge=1)
     astria_poll_max_interval: float = Field(30.0, gt=0)

@@ -16,7 +16,7 @@ from worker import outcomes
 from worker.client import Prompt, TransientError
 from worker.errors import AstriaRejected, PromptTimeout
 from worker.polling import next_poll_delay
-from worker.records import Job
+from worker.records import Job, RequestKind
 from worker.retry import astria_policy, next_attempt_in
 from worker.runtime import Runtime
 from worker.store.types import Ending, Later, Lease
@@ -69,7 +69,10 @@ def poll_many(rt: Runtime, items: list[tuple[Lease, Job]]) -> None:
     not show are polled one by one. Outcomes and next polls go to Redis in one round trip."""
     wanted = {job.prompt_id or 0: (lease, job) for lease, job in items}
     try:
-        found = _listed(rt, items[0][1].tune_id, set(wanted))
+        found, pages = _listed(rt, items[0][1].tune_id, set(wanted))
+        # one token was granted per item; the listing's pages and the polls of what it did not
+        # show are the requests made, so the rest go back to the limiter
+        rt.dispatcher.reports.unused(RequestKind.POLL, max(0, len(found) - pages))
     except AstriaRejected:
         found = {}
     except TransientError as exc:  # each looks again at its next poll
@@ -94,14 +97,16 @@ def poll_many(rt: Runtime, items: list[tuple[Lease, Job]]) -> None:
         rt.jobs.schedule_many(later)
 
 
-def _listed(rt: Runtime, tune_id: int, wanted: set[int]) -> dict[int, Prompt]:
-    """The wanted prompts in the tune's listing: the page that ends at the newest wanted id and
-    spans the ids up to the oldest (a page of at most 120; more pages while prompts are missing,
-    up to MAX_PAGES). Astria's prompt ids grow with time, so where this tune's prompts are mostly
-    ours, the page holds little more than what is wanted."""
+def _listed(rt: Runtime, tune_id: int, wanted: set[int]) -> tuple[dict[int, Prompt], int]:
+    """The wanted prompts in the tune's listing, and how many requests it took: the page that ends
+    at the newest wanted id and spans the ids up to the oldest (a page of at most 120; more
+    pages while prompts are missing, up to MAX_PAGES). Astria's prompt ids grow with time, so
+    where this tune's prompts are mostly ours, the page holds little more than what is wanted."""
     found: dict[int, Prompt] = {}
     before = max(wanted) + 1
+    pages = 0
     for _ in range(MAX_PAGES):
+        pages += 1
         missing = wanted - set(found)
         span = max(missing) - min(missing) + 1
         page = rt.astria.list_prompts(tune_id, limit=min(PAGE, span), before_id=before)
@@ -111,7 +116,7 @@ def _listed(rt: Runtime, tune_id: int, wanted: set[int]) -> dict[int, Prompt]:
         before = min(p["id"] for p in page)
         if before <= min(wanted - set(found)):
             break
-    return found
+    return found, pages
 
 
 def apply_callback(rt: Runtime, lease: Lease, job: Job) -> None:

@@ -32,6 +32,8 @@ local function limiter_load(key, kind, ceiling, burst, now)
 end
 
 local function limiter_report(s, report, now)
+  -- tokens granted for work that needed no request of its own (polls answered by one listing)
+  s.tokens = s.tokens + (tonumber(report.unused) or 0)
   local ok = tonumber(report.ok) or 0
   s.ok = s.ok + ok
   if (tonumber(report.throttled) or 0) == 0 or (tonumber(report.sent) or 0) <= s.last429 then
