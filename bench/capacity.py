@@ -2,8 +2,9 @@
 
 1. Bytes per waiting job: 10,000 jobs whose prompts take an hour, all POSTed and waiting; Redis'
    `used_memory` against the same Redis before the first enqueue.
-2. Commands and Redis CPU per job: 2,000 jobs, generation 1 s, from enqueue to outcome (Redis'
-   `commandstats` and `used_cpu_*`, reset before the first enqueue). Redis runs commands on one
+2. Commands, Redis CPU and bytes kept per job: 2,000 jobs, generation 1 s, from enqueue to outcome
+   (Redis' `commandstats`, `used_cpu_*` and `used_memory` against the same before the first
+   enqueue). Redis runs commands on one
    core, so one core's seconds divided by the CPU per job is the job rate one Redis sustains
    before it becomes the bottleneck.
 """
@@ -55,10 +56,12 @@ def bytes_per_waiting_job(url: str, pool: Pool, jobs: int = 10_000) -> dict[str,
 def commands_per_job(url: str, pool: Pool, jobs: int = 2000) -> list[dict[str, Any]]:
     with Run(url, SimConfig(generation_seconds=1.0), pool, tuned=True, callbacks=False) as run:
         run.client.config_resetstat()
+        memory = int(run.client.info("memory")["used_memory"])
         cpu = _cpu(run.client)
         ids = [run.send({"tune_id": 42, "text": f"job {i}"}) for i in range(jobs)]
         done = wait_all(run.client, ids, 600)
         cpu = _cpu(run.client) - cpu
+        kept = (int(run.client.info("memory")["used_memory"]) - memory) / jobs
         stats = run.client.info("commandstats")
         calls = sum(int(v["calls"]) for v in stats.values())
         top = sorted(stats.items(), key=lambda kv: -int(kv[1]["calls"]))[:6]
@@ -68,6 +71,8 @@ def commands_per_job(url: str, pool: Pool, jobs: int = 2000) -> list[dict[str, A
              "measured": f"{calls / jobs:.1f} (most: " + ", ".join(
                  f"{name.removeprefix('cmdstat_')} {int(v['calls']) / jobs:.1f}"
                  for name, v in top) + ")"},
+            {"check": "Redis bytes per finished job (record and result, kept "
+                      "JOB_RETENTION_SECONDS)", "measured": f"{kept:,.0f} B"},
             {"check": "Redis CPU per job, and the job rate one Redis core sustains",
              "measured": f"{per_job_cpu * 1e6:.0f} µs: about {1 / per_job_cpu:,.0f} jobs/s "
                          "with Redis alone on a core"},
