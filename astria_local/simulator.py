@@ -55,6 +55,7 @@ class AstriaSimulator:
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
         self._callbacks = ThreadPoolExecutor(max_workers=8, thread_name_prefix="sim-callback")
+        self._sessions = threading.local()
 
     def start(self) -> AstriaSimulator:
         for target in (self._server.serve_forever, self._deliver_callbacks):
@@ -106,8 +107,11 @@ class AstriaSimulator:
         url = str(prompt.get("callback") or "")
         if not url.startswith(("http://", "https://")) or not _is_loopback(url):
             return  # like Astria, never retried; unlike it, only loopback hosts are called
+        session = getattr(self._sessions, "session", None)
+        if session is None:  # one kept-alive session per sender thread: cheap on shared cores
+            session = self._sessions.session = requests.Session()
         try:
-            requests.post(url, json={"prompt": prompt}, timeout=5)
+            session.post(url, json={"prompt": prompt}, timeout=5)
             outcome = "callback_sent"
         except requests.RequestException:
             outcome = "callback_failed"

@@ -40,7 +40,7 @@ def interactive_behind_batch(url: str, pool: Pool) -> dict[str, Any]:
         latencies = sorted(done_at(m) - enqueued[j] for j, m in done.items())
         p95 = latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))]
         return {"check": "10 interactive jobs behind 2,000 batch jobs",
-                "measured": f"p95 {p95:.1f} s, max {latencies[-1]:.1f} s, "
+                "measured": f"p50 {latencies[len(latencies) // 2]:.1f} s, p95 {p95:.1f} s, "
                             f"{len(done)}/10 succeeded",
                 "target": "p95 <= 10 s", "met": len(done) == 10 and p95 <= 10}
 

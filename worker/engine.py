@@ -9,9 +9,10 @@ Redis, and the dispatcher loop only hands out work that may run now.
 
 The loop asks the dispatcher (`worker.dispatch`) for as many units as it has free threads, loads
 the granted jobs in one round trip, records their POSTs in another, and hands each unit to the
-pool (`worker.steps`; polls of one tune go together, `worker.wait.poll_many`). It sleeps until the
-next token or due time, a free thread, or a message on the wake channel, which a registration,
-a callback or a redrive publishes from any process.
+pool (`worker.steps`; polls of one tune go together, `worker.wait.poll_many`, as do the jobs
+whose callbacks came, `worker.wait.apply_callbacks`). It sleeps until the next token or due
+time, a free thread, or a message on the wake channel, which a registration, a callback or a
+redrive publishes from any process.
 """
 
 from __future__ import annotations
@@ -123,6 +124,11 @@ class Engine:
         for group in self._poll_groups(grant, job_units, loaded):
             tasks.append((self._run_polls, (group,)))
             handled |= {lease.job_id for lease, _ in group}
+        called_back = [(Lease(u.id, grant.owner), loaded[u.id]) for u in job_units
+                       if loaded[u.id].status is JobState.WAITING and loaded[u.id].callback_prompt]
+        if called_back:
+            tasks.append((self._run_callbacks, (called_back,)))
+            handled |= {lease.job_id for lease, _ in called_back}
         plans = self._plans(grant, job_units, loaded)
         if plans:
             replies = self._rt.jobs.mark_posting_many(
@@ -170,6 +176,10 @@ class Engine:
 
     def _run_polls(self, group: list[tuple[Lease, Job]]) -> None:
         self._guarded(lambda: wait.poll_many(self._rt, group), f"polls of {len(group)} jobs")
+
+    def _run_callbacks(self, items: list[tuple[Lease, Job]]) -> None:
+        self._guarded(lambda: wait.apply_callbacks(self._rt, items),
+                      f"callbacks of {len(items)} jobs")
 
     def _run(self, unit: Unit, owner: str, job: Job | None) -> None:
         if job is None:

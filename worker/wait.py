@@ -2,9 +2,10 @@
 
 Between steps a waiting job is a score in a due set. `poll` looks once (`worker.polling` says
 when next); `poll_many` looks at several prompts of one tune with one request, Astria's listing
-(newest first, 120 a page), and settles them all in one round trip to Redis; `apply_callback`
-finishes a job from Astria's callback body, kept by the receiver (`worker.receiver`), without a
-request; `delete` removes the prompt of a job cancelled with `--delete-prompt`.
+(newest first, 120 a page), and settles them all in one round trip to Redis; `apply_callbacks`
+finishes jobs from the callback bodies Astria sent, kept by the receiver (`worker.receiver`),
+without a request, likewise; `delete` removes the prompt of a job cancelled with
+`--delete-prompt`.
 """
 
 from __future__ import annotations
@@ -79,13 +80,21 @@ def poll_many(rt: Runtime, items: list[tuple[Lease, Job]]) -> None:
         for lease, job in items:
             keep_waiting(rt, lease, job, exc.retry_after or 0.0)
         return
-    endings: list[Ending] = []
-    later: list[Later] = []
+    seen = []
     for prompt_id, (lease, job) in wanted.items():
         prompt = found.get(prompt_id)
         if prompt is None:
             poll(rt, lease, job)
-            continue
+        else:
+            seen.append((lease, job, prompt))
+    _settle(rt, seen)
+
+
+def _settle(rt: Runtime, items: list[tuple[Lease, Job, Prompt]]) -> None:
+    """Each job's outcome if its prompt is done, else its next poll: all in one round trip."""
+    endings: list[Ending] = []
+    later: list[Later] = []
+    for lease, job, prompt in items:
         step = outcomes.ending(lease, job, prompt) or _later(rt, lease, job, 0.0)
         if isinstance(step, Later):
             later.append(step)
@@ -119,11 +128,11 @@ def _listed(rt: Runtime, tune_id: int, wanted: set[int]) -> tuple[dict[int, Prom
     return found, pages
 
 
-def apply_callback(rt: Runtime, lease: Lease, job: Job) -> None:
-    """Finish the job from the callback body Astria sent, if it says the prompt is done."""
-    assert job.callback_prompt is not None
-    if not outcomes.finish_if_done(rt, lease, job, job.callback_prompt):
-        keep_waiting(rt, lease, job)
+def apply_callbacks(rt: Runtime, items: list[tuple[Lease, Job]]) -> None:
+    """Finish jobs from the callback bodies Astria sent (those that say the prompt is done),
+    without a request, in one round trip; the others wait for their next poll."""
+    _settle(rt, [(lease, job, job.callback_prompt) for lease, job in items
+                 if job.callback_prompt is not None])
 
 
 def delete(rt: Runtime, lease: Lease, job: Job) -> None:

@@ -104,11 +104,12 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', due_submit, '-inf', now, 'LIMIT'
   end
 end
 
--- 4. Polls (and other non-POST requests) of prompts already paid for, oldest due first.
+-- 4. Polls (and other non-POST requests) of prompts already paid for, oldest due first; on
+--    credit, since polls of one tune share one listing request and return the tokens it saved.
 local polls = limits.poll
 local want = left()
 if want > 0 then
-  local take = math.min(want, limiter_available(polls, now))
+  local take = math.min(want, limiter_on_credit(polls, now))
   local due = {}
   if take > 0 then
     due = redis.call('ZRANGEBYSCORE', due_poll, '-inf', now, 'LIMIT', 0, take)

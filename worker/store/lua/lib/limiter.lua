@@ -60,6 +60,16 @@ local function limiter_available(s, now)
   return math.max(0, math.floor(s.tokens - s.used))
 end
 
+-- Units that may be granted now when the requests they make are reported afterwards (polls that
+-- one listing may answer, their unused tokens coming back): at least a full bucket's worth once
+-- a token is there, the excess a debt that later grants pay back. The average stays the rate;
+-- the burst, what the bucket holds anyway.
+local function limiter_on_credit(s, now)
+  local available = limiter_available(s, now)
+  if available < 1 then return 0 end
+  return math.max(available, math.floor(math.max(1, math.min(s.burst, s.rate * CAP))))
+end
+
 local function limiter_wait(s, now)
   if now < s.pause then return s.pause - now end
   return math.max(0, 1 - (s.tokens - s.used)) / s.rate
