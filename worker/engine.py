@@ -30,6 +30,7 @@ import redis
 from worker import steps, submit, wait, webhooks
 from worker.dispatch import Grant, Unit
 from worker.errors import InvalidSpec
+from worker.fdlimit import raise_open_file_limit
 from worker.records import Job, JobState, RequestKind
 from worker.runtime import Runtime, runtime
 from worker.store.types import Lease, LeaseLost
@@ -219,6 +220,7 @@ def start_engine() -> Engine:
     global _engine
     with _lock:
         if _engine is None:
+            raise_open_file_limit()  # a socket to Astria and one to Redis per thread, at worst
             _engine = Engine(runtime()).start()
         return _engine
 

@@ -10,7 +10,8 @@ finish within `graceful_timeout`.
 from __future__ import annotations
 
 import os
-import resource
+
+from worker.fdlimit import raise_open_file_limit
 
 bind = [f"{os.environ.get('CALLBACK_HOST', '0.0.0.0')}:"
         f"{os.environ.get('CALLBACK_PORT') or os.environ.get('PORT') or '8080'}"]
@@ -30,5 +31,4 @@ loglevel = os.environ.get("CALLBACK_LOG_LEVEL", "info")
 
 def on_starting(server: object) -> None:
     """Idle connections each hold a file descriptor: allow as many as the system lets us."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
+    raise_open_file_limit()

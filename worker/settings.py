@@ -98,7 +98,7 @@ class Settings(BaseSettings):
 
     # Each worker process
     #: HTTP requests (Astria and webhooks) one worker process keeps in flight at once.
-    worker_http_concurrency: int = Field(256, ge=1, le=4096)
+    worker_http_concurrency: int = Field(512, ge=1, le=4096)
 
     # Crash safety
     #: How long a worker owns a job before another may take it over; it is renewed while working.
