@@ -7,9 +7,10 @@ same order and the same limits:
 - **Rate limits**, one per kind of request: creating prompts (`submit`) and everything else
   (`poll`: reading prompts, listing them, deleting one). Each is a token bucket whose rate looks
   for Astria's own limit below ASTRIA_RATE_LIMIT_PER_SECOND: a 429 sets it just under what Astria
-  let through since the previous 429, quiet seconds let it grow 5% a second, Retry-After pauses
-  it. Polls have their own bucket, so they are never starved by submissions, nor starve them;
-  they go on credit, since one listing answers many and returns the tokens it saved.
+  let through since the previous 429, each answered request while it is the bottleneck lets it
+  grow 0.15%, Retry-After pauses it. Polls have their own bucket, so they are never starved by
+  submissions, nor starve them; they go on credit, since one listing answers many and returns
+  the tokens it saved.
 - **Lanes**: POSTs go to `interactive` jobs first, then `normal`, then `batch`; while a higher lane
   has a backlog, each lower one still gets LANE_MIN_SHARE of the POSTs.
 - **Tenants**: within a lane, tenants take turns (start-time fair queueing, TENANT_WEIGHTS), and a
