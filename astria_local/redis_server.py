@@ -61,14 +61,14 @@ class ThrowawayRedis:
             "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "always",
             "--maxclients", "10000", "--loglevel", "warning", *self.args,
         ]
+        self._launch(args)
+        return self
+
+    def _launch(self, args: list[str]) -> None:
+        """Start the server and wait until it answers PING."""
         self._proc = subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
         )
-        self._wait_for_pong(args)
-        return self
-
-    def _wait_for_pong(self, args: list[str]) -> None:
-        assert self._proc is not None
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
@@ -130,8 +130,5 @@ class ThrowawaySentinel(ThrowawayRedis):
             f"sentinel down-after-milliseconds {self.master_name} 1000\n"
             f"sentinel failover-timeout {self.master_name} 5000\n"
             f"sentinel parallel-syncs {self.master_name} 1\n")
-        self._proc = subprocess.Popen(
-            [redis_server_binary(), str(config), "--sentinel"], stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, start_new_session=True)
-        self._wait_for_pong([redis_server_binary(), str(config)])
+        self._launch([redis_server_binary(), str(config), "--sentinel"])
         return self

@@ -21,6 +21,7 @@ from celery import Celery
 
 from astria_local.redis_server import free_port
 from astria_local.simulator import AstriaSimulator, SimConfig
+from worker.stats import percentile
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,8 +59,7 @@ class Figures:
         return self.states.get("SUCCESS", 0)
 
     def pct(self, p: float) -> float:
-        ordered = sorted(self.latencies) or [0.0]
-        return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
+        return percentile(self.latencies, p) or 0.0
 
 
 def _rss_mb(pid: int) -> float:

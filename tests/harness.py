@@ -7,6 +7,7 @@ REDIS_URL you gave), its own simulator, and starts workers as subprocesses with 
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -33,6 +34,20 @@ ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "sk-test-" + uuid.uuid4().hex  # a key that must never show up anywhere
 PTI_TUNE, FACEID_TUNE, SLOW_TUNE = 2001, 2002, 2003
 _databases = itertools.count(1)
+
+
+def terminal_states(client: redis.Redis, job_ids: list[str]) -> dict[str, str]:
+    """Job id -> SUCCESS, FAILURE or REVOKED, for the jobs whose result document says so."""
+    states: dict[str, str] = {}
+    for start in range(0, len(job_ids), 200):
+        chunk = job_ids[start:start + 200]
+        for job_id, raw in zip(chunk, client.mget([f"celery-task-meta-{j}" for j in chunk]),
+                               strict=True):
+            if raw:
+                status = json.loads(raw)["status"]
+                if status in ("SUCCESS", "FAILURE", "REVOKED"):
+                    states[job_id] = status
+    return states
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.05) -> Any:

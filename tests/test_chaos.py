@@ -22,7 +22,7 @@ from redis.retry import Retry
 
 from astria_local.redis_server import ThrowawayRedis
 from astria_local.simulator import SimConfig
-from tests.harness import Stack
+from tests.harness import Stack, terminal_states
 
 pytestmark = pytest.mark.slow  # starts worker processes
 
@@ -31,19 +31,6 @@ WORKERS = 3
 RETRY_ATTEMPTS = 8
 CANCELS = 30
 MAX_KILLS = 15
-
-
-def terminal_states(client: redis.Redis, job_ids: list[str]) -> dict[str, str]:
-    states: dict[str, str] = {}
-    for start in range(0, len(job_ids), 200):
-        chunk = job_ids[start:start + 200]
-        for job_id, raw in zip(chunk, client.mget([f"celery-task-meta-{j}" for j in chunk]),
-                               strict=True):
-            if raw:
-                status = json.loads(raw)["status"]
-                if status in ("SUCCESS", "FAILURE", "REVOKED"):
-                    states[job_id] = status
-    return states
 
 
 def test_chaos(make_stack: Callable[..., Stack], capsys: pytest.CaptureFixture[str]) -> None:

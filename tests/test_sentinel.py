@@ -6,11 +6,9 @@ result backend, the job store, the limiter and the loss-proof transport all foll
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 import redis
@@ -18,20 +16,12 @@ from redis.sentinel import Sentinel
 
 from astria_local.redis_server import ThrowawayRedis, ThrowawaySentinel
 from astria_local.simulator import SimConfig
-from tests.harness import Stack, wait_for
+from tests.harness import Stack, terminal_states, wait_for
 
 pytestmark = pytest.mark.slow  # starts Redis servers and worker processes
 
 JOBS = 120
 MASTER = "mymaster"
-
-
-def final_states(master: Any, jobs: list[str]) -> dict[str, str]:
-    states = {}
-    for job, raw in zip(jobs, master.mget([f"celery-task-meta-{j}" for j in jobs]), strict=True):
-        if raw and (status := json.loads(raw)["status"]) in ("SUCCESS", "FAILURE", "REVOKED"):
-            states[job] = status
-    return states
 
 
 def test_a_failover_loses_no_job_and_duplicates_no_prompt(
@@ -57,7 +47,7 @@ def test_a_failover_loses_no_job_and_duplicates_no_prompt(
             stack.start_worker()
         jobs = [stack.send({"tune_id": 42, "text": f"failover {i}"}) for i in range(JOBS)]
         master = sentinels.master_for(MASTER, socket_timeout=5)
-        wait_for(lambda: len(final_states(master, jobs)) >= JOBS // 4, 60, "a quarter done",
+        wait_for(lambda: len(terminal_states(master, jobs)) >= JOBS // 4, 60, "a quarter done",
                  every=0.2)
         primary.kill()
         failed_over_at = time.monotonic()
@@ -72,12 +62,12 @@ def test_a_failover_loses_no_job_and_duplicates_no_prompt(
 
         def all_final() -> bool:
             try:
-                return len(final_states(master, jobs)) == JOBS
+                return len(terminal_states(master, jobs)) == JOBS
             except Exception:  # the client follows the failover on its next call
                 return False
 
         wait_for(all_final, 180, "every job's outcome", every=1.0)
-        states = Counter(final_states(master, jobs).values())
+        states = Counter(terminal_states(master, jobs).values())
         per_text = Counter(p["text"] for p in stack.sim_json("/_sim/prompts"))
         with capsys.disabled():
             print(f"\nsentinel failover: promoted after {promoted:.1f}s, outcomes {dict(states)}, "

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker.constants import Keys
-from worker.records import LANES, RequestKind
+from worker.records import LANES, RequestKind, as_text
 from worker.settings import Settings
 from worker.store.scripts import Scripts
 
@@ -134,6 +134,6 @@ class Dispatcher:
         except Exception:
             self.reports.restore(report)
             raise
-        wait, *flat = (x.decode() if isinstance(x, bytes) else str(x) for x in reply)
+        wait, *flat = (as_text(x) for x in reply)
         units = [Unit(flat[i], RequestKind(flat[i + 1])) for i in range(0, len(flat), 2)]
         return Grant(units, owner, float(wait))

@@ -17,7 +17,6 @@ where no receiver runs. Metric names start with `astria_queue_`:
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -36,27 +35,13 @@ _STATES = {"enqueued": "enqueued", "SUCCESS": "succeeded", "FAILURE": "failed",
            "REVOKED": "revoked"}
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 class QueueCollector:
     """Reads the figures from Redis when Prometheus scrapes."""
 
     def collect(self) -> Iterator[Metric]:
         rt = runtime()
-        k = rt.keys
         counters = rt.stats.counters()
-        pipe = rt.redis.pipeline(transaction=False)
-        pipe.hlen(k.queued)
-        pipe.hgetall(k.inflight)
-        pipe.zcount(k.due_submit, "-inf", "+inf")
-        pipe.zcard(k.dead)
-        pipe.zcard(k.webhooks_due)
-        pipe.zcard(k.webhooks_dead)
-        pipe.hmget(k.limiter, ["rate:submit", "rate:poll"])
-        queued, inflight, retrying, dead, hooks_due, hooks_dead, rates = pipe.execute()
-        oldest = rt.jobs.oldest_queued_at()
+        gauges = rt.stats.gauges()
 
         jobs = CounterMetricFamily("astria_queue_jobs", "Jobs by state, tenant and lane",
                                    labels=["state", "tenant", "lane"])
@@ -74,13 +59,13 @@ class QueueCollector:
 
         current = GaugeMetricFamily("astria_queue_jobs_current", "Jobs now, by state",
                                     labels=["state"])
-        current.add_metric(["queued"], int(queued))
-        current.add_metric(["at_astria"], sum(int(v) for v in inflight.values()))
-        current.add_metric(["retrying"], int(retrying))
+        current.add_metric(["queued"], gauges.queued)
+        current.add_metric(["at_astria"], sum(gauges.in_flight.values()))
+        current.add_metric(["retrying"], gauges.retrying)
         yield current
         yield GaugeMetricFamily("astria_queue_oldest_queued_seconds",
                                 "Age of the oldest job not sent to Astria yet",
-                                value=time.time() - oldest if oldest else 0.0)
+                                value=gauges.oldest_queued_seconds)
 
         requests = CounterMetricFamily("astria_queue_astria_requests",
                                        "Astria requests by method and HTTP status",
@@ -96,15 +81,15 @@ class QueueCollector:
                                   "The rate limiter's current rate, by kind of request",
                                   labels=["kind"])
         ceiling = rt.settings.astria_rate_limit_per_second
-        for kind, rate in zip(("submit", "poll"), rates, strict=True):
-            limit.add_metric([kind], float(rate) if rate else ceiling)
+        for kind, rate in gauges.rates.items():
+            limit.add_metric([kind], ceiling if rate is None else rate)
         yield limit
         yield GaugeMetricFamily("astria_queue_dead_letters", "Failed jobs kept for redrive",
-                                value=int(dead))
+                                value=gauges.dead)
         yield GaugeMetricFamily("astria_queue_webhooks_pending", "Webhooks not delivered yet",
-                                value=int(hooks_due))
+                                value=gauges.webhooks_pending)
         yield GaugeMetricFamily("astria_queue_webhooks_dead", "Webhooks whose retries ran out",
-                                value=int(hooks_dead))
+                                value=gauges.webhooks_dead)
 
     @staticmethod
     def _latency(counters: dict[str, float]) -> Iterable[Metric]:

@@ -152,7 +152,7 @@ class Job:
 
     @classmethod
     def from_hash(cls, job_id: str, raw: Mapping[Any, Any]) -> Job:
-        f = {_text(k): _text(v) for k, v in raw.items()}
+        f = {as_text(k): as_text(v) for k, v in raw.items()}
 
         def num(name: str) -> float:
             value = f.get(name, "")
@@ -200,5 +200,6 @@ class Job:
         )
 
 
-def _text(value: Any) -> str:
+def as_text(value: Any) -> str:
+    """A Redis reply (bytes, or a number from Lua) as text."""
     return value.decode() if isinstance(value, bytes) else str(value)

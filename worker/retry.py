@@ -25,12 +25,16 @@ from worker.client import TransientError
 from worker.settings import Settings
 
 
-def _honouring_retry_after(backoff: Callable[[RetryCallState], float], most: float
-                           ) -> Callable[[RetryCallState], float]:
+def _astria_wait(settings: Settings) -> Callable[[RetryCallState], float]:
+    """Astria's Retry-After when it sends one (at most ASTRIA_RETRY_MAX_SECONDS), else
+    exponential back-off with full jitter."""
+    backoff = wait_random_exponential(multiplier=settings.astria_retry_initial_delay,
+                                      max=settings.astria_retry_max_delay)
+
     def wait(state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, TransientError) and exc.retry_after is not None:
-            return min(exc.retry_after, most)
+            return min(exc.retry_after, settings.astria_retry_max_seconds)
         return float(backoff(state))
 
     return wait
@@ -40,13 +44,11 @@ def astria_policy(settings: Settings) -> Retrying:
     """Astria requests: TransientError only (429, 5xx, network), at most ASTRIA_RETRY_ATTEMPTS
     attempts within ASTRIA_RETRY_MAX_SECONDS; wait Astria's Retry-After when it sends one, else
     exponential back-off with full jitter (ASTRIA_RETRY_INITIAL_DELAY .. ASTRIA_RETRY_MAX_DELAY)."""
-    backoff = wait_random_exponential(multiplier=settings.astria_retry_initial_delay,
-                                      max=settings.astria_retry_max_delay)
     return Retrying(
         retry=retry_if_exception_type(TransientError),
         stop=stop_after_attempt(settings.astria_retry_attempts)
         | stop_after_delay(settings.astria_retry_max_seconds),
-        wait=_honouring_retry_after(backoff, settings.astria_retry_max_seconds),
+        wait=_astria_wait(settings),
     )
 
 
@@ -54,11 +56,9 @@ def listing_policy(settings: Settings) -> Retrying:
     """Looking for the prompt of an unanswered POST: given up only after twice
     ASTRIA_RETRY_ATTEMPTS failed listings in a row, however long they took (a job that gives up
     there may have paid for a prompt it cannot name)."""
-    backoff = wait_random_exponential(multiplier=settings.astria_retry_initial_delay,
-                                      max=settings.astria_retry_max_delay)
     return Retrying(retry=retry_if_exception_type(TransientError),
                     stop=stop_after_attempt(2 * settings.astria_retry_attempts),
-                    wait=_honouring_retry_after(backoff, settings.astria_retry_max_seconds))
+                    wait=_astria_wait(settings))
 
 
 def webhook_policy(settings: Settings) -> Retrying:

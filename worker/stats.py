@@ -19,11 +19,13 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import redis
 
 from worker.constants import Keys
+from worker.records import as_text
 
 LATENCY_SAMPLES = 2000
 FLUSH_SECONDS = 1.0
@@ -33,13 +35,24 @@ LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 log = logging.getLogger("astria.stats")
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def percentile(samples: list[float], p: float) -> float | None:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(p * len(ordered)))] if ordered else None
+
+
+@dataclass(frozen=True)
+class Gauges:
+    """What the queue holds now, read in one round trip (`Stats.gauges`)."""
+
+    queued: int  #: jobs not sent to Astria yet
+    oldest_queued_seconds: float  #: how long the oldest of them has waited (0: none)
+    in_flight: dict[str, int]  #: tenant -> prompts at Astria
+    polling: int  #: jobs due for a non-POST request
+    retrying: int  #: jobs waiting out a back-off before their POST
+    dead: int
+    webhooks_pending: int
+    webhooks_dead: int
+    rates: dict[str, float | None]  #: the limiter's current rate by kind (None: never used)
 
 
 class Stats:
@@ -120,39 +133,54 @@ class Stats:
 
     # --- reading ------------------------------------------------------------------------------
     def counters(self) -> dict[str, float]:
-        return {_text(k): float(v) for k, v in self._redis.hgetall(self._keys.stats).items()}
+        return {as_text(k): float(v) for k, v in self._redis.hgetall(self._keys.stats).items()}
+
+    def gauges(self) -> Gauges:
+        k = self._keys
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hlen(k.queued)
+        pipe.hgetall(k.inflight)
+        pipe.zcard(k.due_poll)
+        pipe.zcard(k.due_submit)
+        pipe.zcard(k.dead)
+        pipe.zcard(k.webhooks_due)
+        pipe.zcard(k.webhooks_dead)
+        pipe.hmget(k.limiter, ["rate:submit", "rate:poll"])
+        queued, inflight, polling, retrying, dead, hooks_due, hooks_dead, rates = pipe.execute()
+        oldest = self._oldest_queued_at()
+        return Gauges(
+            queued=int(queued),
+            oldest_queued_seconds=time.time() - oldest if oldest else 0.0,
+            in_flight={as_text(tenant): int(n) for tenant, n in inflight.items()},
+            polling=int(polling), retrying=int(retrying), dead=int(dead),
+            webhooks_pending=int(hooks_due), webhooks_dead=int(hooks_dead),
+            rates={kind: float(rate) if rate else None
+                   for kind, rate in zip(("submit", "poll"), rates, strict=True)})
 
     def snapshot(self) -> dict[str, Any]:
         """Everything `astria-queue stats` shows."""
         k = self._keys
         counters = self.counters()
+        gauges = self.gauges()
         pipe = self._redis.pipeline(transaction=False)
         pipe.lrange(k.latency, 0, -1)
         pipe.lrange(k.job_latency, 0, -1)
-        pipe.hgetall(k.inflight)
-        pipe.hlen(k.queued)
-        pipe.zcard(k.due_poll)
-        pipe.zcard(k.dead)
-        pipe.zcard(k.webhooks_due)
-        pipe.zcard(k.webhooks_dead)
-        (latency, job_latency, inflight, waiting, polling, dead, hooks_pending,
-         hooks_dead) = pipe.execute()
-        oldest = self._oldest_queued_at()
+        latency, job_latency = pipe.execute()
         samples = [float(x) for x in latency]
         http = {name.removeprefix("http:"): int(v) for name, v in counters.items()
                 if name.startswith("http:")}
         return {
             "jobs": {
-                "waiting_for_post": int(waiting),
-                "oldest_waiting_seconds": round(time.time() - oldest, 1) if oldest else 0,
-                "in_flight_at_astria": sum(int(v) for v in inflight.values()),
+                "waiting_for_post": gauges.queued,
+                "oldest_waiting_seconds": round(gauges.oldest_queued_seconds, 1) or 0,
+                "in_flight_at_astria": sum(gauges.in_flight.values()),
                 "succeeded": int(counters.get("outcome:SUCCESS", 0)),
                 "failed": int(counters.get("outcome:FAILURE", 0)),
                 "revoked": int(counters.get("outcome:REVOKED", 0)),
-                "dead_letters": int(dead),
-                "polling_or_retrying": int(polling),
+                "dead_letters": gauges.dead,
+                "polling_or_retrying": gauges.polling,
             },
-            "by_tenant_and_lane": self._by_tenant(counters, inflight, job_latency),
+            "by_tenant_and_lane": self._by_tenant(counters, gauges.in_flight, job_latency),
             "failures_by_error": {name.removeprefix("error:"): int(v)
                                   for name, v in counters.items() if name.startswith("error:")},
             "reroutes": int(counters.get("rerouted", 0)),
@@ -165,10 +193,10 @@ class Stats:
             "astria_latency_ms": {"samples": len(samples), "p50": percentile(samples, 0.5),
                                   "p95": percentile(samples, 0.95),
                                   "p99": percentile(samples, 0.99)},
-            "webhooks": {"pending": int(hooks_pending), "dead_letters": int(hooks_dead)},
+            "webhooks": {"pending": gauges.webhooks_pending, "dead_letters": gauges.webhooks_dead},
         }
 
-    def _by_tenant(self, counters: dict[str, float], inflight: dict[Any, Any],
+    def _by_tenant(self, counters: dict[str, float], inflight: dict[str, int],
                    job_latency: list[Any]) -> dict[str, dict[str, Any]]:
         """Counts, in flight, cost and latency per `tenant/lane`."""
         rows: dict[str, dict[str, Any]] = {}
@@ -181,7 +209,7 @@ class Stats:
                 row[what] = int(value)
         latencies: defaultdict[str, list[float]] = defaultdict(list)
         for entry in job_latency:
-            _, tenant, lane, seconds = _text(entry).split("|")
+            _, tenant, lane, seconds = as_text(entry).split("|")
             latencies[f"{tenant}/{lane}"].append(float(seconds))
         for name, row in rows.items():
             done = latencies.get(name, [])
@@ -189,6 +217,6 @@ class Stats:
                                 "p95": percentile(done, 0.95)}
         for tenant, n in inflight.items():
             for name, row in rows.items():
-                if name.startswith(f"{_text(tenant)}/"):
-                    row.setdefault("tenant_in_flight", int(n))
+                if name.startswith(f"{tenant}/"):
+                    row.setdefault("tenant_in_flight", n)
         return dict(sorted(rows.items()))

@@ -112,18 +112,17 @@ def _listed(rt: Runtime, tune_id: int, wanted: set[int]) -> tuple[dict[int, Prom
     pages while prompts are missing, up to MAX_PAGES). Astria's prompt ids grow with time, so
     where this tune's prompts are mostly ours, the page holds little more than what is wanted."""
     found: dict[int, Prompt] = {}
-    before = max(wanted) + 1
-    pages = 0
-    for _ in range(MAX_PAGES):
+    missing, before, pages = wanted, max(wanted) + 1, 0
+    while pages < MAX_PAGES:
         pages += 1
-        missing = wanted - set(found)
-        span = max(missing) - min(missing) + 1
-        page = rt.astria.list_prompts(tune_id, limit=min(PAGE, span), before_id=before)
+        limit = min(PAGE, max(missing) - min(missing) + 1)
+        page = rt.astria.list_prompts(tune_id, limit=limit, before_id=before)
         found.update((p["id"], p) for p in page if p["id"] in wanted)
-        if not (wanted - set(found)) or len(page) < min(PAGE, span):
+        missing = wanted - found.keys()
+        if not missing or len(page) < limit:
             break
         before = min(p["id"] for p in page)
-        if before <= min(wanted - set(found)):
+        if before <= min(missing):
             break
     return found, pages
 

@@ -30,7 +30,7 @@ import requests
 from standardwebhooks import Webhook
 
 from worker.errors import AstriaQueueError
-from worker.records import Failed, Outcome, Succeeded, outcome_from_json
+from worker.records import Failed, Outcome, Succeeded, as_text, outcome_from_json
 from worker.retry import next_attempt_in, webhook_policy
 from worker.runtime import Runtime
 
@@ -70,21 +70,17 @@ def verify(headers: Mapping[str, str], body: bytes | str, secret: str) -> Any:
     return Webhook(secret).verify(body, dict(headers))
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def deliver(rt: Runtime, message_id: str) -> None:
     """One delivery attempt of a queued webhook; the outcome goes back to Redis."""
     k = rt.keys
-    hook = {_text(a): _text(b) for a, b in rt.redis.hgetall(k.webhook(message_id)).items()}
+    hook = {as_text(a): as_text(b) for a, b in rt.redis.hgetall(k.webhook(message_id)).items()}
     now = time.time()
     body = hook.get("body", "").encode()
     if hook and not body:
         raw, finished = rt.redis.hmget(k.job(hook["source"]), ["outcome", "finished_at"])
         if raw:
-            body = event_body(hook["job_id"], hook["type"], outcome_from_json(_text(raw)),
-                              float(_text(finished)) if finished else now)
+            body = event_body(hook["job_id"], hook["type"], outcome_from_json(as_text(raw)),
+                              float(as_text(finished)) if finished else now)
     secret = rt.settings.webhook_key()
     error, next_at = "", 0.0
     if not hook or not body:

@@ -189,3 +189,16 @@ def test_a_script_refuses_arguments_it_does_not_name(store: Store) -> None:
 def test_headers_must_be_numbered_in_order() -> None:
     with pytest.raises(ValueError, match="numbered"):
         parse_signature("-- KEYS[1] a\n-- KEYS[3] c\n")
+
+
+def test_oldest_queued_is_the_earliest_job_not_sent_in_any_lane(store: Store) -> None:
+    assert store.jobs.oldest_queued_at() is None
+    before = time.time()
+    store.register("first", tenant="app")
+    between = time.time()
+    store.register("second", tenant="etl", priority="batch")
+    oldest = store.jobs.oldest_queued_at()
+    assert oldest is not None and before - 0.001 <= oldest <= between + 0.001
+    assert store.grant(1) == {"first": "submit"}  # sent: no longer waiting for its turn
+    second = store.jobs.oldest_queued_at()
+    assert second is not None and second >= between - 0.001

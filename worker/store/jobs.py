@@ -30,6 +30,7 @@ from worker.records import (
     Lane,
     Outcome,
     Revoked,
+    as_text,
     outcome_from_json,
     outcome_to_json,
 )
@@ -45,7 +46,6 @@ from worker.store.types import (
     Lease,
     LeaseLost,
     Registration,
-    as_text,
     flat_fields,
 )
 
@@ -187,8 +187,8 @@ class JobStore:
             args={"job_id": job_id, "now": time.time(), **self._outcome_args(outcome, tenant, lane),
                   "webhook_url": webhook_url,
                   "fields": flat_fields({"status": JobState.FAILED,
-                                   "spec": json.dumps(raw_spec, default=str),
-                                   "tenant": tenant, "lane": lane})},
+                                         "spec": json.dumps(raw_spec, default=str),
+                                         "tenant": tenant, "lane": lane})},
         )
 
     # --- reading --------------------------------------------------------------------------------
@@ -210,16 +210,18 @@ class JobStore:
         return sorted(as_text(x) for x in self.redis.smembers(self.keys.live(tenant)))
 
     def oldest_queued_at(self) -> float | None:
-        """When the oldest job still waiting in a lane's queue was registered (its seq)."""
-        oldest: float | None = None
+        """When the oldest job still waiting in a lane's queue was registered (its seq): each
+        tenant's first job in each lane, in two round trips."""
+        pipe = self.redis.pipeline(transaction=False)
         for lane in LANES:
-            for tenant in self.redis.zrange(self.keys.turns(lane), 0, -1):
-                first = self.redis.zrangebylex(self.keys.ready(lane), f"[{as_text(tenant)}|",
-                                               f"({as_text(tenant)}}}", start=0, num=1)
-                if first:
-                    seq = float(as_text(first[0]).split("|")[1]) / 1_000_000
-                    oldest = seq if oldest is None else min(oldest, seq)
-        return oldest
+            pipe.zrange(self.keys.turns(lane), 0, -1)
+        for lane, tenants in zip(LANES, pipe.execute(), strict=True):
+            for tenant in map(as_text, tenants):
+                pipe.zrangebylex(self.keys.ready(lane), f"[{tenant}|", f"({tenant}}}",
+                                 start=0, num=1)
+        seqs = [float(as_text(first[0]).split("|")[1]) / 1_000_000
+                for first in pipe.execute() if first]
+        return min(seqs, default=None)
 
     def dead_jobs(self, limit: int = 100) -> list[Job]:
         """Failed jobs, newest first; records whose retention ran out are pruned."""

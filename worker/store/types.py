@@ -64,6 +64,3 @@ def flat_fields(fields: Mapping[str, Any]) -> list[str]:
         out += [name, str(int(value)) if isinstance(value, bool) else str(value)]
     return out
 
-
-def as_text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

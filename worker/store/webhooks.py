@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import redis
 
 from worker.constants import Keys
+from worker.records import as_text
 from worker.store.scripts import Scripts
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 @dataclass(frozen=True)
@@ -38,8 +34,8 @@ class WebhookStore:
         """Webhooks whose deliveries ran out, newest first."""
         out = []
         for raw in self._redis.zrevrange(self._keys.webhooks_dead, 0, limit - 1):
-            message_id = _text(raw)
-            hook = {_text(k): _text(v)
+            message_id = as_text(raw)
+            hook = {as_text(k): as_text(v)
                     for k, v in self._redis.hgetall(self._keys.webhook(message_id)).items()}
             out.append(DeadWebhook(message_id, hook.get("job_id", ""), hook.get("type", ""),
                                    hook.get("url", ""), int(hook.get("attempts") or 0),
@@ -49,7 +45,7 @@ class WebhookStore:
     def redrive(self, message_id: str) -> str:
         """Send a dead webhook again (same webhook-id and body, a new retry window)."""
         k = self._keys
-        return _text(self._scripts.webhook_redrive(
+        return as_text(self._scripts.webhook_redrive(
             keys={"webhook": k.webhook(message_id), "webhooks_due": k.webhooks_due,
                   "webhooks_dead": k.webhooks_dead},
             args={"message_id": message_id, "now": time.time(), "retention": self._retention}))

@@ -15,14 +15,11 @@ end
 
 -- The job needs no more attention: out of every dispatch structure, its lease let go.
 local function retire(id)
-  redis.call('HDEL', J.leases, id)
+  retire_waiting(id)
   redis.call('ZREM', J.due_submit, id)
-  redis.call('ZREM', J.due_poll, id)
-  redis.call('ZREM', J.due_local, id)
   leave_ready(J.queued, J.ready, J.turns, id)
   redis.call('HDEL', J.queued, id)
   redis.call('ZREM', J.expiry, id)
-  release_inflight(J.inflight, J.inflight_jobs, id)
 end
 
 -- A cancelled job lets go: it is due at once for its DELETE when the cancel asked for one and

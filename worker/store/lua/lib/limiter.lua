@@ -15,6 +15,9 @@
 local HOLD, GROWTH, FLOOR, BACKOFF, MARGIN, CAP = 1.0, 0.0015, 0.02, 0.7, 0.93, 0.5
 local LIMITER_FIELDS = {'rate', 'tokens', 'ts', 'pause', 'ok', 'last429', 'hungry', 'plen'}
 
+-- The most tokens the bucket holds at `rate` (see CAP above), whole or not.
+local function bucket_size(rate, burst) return math.max(1, math.min(burst, rate * CAP)) end
+
 local function limiter_load(key, kind, ceiling, burst, now)
   local fields = {}
   for i, name in ipairs(LIMITER_FIELDS) do fields[i] = name .. ':' .. kind end
@@ -25,8 +28,7 @@ local function limiter_load(key, kind, ceiling, burst, now)
              last429 = tonumber(v[6]) or 0, was_hungry = v[7] == '1', plen = tonumber(v[8]) or 0,
              used = 0, hungry = false}
   local elapsed = math.max(0, now - s.ts)
-  s.tokens = math.min(math.max(1, math.min(burst, s.rate * CAP)),
-                      (tonumber(v[2]) or burst) + elapsed * s.rate)
+  s.tokens = math.min(bucket_size(s.rate, burst), (tonumber(v[2]) or burst) + elapsed * s.rate)
   s.ts = now
   return s
 end
@@ -67,7 +69,7 @@ end
 local function limiter_on_credit(s, now)
   local available = limiter_available(s, now)
   if available < 1 then return 0 end
-  return math.max(available, math.floor(math.max(1, math.min(s.burst, s.rate * CAP))))
+  return math.max(available, math.floor(bucket_size(s.rate, s.burst)))
 end
 
 local function limiter_wait(s, now)
