@@ -85,6 +85,8 @@ class Stack:
             "ASTRIA_RETRY_MAX_DELAY": "0.5", "ASTRIA_AMBIGUOUS_GRACE_SECONDS": "1",
             "ASTRIA_RATE_LIMIT_PER_SECOND": "500", "ASTRIA_RATE_LIMIT_BURST": "500",
             "SCHEDULER_TICK_SECONDS": "0.1",
+            # the tests' webhook endpoints listen on loopback
+            "WEBHOOK_ALLOW_PRIVATE_ADDRESSES": "true",
             **{k.upper(): str(v) for k, v in env.items()},
         }
         self.app = Celery(broker=self.redis_url, backend=self.redis_url)

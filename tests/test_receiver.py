@@ -94,7 +94,9 @@ def test_limits_and_health(receiver: tuple[Stack, str]) -> None:
     too_big = requests.post(url + "/cb?token=x", data=b"x" * (1024 * 1024 + 1), timeout=10)
     assert too_big.status_code == 413
     assert requests.post(url + "/cb?token=unknown", json={}, timeout=5).status_code == 404
-    assert requests.get(url + "/healthz", timeout=5).json() == {"ok": True}
+    health = requests.get(url + "/healthz", timeout=5)
+    assert health.status_code == 200 and health.json()["ok"] is True
+    assert health.json()["redis"] == "ok"
 
 
 def test_metrics_are_prometheus_text_with_a_histogram_and_labels(

@@ -12,11 +12,14 @@ from worker.errors import (
     AstriaRejected,
     AstriaUnavailable,
     ConfigError,
+    DestinationRefused,
+    InternalError,
+    InvalidMessage,
     InvalidSpec,
     PromptFailed,
     PromptTimeout,
 )
-from worker.producer import cancel, cancel_tenant, enqueue, job_result, outcome
+from worker.producer import cancel, cancel_tenant, check_spec, enqueue, job_result, outcome
 from worker.records import JobState, Lane
 from worker.settings import Settings, get_settings
 from worker.spec import PromptSpec, parse_spec
@@ -31,6 +34,9 @@ __all__ = [
     "AstriaRejected",
     "AstriaUnavailable",
     "ConfigError",
+    "DestinationRefused",
+    "InternalError",
+    "InvalidMessage",
     "InvalidSpec",
     "JobState",
     "Lane",
@@ -41,6 +47,7 @@ __all__ = [
     "app",
     "cancel",
     "cancel_tenant",
+    "check_spec",
     "enqueue",
     "get_settings",
     "job_result",

@@ -1,9 +1,13 @@
-"""Accept: a new job's first delivery. Validate its spec and register it in its lane's queue.
+"""Accept: a new job's first delivery. Read its arguments, validate its spec and register it in
+its lane's queue.
 
 When the job's POST goes out is the dispatcher's decision (`worker.dispatch`), not this task's:
 no worker slot waits for a rate limit or for Astria. Registering publishes on the wake channel,
-so an idle engine (`worker.engine`) asks for work at once. A spec that breaks a rule ends the job at
-once with an InvalidSpec that names each bad field and its rule; nothing is sent to Astria.
+so an idle engine (`worker.engine`) asks for work at once. Anything wrong with what the producer
+sent ends the job at once with an InvalidSpec that names what and the rule, and nothing is sent
+to Astria: task arguments other than `kwargs={"spec": {...}}` (a single positional argument is
+taken too), a spec that breaks a rule, an idempotency key that already has
+IDEMPOTENCY_MAX_FOLLOWERS jobs waiting on it.
 """
 
 from __future__ import annotations
@@ -17,8 +21,30 @@ from worker.errors import InvalidSpec
 from worker.routing import route
 from worker.runtime import runtime
 from worker.spec import PromptSpec, parse_spec
+from worker.store.types import Registration
 
 log = logging.getLogger("astria.accept")
+
+
+def spec_argument(args: Any, kwargs: Any) -> Any:
+    """The spec a message carries: `kwargs={"spec": ...}`, or one positional argument;
+    InvalidSpec saying what came instead."""
+    args, kwargs = list(args or ()), dict(kwargs or {})
+    if not args and list(kwargs) == ["spec"]:
+        return kwargs["spec"]
+    if len(args) == 1 and not kwargs:
+        return args[0]
+    problems = []
+    if "spec" not in kwargs and len(args) != 1:
+        problems.append("missing 'spec'")
+    if extra := sorted(str(name)[:64] for name in kwargs if name != "spec"):
+        problems.append(f"unexpected keyword arguments {extra[:10]}")
+    if args and kwargs:
+        problems.append(f"{len(args)} positional argument(s) beside keyword arguments")
+    elif len(args) > 1:
+        problems.append(f"{len(args)} positional arguments")
+    raise InvalidSpec("task arguments: astria.submit_prompt takes kwargs={\"spec\": {...}}; "
+                      + ", ".join(problems))
 
 
 def _post_by(expires_in: float | None, message_expires: Any, now: float) -> float:
@@ -34,36 +60,46 @@ def _post_by(expires_in: float | None, message_expires: Any, now: float) -> floa
     return min(limits, default=0.0)
 
 
-def accept(job_id: str, raw_spec: Any, *, message_expires: Any = None) -> None:
+def _parse(raw_spec: Any) -> PromptSpec:
+    s = runtime().settings
+    return parse_spec(raw_spec, sdxl_base_tune_id=s.astria_sdxl_base_tune_id,
+                      private_callbacks=s.webhook_allow_private_addresses)
+
+
+def accept(job_id: str, args: Any, kwargs: Any, *, message_expires: Any = None) -> None:
     rt = runtime()
+    raw_spec = kwargs.get("spec") if isinstance(kwargs, dict) else None
     try:
-        spec = parse_spec(raw_spec, sdxl_base_tune_id=rt.settings.astria_sdxl_base_tune_id)
+        raw_spec = spec_argument(args, kwargs)
+        spec = _parse(raw_spec)
         route(rt.settings, spec, rt.learnt.known_route(spec.tune_id))  # e.g. a second LoRA
+        registration = register(job_id, spec, post_by=_post_by(spec.expires_in, message_expires,
+                                                                time.time()))
+        if registration.kind == "too_many":
+            raise InvalidSpec(f"idempotency_key: {rt.settings.idempotency_max_followers} jobs "
+                              "already wait on this key's prompt (IDEMPOTENCY_MAX_FOLLOWERS)")
     except InvalidSpec as exc:
-        rt.jobs.record_invalid(job_id, raw_spec, exc)
+        rt.registrations.record_invalid(job_id, raw_spec, exc)
         log.info("job %s rejected: %s", job_id, exc, extra={"job_id": job_id})
-        return
-    register(job_id, spec, post_by=_post_by(spec.expires_in, message_expires, time.time()))
 
 
 def record_revoked_message(job_id: str, raw_spec: Any, reason: str) -> None:
     """Celery discarded the job's message (revoked, or expired): the job still gets its record
     (state REVOKED, counted for its tenant, its webhook sent), when its spec is valid."""
-    rt = runtime()
     try:
-        spec = parse_spec(raw_spec, sdxl_base_tune_id=rt.settings.astria_sdxl_base_tune_id)
+        spec = _parse(raw_spec)
     except InvalidSpec:
         return  # the result backend already says REVOKED
     register(job_id, spec, revoked_reason=reason)
 
 
 def register(job_id: str, spec: PromptSpec, *, post_by: float = 0.0,
-             revoked_reason: str = "revoked") -> None:
-    rt = runtime()
-    registration = rt.jobs.register(  # a new job wakes the engines (Redis pub/sub)
+             revoked_reason: str = "revoked") -> Registration:
+    registration = runtime().registrations.register(  # a new job wakes the engines (pub/sub)
         job_id, spec, post_by=post_by, revoked_reason=revoked_reason)
     if registration.kind == "follower":
         log.info("job %s follows job %s (same idempotency_key)", job_id, registration.leader,
                  extra={"job_id": job_id})
     elif registration.kind == "revoked":
         log.info("job %s was revoked before it arrived", job_id, extra={"job_id": job_id})
+    return registration

@@ -21,14 +21,16 @@ the main process with the engine used 7.2 ms of CPU per job, the children 0.7).
 
 from __future__ import annotations
 
+import logging
 from typing import Any, ClassVar
 
+import redis
 from billiard.process import current_process
 from celery import Celery, bootsteps
 from celery.signals import worker_init, worker_process_init, worker_process_shutdown
 from kombu.entity import Queue
 
-from worker import control, engine, logs  # noqa: F401  (revoke hook, JSON log formatter)
+from worker import control, engine, health, logs  # noqa: F401  (revoke hook, JSON log format)
 from worker.connections import sentinel_hosts
 from worker.constants import QUEUE
 from worker.errors import ConfigError
@@ -111,17 +113,31 @@ class EngineStep(bootsteps.StartStopStep):
     shutdown = stop
 
 
+log = logging.getLogger("astria.app")
 app = AstriaCelery("astria", include=["tasks"])
 app.steps["worker"].add(EngineStep)
 
 
 @worker_init.connect
-def _require_api_key(**_: Any) -> None:
-    """Refuse to start a worker without a valid configuration and ASTRIA_API_KEY."""
+def _refuse_to_start_unfit(sender: Any = None, **_: Any) -> None:
+    """Refuse to start an Astria worker without a valid configuration and ASTRIA_API_KEY, or on
+    a Redis that evicts keys (REDIS_ALLOW_EVICTION=true: start, and say so loudly)."""
+    if getattr(sender, "app", app) is not app:
+        return
     try:
         get_settings().api_key()
     except ConfigError as exc:
         raise SystemExit(f"astria worker: {exc}") from None
+    try:
+        problem = health.eviction_problem(runtime())
+    except redis.RedisError as exc:
+        log.warning("could not read Redis's maxmemory-policy (%s): not checked",
+                    type(exc).__name__)
+        return
+    if problem and not get_settings().redis_allow_eviction:
+        raise SystemExit(f"astria worker: {problem}")
+    if problem:
+        log.warning("REDIS_ALLOW_EVICTION=true: %s", problem)
 
 
 @worker_process_init.connect

@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from worker import cli_dead as dead_letters
 from worker.errors import AstriaQueueError
 
 
@@ -34,6 +35,10 @@ def _print_json(data: Any) -> None:
 @click.group()
 def main() -> None:
     """Astria job queue: configuration comes from the environment (see README)."""
+
+
+main.add_command(dead_letters.dead)
+main.add_command(dead_letters.webhooks)
 
 
 @main.command()
@@ -89,18 +94,17 @@ def stats() -> None:
 @main.command()
 @click.option("--timeout", type=float, default=5.0, show_default=True)
 def health(timeout: float) -> None:
-    """Check Redis, a live worker and the Astria key; one line, exit code 0 when all is well."""
+    """Check Redis, the engines' heartbeats, a live worker and the Astria key; one line, exit
+    code 0 when all is well (an engine that stopped beating while none beats is not)."""
     import requests
 
+    from worker import health as pool_health
     from worker.app import app
     from worker.runtime import runtime
 
-    problems = []
-    settings = runtime().settings
-    try:
-        runtime().redis.ping()
-    except Exception as exc:
-        problems.append(f"redis: {type(exc).__name__}")
+    rt = runtime()
+    report = pool_health.check(rt)
+    problems = [] if report.ok else report.problems()
     try:
         replies = app.control.ping(timeout=timeout)
         if not replies:
@@ -109,8 +113,8 @@ def health(timeout: float) -> None:
         problems.append(f"worker: {type(exc).__name__}")
     try:
         answer = requests.get(
-            settings.astria_base_url.rstrip("/") + "/prompts", params={"limit": 1},
-            headers={"Authorization": f"Bearer {settings.api_key()}"}, timeout=timeout,
+            rt.settings.astria_base_url.rstrip("/") + "/prompts", params={"limit": 1},
+            headers={"Authorization": f"Bearer {rt.settings.api_key()}"}, timeout=timeout,
             allow_redirects=False,
         )
         if answer.status_code in (401, 403):
@@ -124,7 +128,9 @@ def health(timeout: float) -> None:
     if problems:
         click.echo("UNHEALTHY " + "; ".join(problems))
         sys.exit(1)
-    click.echo(f"OK redis, {len(replies)} worker(s), astria key accepted")
+    stale = "; ".join(report.problems())
+    click.echo(f"OK redis, {len(replies)} worker(s), {len(report.engines.fresh)} engine(s) "
+               f"beating, astria key accepted" + (f" ({stale})" if stale else ""))
 
 
 @main.command()
@@ -140,16 +146,14 @@ def batch(specs: Path, out: Path | None, dry_run: bool, timeout: float) -> None:
     from worker.app import app
     from worker.constants import SUBMIT_TASK
     from worker.errors import InvalidSpec
-    from worker.producer import job_result
-    from worker.settings import get_settings
-    from worker.spec import parse_spec
+    from worker.producer import check_spec, job_result
 
     lines = [(n, line) for n, line in enumerate(specs.read_text().splitlines(), 1) if line.strip()]
     valid, bad = [], []
     for number, line in lines:
         try:
             data = json.loads(line)
-            parse_spec(data, sdxl_base_tune_id=get_settings().astria_sdxl_base_tune_id)
+            check_spec(data)
             valid.append((number, data))
         except (ValueError, InvalidSpec) as exc:
             bad.append(f"line {number}: {exc}")
@@ -186,43 +190,6 @@ def batch(specs: Path, out: Path | None, dry_run: bool, timeout: float) -> None:
     sys.exit(1 if failed or pending else 0)
 
 
-@main.group()
-def dead() -> None:
-    """Failed jobs (dead letters): list them, re-drive them."""
-
-
-@dead.command("list")
-@click.option("--limit", type=int, default=100, show_default=True)
-def dead_list(limit: int) -> None:
-    """Failed jobs, newest first, with their spec, reason and attempts (JSON lines)."""
-    from worker.records import Failed
-    from worker.runtime import runtime
-
-    for job in runtime().jobs.dead_jobs(limit):
-        failed = job.outcome if isinstance(job.outcome, Failed) else None
-        click.echo(json.dumps({
-            "job_id": job.id, "spec": job.spec, "tenant": job.tenant,
-            "reason": failed.message if failed else None,
-            "error": failed.error if failed else None,
-            "post_attempts": job.post_attempts, "prompt_id": job.prompt_id,
-        }))
-
-
-@dead.command("redrive")
-@click.argument("job_ids", nargs=-1)
-@click.option("--all", "redrive_all", is_flag=True, help="Re-drive every dead job.")
-def dead_redrive(job_ids: tuple[str, ...], redrive_all: bool) -> None:
-    """Put failed jobs back to work under the same job id, without duplicating their prompt."""
-    from worker.runtime import runtime
-
-    jobs = runtime().jobs
-    ids = [job.id for job in jobs.dead_jobs(10_000)] if redrive_all else list(job_ids)
-    if not ids:
-        raise click.UsageError("name job ids or pass --all")
-    for job_id in ids:
-        click.echo(f"{job_id}: {jobs.redrive(job_id)}")  # PENDING again until its new outcome
-
-
 @main.command()
 @click.argument("job_ids", nargs=-1)
 @click.option("--tenant", help="Cancel every job of this tenant that has no outcome yet.")
@@ -242,39 +209,6 @@ def cancel(job_ids: tuple[str, ...], tenant: str | None, delete_prompt: bool) ->
         click.echo(f"{job_id}: {answer}")
     if tenant:
         click.echo(f"{sum(a == 'revoked' for a in answers.values())} job(s) of {tenant} revoked")
-
-
-@main.group()
-def webhooks() -> None:
-    """Webhooks to producers whose deliveries ran out: list them, send them again."""
-
-
-@webhooks.command("list")
-@click.option("--limit", type=int, default=100, show_default=True)
-def webhooks_list(limit: int) -> None:
-    """Dead webhooks, newest first (JSON lines): id, job, URL, attempts, last error."""
-    from dataclasses import asdict
-
-    from worker.runtime import runtime
-
-    for hook in runtime().webhooks.dead(limit):
-        click.echo(json.dumps(asdict(hook)))
-
-
-@webhooks.command("redrive")
-@click.argument("webhook_ids", nargs=-1)
-@click.option("--all", "redrive_all", is_flag=True, help="Re-send every dead webhook.")
-def webhooks_redrive(webhook_ids: tuple[str, ...], redrive_all: bool) -> None:
-    """Send dead webhooks again, under the same webhook-id and body."""
-    from worker.runtime import runtime
-
-    store = runtime().webhooks
-    ids = ([hook.webhook_id for hook in store.dead(100_000)] if redrive_all
-           else list(webhook_ids))
-    if not ids:
-        raise click.UsageError("name webhook ids or pass --all")
-    for message_id in ids:
-        click.echo(f"{message_id}: {store.redrive(message_id)}")
 
 
 @main.command()

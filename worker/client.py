@@ -22,11 +22,13 @@ from requests.structures import CaseInsensitiveDict
 
 from worker.dispatch import Reports
 from worker.errors import AstriaError, AstriaRejected, AstriaUnavailable
+from worker.prompt import Prompt, read_prompt
 from worker.records import RequestKind
 from worker.settings import Settings
 from worker.stats import Stats
 
-Prompt = dict[str, Any]
+#: Astria's error text is cut at this length: it reaches the job, the result, a webhook, a log.
+MAX_ERROR_TEXT = 300
 
 _RETRIED_STATUSES = {429, 500, 502, 503, 504}
 #: Statuses after which a POST may or may not have created the prompt.
@@ -61,25 +63,25 @@ def error_text(response: requests.Response) -> str:
     try:
         body = response.json()
     except ValueError:
-        return response.text[:300].strip() or response.reason
+        return response.text[:MAX_ERROR_TEXT].strip() or response.reason
     if isinstance(body, dict):
         if "error" in body:
-            return str(body["error"])
+            return str(body["error"])[:MAX_ERROR_TEXT]
         parts = [
             f"{k}: {', '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in body.items()
         ]
-        return "; ".join(parts) or response.reason
-    return str(body)[:300]
+        return "; ".join(parts)[:MAX_ERROR_TEXT] or response.reason
+    return str(body)[:MAX_ERROR_TEXT]
 
 
 def _as_prompt(body: Any, method: str) -> Prompt:
-    """A prompt object; Astria's own CLI unwraps a one-element list, so we accept both shapes."""
-    if isinstance(body, list) and len(body) == 1:
-        body = body[0]
-    if not isinstance(body, dict) or not isinstance(body.get("id"), int):
+    """The prompt in an answer (`worker.prompt`); an answer that is not one is a failed answer
+    (for a POST, one that may have created the prompt)."""
+    prompt = read_prompt(body)
+    if prompt is None:
         raise TransientError(f"{method}: answer is not a prompt object",
                              maybe_created=method == "POST")
-    return body
+    return prompt
 
 
 class AstriaClient:
@@ -128,7 +130,7 @@ class AstriaClient:
         body = self._request(RequestKind.POLL, "GET", f"/tunes/{tune_id}/prompts", params=params)
         if not isinstance(body, list):
             raise TransientError("GET prompts: expected a list")
-        return [p for p in body if isinstance(p, dict) and "id" in p]
+        return [prompt for prompt in map(read_prompt, body) if prompt is not None]
 
     def delete_prompt(self, tune_id: int, prompt_id: int) -> None:
         """DELETE /tunes/{tune_id}/prompts/{prompt_id}; a prompt already gone counts as deleted."""

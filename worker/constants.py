@@ -58,6 +58,11 @@ class Keys:
         """Hash: one webhook to a producer, delivered until acknowledged or dead."""
         return f"{self.prefix}:webhook:{message_id}"
 
+    def destination(self, destination: str) -> str:
+        """Hash: a webhook destination's failures in a row and `held_until`; and, with
+        `:inflight` appended, a sorted set of its webhooks in flight (id -> lease end)."""
+        return f"{self.prefix}:dest:{destination}"
+
     # --- dispatch: what the next Astria request is for ----------------------------------------
     def ready(self, lane: Lane) -> str:
         """Sorted set (by lex): `tenant|seq|job id` of the lane's jobs waiting for their POST."""
@@ -166,6 +171,32 @@ class Keys:
         return f"{self.prefix}:webhooks:dead"
 
     @property
+    def engines(self) -> str:
+        """Hash: engine id (`host:pid`) -> when it last beat (`worker.store.engines`)."""
+        return f"{self.prefix}:engines"
+
+    @property
+    def tenants(self) -> str:
+        """Sorted set: tenant -> when it last registered a job (stats of idle tenants are
+        pruned, `worker.housekeeping`)."""
+        return f"{self.prefix}:tenants"
+
+    @property
+    def housekeeping(self) -> str:
+        """String: held by the engine doing the pool's housekeeping, until it is due again."""
+        return f"{self.prefix}:housekeeping"
+
+    @property
+    def dead_messages(self) -> str:
+        """Stream: broker messages that could not be read, with their reason (`worker.intake`)."""
+        return f"{self.prefix}:dead:messages"
+
+    def inline_image(self, job_id: str) -> str:
+        """String: a job's `input_image_base64`, kept apart from its record until its prompt
+        exists (then deleted)."""
+        return f"{self.prefix}:inline:{job_id}"
+
+    @property
     def processing(self) -> str:
         """Hash: the loss-proof transport's processing lists -> the queue they came from."""
         return f"{self.prefix}:processing"
@@ -175,7 +206,11 @@ class Keys:
         return f"{self.prefix}:processing:{name}"
 
 
+#: What each tenant and lane counts in the stats hash (`tenant_counter(...)|<what>`).
+TENANT_COUNTS = ("enqueued", "SUCCESS", "FAILURE", "REVOKED", "cost_mc")
+
+
 def tenant_counter(tenant: str, lane: str) -> str:
-    """The stats hash's fields of one tenant and lane start with this (then `|enqueued`,
-    `|SUCCESS`, `|FAILURE`, `|REVOKED`, `|cost_mc`)."""
+    """The stats hash's fields of one tenant and lane start with this (then `|` and one of
+    TENANT_COUNTS)."""
     return f"t|{tenant}|{lane}"

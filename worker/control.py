@@ -20,8 +20,9 @@ from celery.signals import task_revoked
 from celery.utils.functional import maybe_list
 from celery.worker import control
 
-from worker.accept import record_revoked_message
+from worker.accept import record_revoked_message, spec_argument
 from worker.constants import SUBMIT_TASK
+from worker.errors import InvalidSpec
 from worker.runtime import runtime
 
 log = logging.getLogger("astria.control")
@@ -55,6 +56,8 @@ def _message_discarded(sender: Any = None, request: Any = None, expired: bool = 
     if expired:
         cancel_quietly([request.id], reason)
     try:
-        record_revoked_message(request.id, (request.kwargs or {}).get("spec"), reason)
+        record_revoked_message(request.id, spec_argument(request.args, request.kwargs), reason)
+    except InvalidSpec:
+        pass  # the result backend already says REVOKED
     except Exception:
         log.exception("job %s: could not record its revoked message", request.id)

@@ -18,6 +18,10 @@ same order and the same limits:
   another's by its fair share only.
 
 Outcomes of requests come back through `report_*` and reach the limiter with the next `grant`.
+
+Webhooks to producers are granted in the same round trip by their own script
+(`grant_webhooks.lua`), from their own budget of threads (WEBHOOK_CONCURRENCY): a producer's slow
+endpoint can never hold a thread an Astria request needs.
 """
 
 from __future__ import annotations
@@ -26,18 +30,19 @@ import json
 import secrets
 import threading
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from worker.constants import Keys
 from worker.records import LANES, RequestKind, as_text
 from worker.settings import Settings
-from worker.store.scripts import Scripts
+from worker.store.scripts import Batch, Scripts
+from worker.store.webhooks import FAILURES_TO_HOLD
 
 
 @dataclass(frozen=True)
 class Unit:
-    """One piece of work granted to this process: a job (or webhook) id and what it needs."""
+    """One piece of work granted to this process: a job id and what it needs."""
 
     id: str
     kind: RequestKind
@@ -48,6 +53,7 @@ class Grant:
     units: list[Unit]
     owner: str  #: the lease owner token of every job in `units`
     wait: float  #: seconds until more work may be due (the next token, the next due time)
+    webhooks: list[str] = field(default_factory=list)  #: webhook message ids to deliver
 
 
 class Reports:
@@ -113,27 +119,40 @@ class Dispatcher:
             "queued": keys.queued, "expiry": keys.expiry, "leases": keys.leases,
             "inflight": keys.inflight, "inflight_jobs": keys.inflight_jobs,
             "limiter": keys.limiter, "dispatch": keys.dispatch,
-            "webhooks_due": keys.webhooks_due,
         }
-        self._policy = {
+        self._policy: dict[str, Any] = {
             "lease_seconds": s.job_lease_seconds, "ceiling": s.astria_rate_limit_per_second,
             "burst": s.astria_rate_limit_burst, "lanes": ",".join(LANES),
             "shares": json.dumps({str(k): v for k, v in s.lane_min_share.items()}),
             "weights": json.dumps(s.tenant_weights), "caps": json.dumps(s.tenant_max_in_flight),
             "default_cap": s.tenant_default_max_in_flight,
         }
+        self._webhook_policy: dict[str, Any] = {
+            "lease_seconds": s.webhook_lease_seconds,
+            "per_destination": s.webhook_max_in_flight_per_destination,
+            "failures_to_hold": FAILURES_TO_HOLD, "retry_for": s.webhook_retry_for_seconds,
+            "webhook_prefix": keys.webhook(""), "destination_prefix": keys.destination(""),
+        }
+        self._webhooks_due = keys.webhooks_due
 
-    def grant(self, room: int, *, now: float | None = None) -> Grant:
-        """Up to `room` units of work, each leased to the returned owner token."""
+    def grant(self, room: int, webhook_room: int = 0, *, now: float | None = None) -> Grant:
+        """Up to `room` units of work, each leased to the returned owner token, and up to
+        `webhook_room` webhooks, in one round trip."""
         owner = secrets.token_hex(8)
         report = self.reports.take()
-        args: dict[str, Any] = {**self._policy, "owner": owner, "room": room,
-                                "report": json.dumps(report), "now": "" if now is None else now}
+        clock = "" if now is None else now
+        batch = Batch(self._scripts.client)
+        batch.add(self._scripts.grant, keys=self._keys,
+                  args={**self._policy, "owner": owner, "room": room,
+                        "report": json.dumps(report), "now": clock})
+        batch.add(self._scripts.grant_webhooks, keys={"webhooks_due": self._webhooks_due},
+                  args={**self._webhook_policy, "room": webhook_room, "now": clock})
         try:
-            reply = self._scripts.grant(keys=self._keys, args=args)
+            jobs, webhooks = batch.execute()
         except Exception:
             self.reports.restore(report)
             raise
-        wait, *flat = (as_text(x) for x in reply)
+        wait, *flat = (as_text(x) for x in jobs)
+        hooks_wait, *hooks = (as_text(x) for x in webhooks)
         units = [Unit(flat[i], RequestKind(flat[i + 1])) for i in range(0, len(flat), 2)]
-        return Grant(units, owner, float(wait))
+        return Grant(units, owner, min(float(wait), float(hooks_wait)), hooks)

@@ -1,24 +1,32 @@
-"""`Engine`: the I/O layer of a worker, where Astria requests are made.
+"""`Engine`: the I/O layer of a worker, where Astria requests and webhooks are made.
 
-Celery's pool only validates and registers jobs (`worker.accept`). Every HTTP request, to Astria
-or to a producer's webhook, runs here, in the worker's main process, in a thread pool of
-WORKER_HTTP_CONCURRENCY threads sharing one connection pool: a request in flight costs a thread
-blocked on a socket, not a process, so one 2-core host keeps hundreds in flight. Nothing here
-sleeps for a back-off, a Retry-After, a rate limit or a grace period: those are due times in
-Redis, and the dispatcher loop only hands out work that may run now.
+Celery's pool only validates and registers jobs (`worker.accept`). Every HTTP request runs here,
+on two thread pools: WORKER_HTTP_CONCURRENCY threads for Astria (sharing one connection pool: a
+request in flight costs a thread blocked on a socket, not a process, so one 2-core host keeps
+hundreds in flight) and WEBHOOK_CONCURRENCY threads for producers' webhooks, so that no producer's
+endpoint can hold a thread an Astria request needs. Nothing here sleeps for a back-off, a
+Retry-After, a rate limit or a grace period: those are due times in Redis, and the dispatcher loop
+only hands out work that may run now.
 
-The loop asks the dispatcher (`worker.dispatch`) for as many units as it has free threads, loads
-the granted jobs in one round trip, records their POSTs in another, and hands each unit to the
-pool (`worker.steps`; polls of one tune go together, `worker.wait.poll_many`, as do the jobs
-whose callbacks came, `worker.wait.apply_callbacks`). It sleeps until the next token or due
-time, a free thread, or a message on the wake channel, which a registration, a callback or a
-redrive publishes from any process.
+The loop asks the dispatcher (`worker.dispatch`) for as many units as each pool has free threads,
+loads the granted jobs in one round trip, records their POSTs in another, and hands each unit to
+its pool (`worker.steps`; polls of one tune go together, `worker.wait.poll_many`). It sleeps until
+the next token or due time, a free thread, or a message on the wake channel, which a registration,
+a callback or a redrive publishes from any process.
+
+Nothing may end the loop quietly: any error is logged and the loop backs off (up to
+MAX_BACKOFF seconds) and goes on. After each grant it beats (`worker.store.engines`), so that
+`astria-queue health` and the receiver's `/healthz` see an engine that stopped working. A job
+whose steps fail unexpectedly STEP_FAILURE_LIMIT times ends with an InternalError rather than
+taking a thread at every lease for ever.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -27,9 +35,9 @@ from typing import Any
 
 import redis
 
-from worker import steps, submit, wait, webhooks
+from worker import housekeeping, outcomes, steps, submit, wait, webhooks
 from worker.dispatch import Grant, Unit
-from worker.errors import InvalidSpec
+from worker.errors import InternalError, InvalidSpec
 from worker.fdlimit import raise_open_file_limit
 from worker.records import Job, JobState, RequestKind
 from worker.runtime import Runtime, runtime
@@ -41,18 +49,40 @@ GRANT_LIMIT = 64
 #: After a wake, wait this long for more jobs to register, so that one grant serves a burst of
 #: new jobs rather than one grant (one Lua call) each.
 GATHER_SECONDS = 0.05
+#: Longest pause of the loop after errors in a row (it doubles from 0.5 s).
+MAX_BACKOFF = 30.0
+#: Seconds between two heartbeats.
+HEARTBEAT_SECONDS = 5.0
+#: Unexpected failures of one job's steps after which the job ends with an InternalError.
+STEP_FAILURE_LIMIT = 5
+
+Task = tuple[Callable[..., None], tuple[Any, ...]]
+
+
+class Slots:
+    """A thread pool and how many of its threads are taken."""
+
+    def __init__(self, size: int, name: str) -> None:
+        self.size = size
+        self.busy = 0
+        self.pool = ThreadPoolExecutor(size, thread_name_prefix=name)
+
+    @property
+    def free(self) -> int:
+        return min(GRANT_LIMIT, self.size - self.busy)
 
 
 class Engine:
     def __init__(self, rt: Runtime) -> None:
         self._rt = rt
-        self._size = rt.settings.worker_http_concurrency
-        self._pool = ThreadPoolExecutor(self._size, thread_name_prefix="astria-http")
-        self._busy = 0
+        self.id = f"{socket.gethostname()}:{os.getpid()}"
+        self._astria = Slots(rt.settings.worker_http_concurrency, "astria-http")
+        self._hooks = Slots(rt.settings.webhook_concurrency, "astria-webhook")
         self._changed = threading.Condition()
         self._woken = False
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self._beat_at = 0.0
 
     def start(self) -> Engine:
         self._thread = threading.Thread(target=self._loop, name="astria-dispatch", daemon=True)
@@ -68,7 +98,10 @@ class Engine:
             self._changed.notify_all()
         if self._thread:
             self._thread.join(timeout)
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        for slots in (self._astria, self._hooks):
+            slots.pool.shutdown(wait=True, cancel_futures=True)
+        with contextlib.suppress(redis.RedisError):
+            self._rt.engines.gone(self.id)
 
     def wake(self) -> None:
         """New work was published: ask for work now rather than at the next tick."""
@@ -86,51 +119,63 @@ class Engine:
                 while not self._stopping:
                     if pubsub.get_message(timeout=1.0):
                         self.wake()
-            except redis.RedisError:
-                log.warning("wake channel: Redis unavailable, listening again", exc_info=True)
+            except Exception:
+                log.warning("wake channel failed, listening again", exc_info=True)
                 time.sleep(1.0)
 
     # --- the dispatcher loop --------------------------------------------------------------------
     def _loop(self) -> None:
         tick = self._rt.settings.scheduler_tick_seconds
+        failures = 0
         while True:
             with self._changed:
-                while not self._stopping and self._busy >= self._size:
+                while not self._stopping and not (self._astria.free or self._hooks.free):
                     self._changed.wait()
                 if self._stopping:
                     return
-                room = min(GRANT_LIMIT, self._size - self._busy)
+                room, hook_room = self._astria.free, self._hooks.free
                 self._woken = False
             try:
-                grant = self._rt.dispatcher.grant(room)
+                grant = self._rt.dispatcher.grant(room, hook_room)
                 self._start(grant)
-            except redis.RedisError:
-                log.warning("dispatcher: Redis unavailable, trying again", exc_info=True)
-                grant = Grant([], "", 1.0)
-            if len(grant.units) < room:
+                self._beat()
+                failures = 0
+            except Exception as exc:
+                failures += 1
+                pause = min(MAX_BACKOFF, 0.5 * 2 ** (failures - 1))
+                log.error("dispatcher: %s (%d in a row); trying again in %.1fs",
+                          type(exc).__name__, failures, pause,
+                          exc_info=not isinstance(exc, redis.ConnectionError))
+                grant = Grant([], "", pause)
+            if len(grant.units) < room and len(grant.webhooks) < hook_room:
+                delay = grant.wait if failures else min(grant.wait, tick)
                 with self._changed:
                     if not self._woken and not self._stopping:
-                        self._changed.wait(min(grant.wait, tick))
+                        self._changed.wait(delay)
                     if self._woken and not self._stopping:
                         self._changed.wait(GATHER_SECONDS)
 
+    def _beat(self) -> None:
+        """Tell health checks that this engine works, and run the pool's housekeeping when it
+        is due (one engine does it, `worker.housekeeping`)."""
+        now = time.time()
+        if now - self._beat_at >= HEARTBEAT_SECONDS:
+            self._beat_at = now
+            self._rt.engines.beat(self.id, now)
+            self._submit(self._astria, [(self._run_housekeeping, ())])
+
     def _start(self, grant: Grant) -> None:
         """Load the granted jobs in one round trip, record their POSTs in another, and hand
-        the units to the pool; polls of waiting prompts on one tune go as one listing."""
-        job_units = [u for u in grant.units if u.kind is not RequestKind.WEBHOOK]
-        jobs = self._rt.jobs.load_many([u.id for u in job_units]) if job_units else []
-        loaded = dict(zip((u.id for u in job_units), jobs, strict=True))
-        tasks: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
+        the units to the pools; polls of waiting prompts on one tune go as one listing."""
+        loaded = self._rt.jobs.load_many([u.id for u in grant.units]) if grant.units else {}
+        grant = Grant([u for u in grant.units if u.id in loaded], grant.owner, grant.wait,
+                      grant.webhooks)
+        tasks: list[Task] = []
         handled: set[str] = set()
-        for group in self._poll_groups(grant, job_units, loaded):
+        for group in self._poll_groups(grant, loaded):
             tasks.append((self._run_polls, (group,)))
             handled |= {lease.job_id for lease, _ in group}
-        called_back = [(Lease(u.id, grant.owner), loaded[u.id]) for u in job_units
-                       if loaded[u.id].status is JobState.WAITING and loaded[u.id].callback_prompt]
-        if called_back:
-            tasks.append((self._run_callbacks, (called_back,)))
-            handled |= {lease.job_id for lease, _ in called_back}
-        plans = self._plans(grant, job_units, loaded)
+        plans = self._plans(grant, loaded)
         if plans:
             replies = self._rt.jobs.mark_posting_many(
                 [(lease, planned.job, planned.record) for lease, planned in plans])
@@ -138,30 +183,41 @@ class Engine:
                 handled.add(lease.job_id)
                 if reply == "ok":
                     tasks.append((self._run_send, (lease, planned)))
-        tasks += [(self._run, (unit, grant.owner, loaded.get(unit.id)))
+        tasks += [(self._run, (unit, Lease(unit.id, grant.owner), loaded[unit.id]))
                   for unit in grant.units if unit.id not in handled]
+        self._submit(self._astria, tasks)
+        self._submit(self._hooks, [(self._run_webhook, (message_id,))
+                                   for message_id in grant.webhooks])
+
+    def _submit(self, slots: Slots, tasks: list[Task]) -> None:
         with self._changed:
-            self._busy += len(tasks)
+            slots.busy += len(tasks)
         for run, args in tasks:
-            self._pool.submit(run, *args)
+            slots.pool.submit(self._counted, slots, run, *args)
+
+    def _counted(self, slots: Slots, run: Callable[..., None], *args: Any) -> None:
+        try:
+            run(*args)
+        finally:
+            with self._changed:
+                slots.busy -= 1
+                if slots.busy == slots.size - 1:  # the loop waits for a free thread only then
+                    self._changed.notify_all()
 
     @staticmethod
-    def _poll_groups(grant: Grant, units: list[Unit], loaded: dict[str, Job]
-                     ) -> list[list[tuple[Lease, Job]]]:
+    def _poll_groups(grant: Grant, loaded: dict[str, Job]) -> list[list[tuple[Lease, Job]]]:
         by_tune: dict[int, list[tuple[Lease, Job]]] = {}
-        for unit in units:
+        for unit in grant.units:
             job = loaded[unit.id]
-            if (unit.kind is RequestKind.POLL and job.status is JobState.WAITING
-                    and job.prompt_id and not job.callback_prompt):
+            if unit.kind is RequestKind.POLL and job.status is JobState.WAITING and job.prompt_id:
                 by_tune.setdefault(job.tune_id, []).append((Lease(unit.id, grant.owner), job))
         return [group for group in by_tune.values() if len(group) > 1]
 
-    def _plans(self, grant: Grant, units: list[Unit], loaded: dict[str, Job]
-               ) -> list[tuple[Lease, submit.Plan]]:
+    def _plans(self, grant: Grant, loaded: dict[str, Job]) -> list[tuple[Lease, submit.Plan]]:
         """The POSTs of this grant that can be recorded together (the rest, such as a spec
         that breaks a rule, take their own path)."""
         plans = []
-        for unit in units:
+        for unit in grant.units:
             job = loaded[unit.id]
             if (unit.kind is RequestKind.SUBMIT and job.status is JobState.QUEUED
                     and not job.pending_post and not (job.post_by and time.time() >= job.post_by)):
@@ -171,6 +227,7 @@ class Engine:
                     continue
         return plans
 
+    # --- the units of work, each on a thread of its pool ----------------------------------------
     def _run_send(self, lease: Lease, planned: submit.Plan) -> None:
         self._guarded(lambda: submit.send(self._rt, lease, planned), f"job {lease.job_id}",
                       lease, planned.job)
@@ -178,22 +235,21 @@ class Engine:
     def _run_polls(self, group: list[tuple[Lease, Job]]) -> None:
         self._guarded(lambda: wait.poll_many(self._rt, group), f"polls of {len(group)} jobs")
 
-    def _run_callbacks(self, items: list[tuple[Lease, Job]]) -> None:
-        self._guarded(lambda: wait.apply_callbacks(self._rt, items),
-                      f"callbacks of {len(items)} jobs")
+    def _run(self, unit: Unit, lease: Lease, job: Job) -> None:
+        self._guarded(lambda: steps.run(self._rt, unit.kind, lease, job), f"job {unit.id}",
+                      lease, job)
 
-    def _run(self, unit: Unit, owner: str, job: Job | None) -> None:
-        if job is None:
-            self._guarded(lambda: webhooks.deliver(self._rt, unit.id), f"webhook {unit.id}")
-        else:
-            lease = Lease(unit.id, owner)
-            self._guarded(lambda: steps.run(self._rt, unit.kind, lease, job),
-                          f"job {unit.id}", lease, job)
+    def _run_webhook(self, message_id: str) -> None:
+        self._guarded(lambda: webhooks.deliver(self._rt, message_id), f"webhook {message_id}")
 
-    def _guarded(self, work: Callable[[], None], what: str, lease: Lease | None = None,
+    def _run_housekeeping(self) -> None:
+        self._guarded(lambda: housekeeping.run_if_due(self._rt), "housekeeping")
+
+    def _guarded(self, work: Callable[[], object], what: str, lease: Lease | None = None,
                  job: Job | None = None) -> None:
-        """One task of the pool. A lost lease means another worker has the job; any other
-        failure leaves the job due again when its lease ends."""
+        """One task of a pool. A lost lease means another worker has the job; any other
+        failure leaves the job due again when its lease ends, or, the STEP_FAILURE_LIMIT-th
+        time, ends it with an InternalError."""
         try:
             work()
         except LeaseLost:
@@ -202,13 +258,17 @@ class Engine:
             log.exception("%s failed; due again when its lease ends", what,
                           extra={"job_id": job.id if job else None})
             if lease and job and not isinstance(exc, redis.RedisError):
-                with contextlib.suppress(redis.RedisError):
-                    self._rt.jobs.release(lease, job)
-        finally:
-            with self._changed:
-                self._busy -= 1
-                if self._busy == self._size - 1:  # the loop waits for a free thread only then
-                    self._changed.notify_all()
+                with contextlib.suppress(Exception):
+                    self._step_failed(lease, job, exc)
+
+    def _step_failed(self, lease: Lease, job: Job, exc: Exception) -> None:
+        failures = job.step_failures + 1
+        if failures < STEP_FAILURE_LIMIT:
+            self._rt.jobs.release(lease, job, step_failures=failures)
+            return
+        outcomes.finish(self._rt, lease, job, outcomes.failure(InternalError(
+            f"the worker failed on this job {failures} times (last: {type(exc).__name__}); "
+            "see the worker log")), step_failures=failures)
 
 
 _engine: Engine | None = None

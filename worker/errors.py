@@ -1,4 +1,16 @@
-"""The project's one exception hierarchy.
+"""The project's one exception hierarchy:
+
+    AstriaQueueError
+    ├── ConfigError            a setting is missing or invalid
+    ├── InvalidSpec            what a producer sent breaks a rule (the job fails at once)
+    ├── InvalidMessage         a broker message that cannot be read (a dead message)
+    ├── DestinationRefused     a webhook destination that is not public, or does not resolve
+    ├── AstriaError            Astria answered with an error, or could not be reached
+    │   ├── AstriaRejected     a 4xx other than 429: never retried
+    │   └── AstriaUnavailable  429 / 5xx / network errors outlasted the retry budget
+    ├── PromptFailed           Astria set `user_error` on the prompt
+    ├── PromptTimeout          no images before the job's deadline
+    └── InternalError          a job's steps kept failing unexpectedly
 
 Every exception takes a single message argument: Celery stores a failed job's exception as
 ``{exc_type, exc_module, exc_message}`` in JSON and rebuilds it with ``cls(*args)``, so extra
@@ -18,6 +30,17 @@ class ConfigError(AstriaQueueError):
 
 class InvalidSpec(AstriaQueueError):
     """The prompt spec breaks a rule; the message names the field and the rule. Never retried."""
+
+
+class InvalidMessage(AstriaQueueError):
+    """A broker message that cannot be read as `astria.submit_prompt` (not JSON, no usable
+    envelope, an ETA): it is kept as a dead letter (`astria-queue dead messages`), and its task
+    id, when one can be read, ends in FAILURE with this error."""
+
+
+class DestinationRefused(AstriaQueueError):
+    """A webhook destination is, or resolves to, an address webhooks may not reach (loopback,
+    private, link-local, ...; see `worker.addresses`), or does not resolve. Never retried."""
 
 
 class AstriaError(AstriaQueueError):
@@ -40,3 +63,10 @@ class PromptFailed(AstriaQueueError):
 
 class PromptTimeout(AstriaQueueError):
     """The prompt had no images before the job's deadline."""
+
+
+class InternalError(AstriaQueueError):
+    """The job's steps failed unexpectedly STEP_FAILURE_LIMIT times (`worker.engine`; a bug, or
+    an answer nothing anticipated): the job ends instead of taking a thread at every lease for
+    ever. The worker log has each traceback; `astria-queue dead redrive` resumes the job (it
+    keeps its prompt)."""

@@ -4,14 +4,34 @@ gevent workers: one greenlet per connection, so thousands of idle connections co
 threads. A request whose headers do not arrive within `keepalive` seconds is dropped (gunicorn
 bounds each request read by it), as is a kept-alive connection idle for as long; the body is
 bounded by the app (`worker.receiver`). SIGTERM stops accepting and lets requests in flight
-finish within `graceful_timeout`.
+finish within `graceful_timeout`. gunicorn's own log lines go through `RedactTokens`: a line about
+a request it could not serve prints the request's URL, and a callback URL carries a job's token.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 
 from worker.fdlimit import raise_open_file_limit
+
+_TOKEN = re.compile(r"(token=)[^&\s'\"]+")
+
+
+class RedactTokens(logging.Filter):
+    """Replace `token=...` in a line by `token=[redacted]`. (Kept here, with no import of the
+    worker: gunicorn loads this file before gevent patches the standard library.)"""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "token=" in message:
+            record.msg, record.args = _TOKEN.sub(r"\1[redacted]", message), None
+        return True
+
+
+for _name in ("gunicorn.error", "gunicorn.access"):
+    logging.getLogger(_name).addFilter(RedactTokens())
 
 bind = [f"{os.environ.get('CALLBACK_HOST', '0.0.0.0')}:"
         f"{os.environ.get('CALLBACK_PORT') or os.environ.get('PORT') or '8080'}"]

@@ -12,6 +12,7 @@ where no receiver runs. Metric names start with `astria_queue_`:
     astria_request_seconds{method}           histogram: Astria request latency
     rate_limit_per_second{kind}              gauge: the limiter's current rate (submit, poll)
     dead_letters                             gauge: failed jobs kept for redrive
+    dead_messages                            gauge: broker messages that could not be read
     webhooks_pending, webhooks_dead          gauge
 """
 
@@ -86,6 +87,9 @@ class QueueCollector:
         yield limit
         yield GaugeMetricFamily("astria_queue_dead_letters", "Failed jobs kept for redrive",
                                 value=gauges.dead)
+        yield GaugeMetricFamily("astria_queue_dead_messages",
+                                "Broker messages that could not be read (astria-queue dead "
+                                "messages)", value=gauges.dead_messages)
         yield GaugeMetricFamily("astria_queue_webhooks_pending", "Webhooks not delivered yet",
                                 value=gauges.webhooks_pending)
         yield GaugeMetricFamily("astria_queue_webhooks_dead", "Webhooks whose retries ran out",

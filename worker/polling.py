@@ -13,7 +13,7 @@ from worker.settings import Settings
 
 def first_poll_delay(settings: Settings, expected_generation: float | None) -> float:
     delay = (settings.astria_first_poll_seconds if expected_generation is None
-             else expected_generation * 1.05)
+             else min(expected_generation * 1.05, settings.astria_job_deadline_seconds))
     return delay + (settings.astria_callback_fallback_seconds
                     if settings.astria_callback_url else 0.0)
 

@@ -14,17 +14,36 @@ from typing import Any
 
 from celery.result import AsyncResult
 
+from worker.addresses import resolved_problem
 from worker.app import app
 from worker.constants import SUBMIT_TASK
+from worker.errors import InvalidSpec
 from worker.runtime import runtime
-from worker.spec import parse_spec
+from worker.spec import PromptSpec, parse_spec
+
+
+def check_spec(spec: Any) -> PromptSpec:
+    """What `enqueue` checks before sending: the spec's rules (InvalidSpec names the field and
+    the rule) and, unless WEBHOOK_ALLOW_PRIVATE_ADDRESSES, that its callback's name resolves to
+    public addresses only (a worker does not resolve names when it accepts a job: that would
+    let a producer's DNS hold a worker slot; it resolves them at each delivery)."""
+    s = runtime().settings
+    parsed = parse_spec(dict(spec) if isinstance(spec, Mapping) else spec,
+                        sdxl_base_tune_id=s.astria_sdxl_base_tune_id,
+                        private_callbacks=s.webhook_allow_private_addresses)
+    if parsed.callback and not s.webhook_allow_private_addresses:
+        problem = resolved_problem(parsed.callback)
+        if problem:
+            raise InvalidSpec(f"callback: {problem}: webhooks go to public addresses only "
+                              "(WEBHOOK_ALLOW_PRIVATE_ADDRESSES=true lifts this)")
+    return parsed
 
 
 def enqueue(spec: Mapping[str, Any]) -> str:
-    """Validate the spec (InvalidSpec names the field and the rule), send it, return the job id.
+    """Validate the spec (`check_spec`), send it, return the job id.
 
     A spec with `expires_in` also sets Celery's own `expires` on the message."""
-    parsed = parse_spec(dict(spec), sdxl_base_tune_id=runtime().settings.astria_sdxl_base_tune_id)
+    parsed = check_spec(spec)
     return str(app.send_task(SUBMIT_TASK, kwargs={"spec": dict(spec)},
                              expires=parsed.expires_in).id)
 

@@ -2,17 +2,22 @@
 
 Astria POSTs `{"prompt": {...}}` to a prompt's `callback` URL when it is done. With
 ASTRIA_CALLBACK_URL set, workers send `ASTRIA_CALLBACK_URL?token=<job token>`; the token is a
-per-job secret (Astria signs nothing), so a request without a known token changes nothing. The
-body is kept on the job and a worker finishes it at once, without a request to Astria (polling
-stays as a slower fallback: Astria does not retry callbacks).
+per-job secret that stops working once the job is decided. A callback is a wake-up, not the
+truth: Astria signs nothing, and the URL travels through Astria, proxies and logs, so the body is
+never taken for the outcome. The receiver reads only the prompt's id, and a known token for that
+prompt makes the job due for its poll at once: the outcome comes from Astria's own answer (a GET,
+or one listing for many prompts of a tune, paid from the poll budget). Polling stays the fallback
+(Astria does not retry callbacks). No body of any shape or size can finish, stall or fail a job.
 
 It is served by gunicorn with gevent workers (`worker.gunicorn_conf`): each connection is a
 greenlet, not a thread, and a request whose headers do not arrive within the keep-alive timeout,
 or whose body does not arrive within BODY_TIMEOUT, is dropped, so idle or half-sent connections
-cost little and cannot crowd out Astria's callbacks. Bodies over MAX_BODY are refused (413).
+cost little and cannot crowd out Astria's callbacks. Bodies over MAX_BODY are refused (413). The
+token never reaches a log: no line here carries the URL, an unexpected error answers 500 without
+it, and gunicorn's own lines are redacted (`worker.gunicorn_conf`).
 
     POST <any path>?token=...   Astria's callback
-    GET  /healthz               200 when Redis answers, else 503
+    GET  /healthz               200 when Redis answers and an engine beats (`worker.health`)
     GET  /metrics               Prometheus text for the whole pool (`worker.metrics`)
 """
 
@@ -20,20 +25,22 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs
 
-import redis
-
-from worker import metrics
+from worker import health, metrics
 from worker.runtime import runtime
 
 log = logging.getLogger("astria.receiver")
-MAX_BODY = 1024 * 1024
+#: Astria's prompt object is a few KiB; nothing larger is read.
+MAX_BODY = 64 * 1024
 BODY_TIMEOUT = 20.0
+#: Longest token looked up (ours are 22 characters).
+MAX_TOKEN = 64
 
-StartResponse = Callable[[str, list[tuple[str, str]]], Any]
+StartResponse = Callable[..., Any]  #: WSGI's start_response(status, headers, exc_info=None)
 
 
 class BodyTooLarge(Exception):
@@ -78,40 +85,44 @@ def _json(start_response: StartResponse, status: str, body: dict[str, Any]) -> l
     return [raw]
 
 
+def _prompt_id(body: bytes) -> int | None:
+    """The prompt id of a `{"prompt": {"id": ...}}` body; None for anything else."""
+    try:
+        prompt = json.loads(body).get("prompt")
+        prompt_id = prompt.get("id")
+    except Exception:  # not JSON, not objects, nested too deep: not a callback
+        return None
+    return prompt_id if type(prompt_id) is int and 0 < prompt_id < 2**63 else None
+
+
 def callback(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
-    """Astria's callback: keep the body on the job it belongs to."""
+    """Astria's callback: the job whose token it carries is due for its poll now."""
     try:
         body = _read_body(environ)
     except BodyTooLarge:
         return _json(start_response, "413 Payload Too Large", {"error": "body too large"})
     token = parse_qs(environ.get("QUERY_STRING", "")).get("token", [""])[0]
     jobs = runtime().jobs
-    job_id = jobs.job_for_token(token) if token else None
+    job_id = jobs.job_for_token(token) if 0 < len(token) <= MAX_TOKEN else None
     if job_id is None:
         return _json(start_response, "404 Not Found", {"error": "unknown token"})
-    try:
-        prompt = json.loads(body)["prompt"]
-        if not isinstance(prompt, dict):
-            raise TypeError("prompt is not an object")
-    except (ValueError, KeyError, TypeError) as exc:
+    prompt_id = _prompt_id(body)
+    if prompt_id is None:
         return _json(start_response, "400 Bad Request",
-                     {"error": f'expected {{"prompt": {{...}}}}: {exc}'})
-    state = jobs.callback(job_id, prompt)
+                     {"error": 'expected {"prompt": {"id": <integer>, ...}}'})
+    state = jobs.callback(job_id, prompt_id)
     log.info("callback for job %s: %s", job_id, state,
-             extra={"job_id": job_id, "prompt_id": prompt.get("id")})
+             extra={"job_id": job_id, "prompt_id": prompt_id})
     return _json(start_response, "200 OK", {"ok": True, "state": state})
 
 
 def healthz(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
-    try:
-        runtime().redis.ping()
-    except redis.RedisError as exc:
-        return _json(start_response, "503 Service Unavailable",
-                     {"ok": False, "redis": type(exc).__name__})
-    return _json(start_response, "200 OK", {"ok": True})
+    report = health.check(runtime())
+    return _json(start_response, "200 OK" if report.ok else "503 Service Unavailable",
+                 report.as_json())
 
 
-def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+def _route(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
     method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "/")
     if method == "GET" and path == "/healthz":
         return healthz(environ, start_response)
@@ -120,3 +131,18 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
     if method == "POST":
         return callback(environ, start_response)
     return _json(start_response, "405 Method Not Allowed", {"error": "POST a callback"})
+
+
+def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    """The WSGI app. An unexpected error answers 500 and is logged without the request's URL
+    (gunicorn would print it, token included)."""
+    try:
+        return _route(environ, start_response)
+    except Exception as exc:
+        log.error("%s %s failed: %s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"),
+                  type(exc).__name__)
+        raw = b'{"error": "internal error"}'
+        start_response("500 Internal Server Error", [("Content-Type", "application/json"),
+                                                     ("Content-Length", str(len(raw)))],
+                       sys.exc_info())
+        return [raw]

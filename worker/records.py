@@ -49,7 +49,6 @@ class RequestKind(StrEnum):
     POLL = "poll"  #: any other Astria request: GET a prompt, list prompts, DELETE (a poll token)
     LOCAL = "local"  #: no Astria request (expiry, a callback body to apply)
     EXPIRE = "expire"  #: no Astria request: the job was not sent before its expires_in
-    WEBHOOK = "webhook"  #: a signed webhook to a producer (no Astria token)
 
 
 # --- outcomes -------------------------------------------------------------------------------
@@ -129,7 +128,8 @@ class Job:
     submitted_at: float
     deadline: float  #: no images by then: PromptTimeout
     polls: int
-    callback_prompt: dict[str, Any] | None  #: Astria's callback body, kept for the next step
+    inline_image: bool  #: the spec's input_image_base64 is kept apart until the prompt exists
+    step_failures: int  #: unexpected failures of this job's steps in a row (InternalError)
     # the end
     outcome: Outcome | None
     leader: str
@@ -158,11 +158,13 @@ class Job:
             value = f.get(name, "")
             return float(value) if value else 0.0
 
+        def whole(name: str) -> int:  # not through a float: ids keep every digit
+            value = f.get(name, "")
+            return int(value) if value.lstrip("-").isdigit() else int(num(name))
+
         def flag(name: str) -> bool:
             return f.get(name, "0") not in ("", "0")
 
-        prompt_id = f.get("prompt_id")
-        callback = f.get("callback_prompt")
         outcome = f.get("outcome")
         return cls(
             id=job_id,
@@ -173,26 +175,27 @@ class Job:
             seq=f.get("seq", ""),
             created_at=num("created_at"),
             post_by=num("post_by"),
-            seed=int(num("seed")),
+            seed=whole("seed"),
             token=f.get("token", ""),
             pending_post=num("pending_post"),
-            post_attempts=int(num("post_attempts")),
-            post_tune_id=int(num("post_tune_id")),
+            post_attempts=whole("post_attempts"),
+            post_tune_id=whole("post_tune_id"),
             post_text=f.get("post_text", ""),
             post_rerouted=flag("post_rerouted"),
             first_post_at=num("first_post_at"),
-            retry_attempt=int(num("retry_attempt")),
+            retry_attempt=whole("retry_attempt"),
             retry_since=num("retry_since"),
-            list_before=int(num("list_before")),
+            list_before=whole("list_before"),
             list_oldest=num("list_oldest"),
-            prompt_id=int(prompt_id) if prompt_id else None,
-            tune_id=int(num("tune_id")),
+            prompt_id=whole("prompt_id") or None,
+            tune_id=whole("tune_id"),
             rerouted=flag("rerouted"),
             sent_text=f.get("sent_text", ""),
             submitted_at=num("submitted_at"),
             deadline=num("deadline"),
-            polls=int(num("polls")),
-            callback_prompt=json.loads(callback) if callback else None,
+            polls=whole("polls"),
+            inline_image=flag("inline_image"),
+            step_failures=whole("step_failures"),
             outcome=outcome_from_json(outcome) if outcome else None,
             leader=f.get("leader", ""),
             delete_prompt=flag("delete_prompt"),

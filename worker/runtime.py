@@ -5,18 +5,20 @@ from __future__ import annotations
 from functools import cached_property, lru_cache
 
 import redis
-import requests
-from requests.adapters import HTTPAdapter
 
 from worker.client import AstriaClient
 from worker.connections import redis_client
 from worker.constants import Keys
 from worker.dispatch import Dispatcher
+from worker.egress import Egress
 from worker.results import ResultFormat
 from worker.settings import Settings, get_settings
 from worker.stats import Stats
+from worker.store.engines import EngineRegistry
 from worker.store.jobs import JobStore
 from worker.store.learnt import Learnt
+from worker.store.messages import DeadMessages
+from worker.store.registration import Registrations
 from worker.store.scripts import Scripts
 from worker.store.webhooks import WebhookStore
 
@@ -28,11 +30,14 @@ class Runtime:
         self.keys = Keys(settings.key_prefix)
         self.results = ResultFormat(settings.job_retention_seconds)
         self.jobs = JobStore(self.redis, settings, self.keys, self.results)
+        self.registrations = Registrations(self.jobs)
         self.learnt = Learnt(self.redis, self.keys)
         self.stats = Stats(self.redis, self.keys, self.jobs.oldest_queued_at)
         self.dispatcher = Dispatcher(self.jobs.scripts, settings, self.keys)
         self.webhooks = WebhookStore(self.redis, self.keys, self.jobs.scripts,
                                      settings.job_retention_seconds)
+        self.engines = EngineRegistry(self.redis, self.keys)
+        self.dead_messages = DeadMessages(self.redis, self.keys, self.results)
 
     @cached_property
     def astria(self) -> AstriaClient:
@@ -40,15 +45,12 @@ class Runtime:
         return AstriaClient(self.settings, self.stats, self.dispatcher.reports)
 
     @cached_property
-    def http(self) -> requests.Session:
-        """HTTP to producers (webhooks): a session of its own, which never carries the Astria
-        key."""
-        session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=16,
-                              pool_maxsize=self.settings.worker_http_concurrency)
-        session.mount("https://", adapter)
-        session.mount("http://", adapter)
-        return session
+    def egress(self) -> Egress:
+        """HTTP to producers' webhook endpoints: its own connections (never the Astria key),
+        checked addresses, a total deadline per attempt."""
+        s = self.settings
+        return Egress(per_destination=s.webhook_max_in_flight_per_destination,
+                      allow_private=s.webhook_allow_private_addresses)
 
     @property
     def scripts(self) -> Scripts:

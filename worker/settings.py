@@ -94,7 +94,14 @@ class Settings(BaseSettings):
     webhook_max_retry_interval: float = Field(3600.0, gt=0)
     #: ...for this long after the first attempt; then the webhook is a dead letter.
     webhook_retry_for_seconds: float = Field(86400.0, gt=0)
-    webhook_timeout_seconds: float = Field(10.0, gt=0)
+    #: An attempt's total deadline: connecting, sending and the answer, however it trickles.
+    webhook_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    #: Threads of each worker host for webhooks, apart from Astria's requests.
+    webhook_concurrency: int = Field(16, ge=1, le=1024)
+    #: Attempts in flight to one destination (scheme://host:port) at once, all hosts together.
+    webhook_max_in_flight_per_destination: int = Field(4, ge=1, le=1024)
+    #: Let webhooks reach loopback, private, link-local, ... addresses (development, tests).
+    webhook_allow_private_addresses: bool = False
 
     # Each worker process
     #: HTTP requests (Astria and webhooks) one worker process keeps in flight at once.
@@ -108,6 +115,11 @@ class Settings(BaseSettings):
     #: Longest a worker's dispatcher sleeps before looking for due work again.
     scheduler_tick_seconds: float = Field(0.5, gt=0)
     job_retention_seconds: int = Field(7 * 24 * 3600, gt=0)
+    #: Most jobs that wait on one idempotency key's prompt (their outcome is decided at once).
+    idempotency_max_followers: int = Field(100, ge=1, le=100_000)
+    #: Run on a Redis whose maxmemory-policy evicts keys (it would drop jobs, results and
+    #: idempotency keys at will): refused at start unless this is true.
+    redis_allow_eviction: bool = False
     key_prefix: str = Field("astria", pattern=r"^[A-Za-z0-9_.:-]+$")
     #: Celery task events from the start; Flower switches them on by itself when it connects.
     worker_task_events: bool = False
@@ -167,6 +179,12 @@ class Settings(BaseSettings):
         """Hard limit of one task run. The task only validates and registers a job in Redis (no
         Astria request), so this covers Redis' own retries during a restart, with margin."""
         return 30.0
+
+    @property
+    def webhook_lease_seconds(self) -> float:
+        """A webhook granted for an attempt is not granted again before this: past its
+        deadline, with a margin."""
+        return self.webhook_timeout_seconds + 5.0
 
     @property
     def wait_replicas(self) -> int:

@@ -14,14 +14,34 @@ import re
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from worker.addresses import url_host_problem
 from worker.errors import InvalidSpec
 from worker.records import Lane
 
 MAX_TEXT_CHARS = 4000
 MAX_INLINE_IMAGE_CHARS = 4 * 1024 * 1024
 MAX_URL_CHARS = 2048
+#: Astria's ids are 31-bit integers (tune ids, LoRA and FaceID tags).
+MAX_ID = 2**31 - 1
+#: Largest `w` or `h` sent. Astria documents multiples of 8 and no maximum; SDXL is trained at
+#: 1024 and Flux goes to about 2 megapixels, so 2048 admits every real request.
+MAX_SIDE = 2048
+#: Strength of a `<lora:ID:W>` tag, as `lora_strength`.
+MAX_LORA_STRENGTH = 2.0
+#: An InvalidSpec message lists at most this many problems and is cut at MAX_ERROR_CHARS: it is
+#: stored on the job, in the result, in the webhook and in the log.
+MAX_PROBLEMS = 20
+MAX_ERROR_CHARS = 2000
 
 LORA_TAG = re.compile(r"<lora:(\d+):(\d+(?:\.\d+)?)>")
 FACEID_TAG = re.compile(r"<faceid:(\d+):1>")
@@ -53,18 +73,49 @@ def _http_url(value: str | None) -> str | None:
         return None
     if len(value) > MAX_URL_CHARS:
         raise ValueError(f"must be at most {MAX_URL_CHARS} characters")
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018  (raises on a port that is not a number in range)
+    except ValueError:
+        raise ValueError("is not a valid URL") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("must be an http:// or https:// URL with a host")
     return value
 
 
+def _webhook_url(value: str, allow_private: bool) -> str:
+    """A producer's webhook URL: no credentials in it (they would be stored and listed), and a
+    host that may receive webhooks (`worker.addresses`)."""
+    parts = urlsplit(value)
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not carry credentials (user:password@)")
+    problem = None if allow_private else url_host_problem(value)
+    if problem:
+        raise ValueError(f"{problem}: webhooks go to public addresses only "
+                         "(WEBHOOK_ALLOW_PRIVATE_ADDRESSES=true lifts this)")
+    return value
+
+
+def _check_tags(text: str) -> None:
+    for match in _ANY_TAG.finditer(text):
+        tag = match.group(0)
+        parsed = LORA_TAG.fullmatch(tag) or FACEID_TAG.fullmatch(tag)
+        if not parsed:
+            raise ValueError(f"bad tag {tag[:40]!r}: use <lora:TUNE_ID:STRENGTH> or "
+                             "<faceid:TUNE_ID:1>")
+        if not 0 < int(parsed.group(1)) <= MAX_ID:
+            raise ValueError(f"bad tag {tag[:40]!r}: the tune id must be 1..{MAX_ID}")
+        if tag.startswith("<lora:") and not 0 < float(parsed.group(2)) <= MAX_LORA_STRENGTH:
+            raise ValueError(f"bad tag {tag[:40]!r}: the strength must be in "
+                             f"(0, {MAX_LORA_STRENGTH:g}]")
+
+
 class PromptSpec(BaseModel):
     """One image-generation job. Unknown keys are refused rather than silently dropped."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
-    tune_id: int = Field(gt=0)
+    tune_id: int = Field(gt=0, le=MAX_ID)
     text: str = Field(max_length=MAX_TEXT_CHARS)
     negative_prompt: str | None = Field(None, max_length=MAX_TEXT_CHARS)
     callback: str | None = None
@@ -77,8 +128,8 @@ class PromptSpec(BaseModel):
     face_swap: bool | None = None
     cfg_scale: float | None = Field(None, ge=0, le=15)
     steps: int | None = Field(None, ge=0, le=50)
-    w: int | None = Field(None, gt=0, multiple_of=8)
-    h: int | None = Field(None, gt=0, multiple_of=8)
+    w: int | None = Field(None, gt=0, le=MAX_SIDE, multiple_of=8)
+    h: int | None = Field(None, gt=0, le=MAX_SIDE, multiple_of=8)
     scheduler: Scheduler | None = None
     aspect_ratio: AspectRatio | None = None
     controlnet: Controlnet | None = None
@@ -106,18 +157,20 @@ class PromptSpec(BaseModel):
     def _text(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("must not be blank")
-        for match in _ANY_TAG.finditer(value):
-            tag = match.group(0)
-            if not (LORA_TAG.fullmatch(tag) or FACEID_TAG.fullmatch(tag)):
-                raise ValueError(
-                    f"bad tag {tag!r}: use <lora:TUNE_ID:STRENGTH> or <faceid:TUNE_ID:1>"
-                )
+        _check_tags(value)
         return value
 
-    @field_validator("callback", "input_image_url", "mask_image_url")
+    @field_validator("input_image_url", "mask_image_url")
     @classmethod
     def _urls(cls, value: str | None) -> str | None:
         return _http_url(value)
+
+    @field_validator("callback")
+    @classmethod
+    def _callback(cls, value: str | None, info: ValidationInfo) -> str | None:
+        url = _http_url(value)
+        allow_private = bool((info.context or {}).get("allow_private"))
+        return None if url is None else _webhook_url(url, allow_private)
 
     @field_validator("input_image_base64")
     @classmethod
@@ -168,13 +221,15 @@ def spec_json_schema() -> dict[str, Any]:
         "and expires_in; callback is the producer's signed webhook. Also enforced: "
         "text not blank, tags <lora:ID:W> and <faceid:ID:1> only, one LoRA on SDXL, "
         "inpaint_faces and hires_fix need super_resolution, controlnet needs an input image, "
-        "URLs are http(s), input_image_base64 is a data:image/...;base64 URL."
+        "URLs are http(s), input_image_base64 is a data:image/...;base64 URL, callback carries "
+        "no credentials and its host is not a loopback, private, link-local, CGNAT, "
+        "unique-local, multicast or unspecified address, nor localhost, in any spelling."
     )
     return schema
 
 
 def _describe(err: dict[str, Any]) -> str:
-    loc = ".".join(str(part) for part in err["loc"])
+    loc = ".".join(str(part)[:64] for part in err["loc"])
     msg = str(err["msg"]).removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         return f"{loc}: unknown field (not an Astria prompt field nor one of {sorted(OWN_KEYS)})"
@@ -183,14 +238,29 @@ def _describe(err: dict[str, Any]) -> str:
     return f"{loc or 'spec'}: {msg}"
 
 
-def parse_spec(data: Any, *, sdxl_base_tune_id: int = 666678) -> PromptSpec:
-    """Validate a producer's spec; raise InvalidSpec naming every bad field and its rule."""
+def problems_text(problems: list[str]) -> str:
+    """Problems joined for an InvalidSpec message, at most MAX_PROBLEMS of them and
+    MAX_ERROR_CHARS in all."""
+    shown = problems[:MAX_PROBLEMS]
+    while len(shown) > 1 and sum(len(p) + 2 for p in shown) > MAX_ERROR_CHARS - 40:
+        shown.pop()
+    text = "; ".join(shown)[:MAX_ERROR_CHARS - 40]
+    more = len(problems) - len(shown)
+    return text + (f"; and {more} more problem{'s' if more > 1 else ''}" if more else "")
+
+
+def parse_spec(data: Any, *, sdxl_base_tune_id: int = 666678,
+               private_callbacks: bool = False) -> PromptSpec:
+    """Validate a producer's spec; raise InvalidSpec naming every bad field and its rule.
+
+    `private_callbacks` admits a `callback` on a private or local address (see
+    `worker.addresses`; WEBHOOK_ALLOW_PRIVATE_ADDRESSES)."""
     if not isinstance(data, dict):
         raise InvalidSpec(f"spec: must be a JSON object, got {type(data).__name__}")
     try:
-        spec = PromptSpec.model_validate(data)
+        spec = PromptSpec.model_validate(data, context={"allow_private": private_callbacks})
     except ValidationError as exc:
-        raise InvalidSpec("; ".join(_describe(dict(e)) for e in exc.errors())) from None
+        raise InvalidSpec(problems_text([_describe(dict(e)) for e in exc.errors()])) from None
     if spec.tune_id == sdxl_base_tune_id and len(spec.lora_tags()) > 1:
         raise InvalidSpec("text: SDXL prompts take at most one <lora:...> tag")
     return spec

@@ -50,6 +50,7 @@ class Gauges:
     polling: int  #: jobs due for a non-POST request
     retrying: int  #: jobs waiting out a back-off before their POST
     dead: int
+    dead_messages: int  #: broker messages that could not be read
     webhooks_pending: int
     webhooks_dead: int
     rates: dict[str, float | None]  #: the limiter's current rate by kind (None: never used)
@@ -126,6 +127,8 @@ class Stats:
                 self.flush()
             except redis.RedisError:
                 log.warning("stats: flush failed, keeping the counts for the next one")
+            except Exception:  # the counts of this second are lost; the thread goes on
+                log.exception("stats: flush failed")
 
     def _flush_quietly(self) -> None:
         with contextlib.suppress(redis.RedisError):
@@ -143,16 +146,19 @@ class Stats:
         pipe.zcard(k.due_poll)
         pipe.zcard(k.due_submit)
         pipe.zcard(k.dead)
+        pipe.xlen(k.dead_messages)
         pipe.zcard(k.webhooks_due)
         pipe.zcard(k.webhooks_dead)
         pipe.hmget(k.limiter, ["rate:submit", "rate:poll"])
-        queued, inflight, polling, retrying, dead, hooks_due, hooks_dead, rates = pipe.execute()
+        (queued, inflight, polling, retrying, dead, dead_messages, hooks_due, hooks_dead,
+         rates) = pipe.execute()
         oldest = self._oldest_queued_at()
         return Gauges(
             queued=int(queued),
             oldest_queued_seconds=time.time() - oldest if oldest else 0.0,
             in_flight={as_text(tenant): int(n) for tenant, n in inflight.items()},
             polling=int(polling), retrying=int(retrying), dead=int(dead),
+            dead_messages=int(dead_messages),
             webhooks_pending=int(hooks_due), webhooks_dead=int(hooks_dead),
             rates={kind: float(rate) if rate else None
                    for kind, rate in zip(("submit", "poll"), rates, strict=True)})
@@ -178,6 +184,7 @@ class Stats:
                 "failed": int(counters.get("outcome:FAILURE", 0)),
                 "revoked": int(counters.get("outcome:REVOKED", 0)),
                 "dead_letters": gauges.dead,
+                "dead_messages": gauges.dead_messages,
                 "polling_or_retrying": gauges.polling,
             },
             "by_tenant_and_lane": self._by_tenant(counters, gauges.in_flight, job_latency),

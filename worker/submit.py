@@ -24,9 +24,10 @@ from typing import Any
 from urllib.parse import urlencode
 
 from worker import outcomes
-from worker.client import Prompt, TransientError
+from worker.client import TransientError
 from worker.errors import AstriaRejected, AstriaUnavailable, InvalidSpec
 from worker.polling import first_poll_delay
+from worker.prompt import Prompt
 from worker.records import Job
 from worker.retry import astria_policy, listing_policy, next_attempt_in
 from worker.routing import Target, route, unsupported_kind
@@ -57,8 +58,10 @@ class Plan:
 
 
 def plan(rt: Runtime, job: Job) -> Plan:
-    """Route the job and make the record of its POST (InvalidSpec if its spec breaks a rule)."""
-    spec = parse_spec(job.spec, sdxl_base_tune_id=rt.settings.astria_sdxl_base_tune_id)
+    """Route the job and make the record of its POST (InvalidSpec if its spec breaks a rule).
+    Its callback was checked when it was accepted, and is again at each delivery."""
+    spec = parse_spec(job.spec, sdxl_base_tune_id=rt.settings.astria_sdxl_base_tune_id,
+                      private_callbacks=True)
     target = route(rt.settings, spec, rt.learnt.known_route(spec.tune_id))
     now = time.time()
     record: dict[str, Any] = {
@@ -88,6 +91,13 @@ def send(rt: Runtime, lease: Lease, planned: Plan) -> None:
     fields: dict[str, Any] = {**spec.prompt_fields(), "text": target.text, "seed": job.seed}
     if s.astria_callback_url:
         fields["callback"] = callback_url(s.astria_callback_url, job.token)
+    if job.inline_image:
+        fields["input_image_base64"] = rt.jobs.inline_image(job.id)
+        if not fields["input_image_base64"]:
+            outcomes.finish(rt, lease, job, outcomes.failure(InvalidSpec(
+                "input_image_base64: the inline image is gone (it is kept a day after a job "
+                "fails); enqueue the job again")), pending_post=0)
+            return
     try:
         prompt = rt.astria.create_prompt(target.tune_id, fields)
     except AstriaRejected as exc:
@@ -118,30 +128,28 @@ def send(rt: Runtime, lease: Lease, planned: Plan) -> None:
 
 def record_prompt(rt: Runtime, lease: Lease, job: Job, prompt: Prompt, target: Target) -> None:
     """The prompt exists: the job waits for its images, first poll when it should be done."""
-    tune_id = int(prompt.get("tune_id") or target.tune_id)
+    tune_id = prompt.tune_id or target.tune_id
     if target.rerouted:
         rt.stats.count("rerouted")
     now = time.time()
     first = now + first_poll_delay(rt.settings, rt.learnt.expected_generation_seconds())
     state = rt.jobs.created(
         lease, job, first_poll_at=first,
-        info={"prompt_id": prompt["id"], "tune_id": tune_id,
+        info={"prompt_id": prompt.id, "tune_id": tune_id,
               "requested_tune_id": job.requested_tune_id, "rerouted": target.rerouted},
-        prompt_id=prompt["id"], tune_id=tune_id, rerouted=target.rerouted,
+        prompt_id=prompt.id, tune_id=tune_id, rerouted=target.rerouted,
         sent_text=target.text, pending_post=0, submitted_at=now, polls=0,
         deadline=now + rt.settings.astria_job_deadline_seconds, retry_attempt=0, retry_since=0,
         list_before=0, list_oldest=0)
-    log.info("job %s: prompt %s created on tune %s%s", job.id, prompt["id"], tune_id,
+    log.info("job %s: prompt %s created on tune %s%s", job.id, prompt.id, tune_id,
              "" if state == "waiting" else f" ({state})",
-             extra={"job_id": job.id, "prompt_id": prompt["id"], "tune_id": tune_id})
+             extra={"job_id": job.id, "prompt_id": prompt.id, "tune_id": tune_id})
 
 
 def _carries_marker(rt: Runtime, job: Job, prompt: Prompt) -> bool:
-    if rt.settings.astria_callback_url and f"token={job.token}" in str(prompt.get("callback")):
+    if rt.settings.astria_callback_url and f"token={job.token}" in (prompt.callback or ""):
         return True
-    seed = prompt.get("seed")
-    return (str(prompt.get("text") or "").strip() == job.post_text.strip()
-            and str(seed) == str(job.seed))
+    return (prompt.text or "").strip() == job.post_text.strip() and prompt.seed == job.seed
 
 
 def reconcile(rt: Runtime, lease: Lease, job: Job) -> None:
@@ -165,8 +173,8 @@ def reconcile(rt: Runtime, lease: Lease, job: Job) -> None:
     fresh = {"retry_attempt": 0, "retry_since": 0}  # a page came back: a new retry budget
     found = [p for p in page if _carries_marker(rt, job, p)]
     if found:
-        prompt = min(found, key=lambda p: int(p["id"]))
-        log.info("job %s: adopted prompt %s of an unanswered POST", job.id, prompt["id"])
+        prompt = min(found, key=lambda p: p.id)
+        log.info("job %s: adopted prompt %s of an unanswered POST", job.id, prompt.id)
         rt.stats.count("adopted")
         record_prompt(rt, lease, job, prompt,
                       Target(job.post_tune_id, job.post_text, job.post_rerouted))
@@ -174,7 +182,7 @@ def reconcile(rt: Runtime, lease: Lease, job: Job) -> None:
     oldest = min((outcomes.created_at(p) for p in page), default=float("inf"))
     moved_back = job.list_oldest == 0 or oldest < job.list_oldest
     if len(page) == PAGE and moved_back and oldest >= job.first_post_at - CLOCK_MARGIN:
-        rt.jobs.schedule(lease, job, at=now, list_before=min(int(p["id"]) for p in page),
+        rt.jobs.schedule(lease, job, at=now, list_before=min(p.id for p in page),
                          list_oldest=oldest, **fresh)
         return
     if now >= settle:

@@ -12,28 +12,47 @@ The worst case is a message delivered twice, which our tasks are built to absorb
 
 It needs one Redis key per consume call: `priority_steps` is `[0]` and the worker consumes a single
 queue (the default `celery`), which `worker.app` configures. Producers are unchanged: any
-`redis://` producer, in any language, pushes to the same list. `SentinelTransport` is the same
-consumer on kombu's Sentinel channel (a `sentinel://` REDIS_URL).
+`redis://` producer, in any language, pushes to the same list. A producer that sets Celery's
+`priority=` makes kombu push to `celery\x06\x16<N>` instead, which no worker reads: the sweep, and
+an idle consumer, move such messages onto the queue (a job's priority is its spec's `priority`).
+`SentinelTransport` is the same consumer on kombu's Sentinel channel (a `sentinel://` REDIS_URL).
+
+Each message is checked before kombu reads it (`worker.intake`): one that cannot be read is moved
+to the dead messages (`worker.store.messages`) instead of stopping the worker, and so is one whose
+delivery still raises. A Redis out of memory (`maxmemory` reached) or read-only (a replica just
+demoted) pauses consumption for a second rather than ending the worker.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import uuid
 from collections.abc import Iterator
 from queue import Empty
-from time import monotonic, time
+from time import monotonic, sleep, time
 from typing import Any
 
+import redis
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 from kombu.utils.objects import cached_property
 
+from worker import intake
 from worker.connections import FollowingSentinelConnection
-from worker.constants import Keys
+from worker.constants import QUEUE, Keys
+from worker.results import ResultFormat
 from worker.settings import get_settings
+from worker.store.messages import DeadMessages
+
+log = logging.getLogger("astria.intake")
+#: The priority lists kombu's Redis transport may push to (priorities 1-9; 0 is the queue).
+PRIORITY_LEVELS = range(1, 10)
+#: Messages moved from one priority list to its queue per sweep.
+ADOPT_BATCH = 1000
 
 
 def _keys() -> Keys:
@@ -59,10 +78,24 @@ class QoS(kombu_redis.QoS):
         self.channel._moved = None
         virtual.QoS.append(self, message, delivery_tag)
 
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        """kombu's reject; when Redis refuses the requeue (out of memory: the transaction is
+        discarded whole), the message simply stays recorded as unacknowledged and comes back
+        after BROKER_VISIBILITY_TIMEOUT, instead of the error ending the worker."""
+        try:
+            super().reject(delivery_tag, requeue)
+        except redis.ResponseError as exc:
+            log.warning("message %s stays unacknowledged (Redis refused its requeue: %s); it "
+                        "comes back after BROKER_VISIBILITY_TIMEOUT", delivery_tag,
+                        type(exc).__name__)
+            virtual.QoS.ack(self, delivery_tag)  # forgotten here only
+
     def restore_visible(self, *args: Any, **kwargs: Any) -> Any:
-        """kombu's periodic sweep of unacknowledged messages, plus ours of abandoned lists."""
-        with contextlib.suppress(*self.channel.connection_errors):  # the next sweep will do it
-            self.channel.recover_abandoned()
+        """kombu's periodic sweep of unacknowledged messages, plus ours of abandoned lists and
+        of messages stranded on priority lists."""
+        with contextlib.suppress(*self.channel.connection_errors, redis.ResponseError):
+            self.channel.recover_abandoned()  # the next sweep will do it
+            self.channel.adopt_priority_lists()
         return super().restore_visible(*args, **kwargs)
 
 
@@ -79,6 +112,11 @@ class Channel(kombu_redis.Channel):
     def _side(self) -> Any:
         """One client (on kombu's connection pool) for bookkeeping, acks and publishing."""
         return self._create_client()
+
+    @cached_property
+    def _dead(self) -> DeadMessages:
+        settings = get_settings()
+        return DeadMessages(self._side, _keys(), ResultFormat(settings.job_retention_seconds))
 
     @contextlib.contextmanager
     def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
@@ -101,9 +139,12 @@ class Channel(kombu_redis.Channel):
     def _heartbeat(self, source: str) -> None:
         if monotonic() - self._beat_at < self._alive_seconds / 4:
             return
-        self._side.pipeline().set(f"{self._processing_key}.alive", 1, ex=self._alive_seconds).hset(
-            _keys().processing, self._processing_key, source
-        ).execute()
+        try:
+            self._side.pipeline().set(f"{self._processing_key}.alive", 1,
+                                      ex=self._alive_seconds).hset(
+                _keys().processing, self._processing_key, source).execute()
+        except redis.ResponseError:  # a write refused (out of memory): the BLMOVE will be too
+            return
         self._beat_at = monotonic()
 
     def _brpop_start(self, timeout: float | None = None) -> None:
@@ -134,14 +175,34 @@ class Channel(kombu_redis.Channel):
                 self.client.connection.disconnect()
                 self._new_processing_key()
                 raise
+            except redis.ResponseError as exc:  # BLMOVE refused: out of memory, read-only
+                self._pause(exc)
             if not item:
+                self._adopt_when_idle()
                 raise Empty()
             self._queue_cycle.rotate(source)
+            rejected = intake.problem(item, task=source == QUEUE)
+            if rejected is not None:
+                try:
+                    self._bury(item, source, rejected)
+                except redis.ResponseError as exc:  # refused: it waits for the sweep, as above
+                    self._new_processing_key()
+                    self._pause(exc)
+                raise Empty()
             try:
                 self._moved = item  # QoS.append moves it from our list to kombu's unacked
                 self.connection._deliver(loads(bytes_to_str(item)), source)
                 if self._moved is not None:  # consumed without acknowledgement: not recorded
                     self._side.lrem(self._processing_key, 1, item)
+            except self.connection_errors:
+                self._new_processing_key()
+                raise
+            except redis.RedisError as exc:  # a write refused: out of memory, read-only, ...
+                self._new_processing_key()  # the message waits in the old list for the sweep
+                self._pause(exc)
+            except Exception as exc:  # the message still made kombu or Celery fail
+                self._bury_delivered(item, source, exc)
+                raise Empty() from None
             except BaseException:
                 self._new_processing_key()
                 raise
@@ -152,6 +213,56 @@ class Channel(kombu_redis.Channel):
             self._moved = None
             if hasattr(self, "_flush_brpop_reauth"):
                 self._flush_brpop_reauth()
+
+    @staticmethod
+    def _pause(exc: Exception) -> None:
+        """Redis refused a write it needs (out of memory under noeviction, a replica just
+        demoted): wait a second and consume again, rather than end the worker."""
+        log.warning("consuming paused for a second: Redis refused a write (%s: %s)",
+                    type(exc).__name__, str(exc)[:120])
+        sleep(1.0)
+        raise Empty() from None
+
+    def _bury(self, item: bytes, source: str, rejected: intake.Rejected) -> None:
+        """The message leaves our processing list for the dead messages, logged once."""
+        entry = self._dead.bury(item, reason=rejected.reason, queue=source,
+                                task_id=rejected.task_id, processing=self._processing_key)
+        log.error("dead message %s from %s (%d bytes, task id %s): %s", entry, source,
+                  len(item), rejected.task_id or "unknown", rejected.reason)
+
+    def _bury_delivered(self, item: bytes, source: str, exc: Exception) -> None:
+        """A message that passed the checks and still failed kombu or Celery: buried too; if
+        kombu had recorded it as unacknowledged, that record goes."""
+        envelope = json.loads(item)
+        self._bury(item, source, intake.Rejected(
+            f"could not be delivered: {type(exc).__name__}: {exc}"[:500],
+            (envelope.get("headers") or {}).get("id")))
+        if self._moved is None:
+            self.qos.ack(envelope["properties"]["delivery_tag"])
+
+    def _adopt_when_idle(self) -> None:
+        if monotonic() - getattr(self, "_adopted_at", 0.0) >= 1.0:
+            self._adopted_at = monotonic()
+            self.adopt_priority_lists()
+
+    def adopt_priority_lists(self) -> int:
+        """Move messages stranded on priority lists (Celery's `priority=`) onto their queue."""
+        client, moved = self._side, 0
+        for queue in self.active_queues:
+            lists = [f"{queue}{self.sep}{level}" for level in PRIORITY_LEVELS]
+            pipe = client.pipeline(transaction=False)
+            for name in lists:
+                pipe.llen(name)
+            for name, length in zip(lists, pipe.execute(), strict=True):
+                if not length:
+                    continue
+                pipe = client.pipeline(transaction=False)
+                for _ in range(min(length, ADOPT_BATCH)):
+                    pipe.lmove(name, queue, "RIGHT", "LEFT")
+                moved += sum(1 for item in pipe.execute() if item is not None)
+        if moved:
+            log.info("moved %d message(s) sent with a Celery priority onto the queue", moved)
+        return moved
 
     def recover_abandoned(self) -> int:
         """Push the messages of processing lists whose owner stopped beating back to their queue."""

@@ -2,10 +2,9 @@
 
 Between steps a waiting job is a score in a due set. `poll` looks once (`worker.polling` says
 when next); `poll_many` looks at several prompts of one tune with one request, Astria's listing
-(newest first, 120 a page), and settles them all in one round trip to Redis; `apply_callbacks`
-finishes jobs from the callback bodies Astria sent, kept by the receiver (`worker.receiver`),
-without a request, likewise; `delete` removes the prompt of a job cancelled with
-`--delete-prompt`.
+(newest first, 120 a page), and settles them all in one round trip to Redis; `delete` removes the
+prompt of a job cancelled with `--delete-prompt`. Astria's callback (`worker.receiver`) only makes
+a job due for its poll at once: the outcome always comes from Astria's own answer.
 """
 
 from __future__ import annotations
@@ -14,9 +13,10 @@ import logging
 import time
 
 from worker import outcomes
-from worker.client import Prompt, TransientError
+from worker.client import TransientError
 from worker.errors import AstriaRejected, PromptTimeout
 from worker.polling import next_poll_delay
+from worker.prompt import Prompt
 from worker.records import Job, RequestKind
 from worker.retry import astria_policy, next_attempt_in
 from worker.runtime import Runtime
@@ -61,8 +61,7 @@ def _later(rt: Runtime, lease: Lease, job: Job, retry_after: float) -> Later | E
             f"{rt.settings.astria_job_deadline_seconds:g}s (ASTRIA_JOB_DEADLINE_SECONDS)")))
     polls = job.polls + 1
     delay = max(next_poll_delay(rt.settings, polls), retry_after)
-    return Later(lease, job, min(now + delay, job.deadline),
-                 {"polls": polls, "callback_prompt": ""})
+    return Later(lease, job, min(now + delay, job.deadline), {"polls": polls})
 
 
 def poll_many(rt: Runtime, items: list[tuple[Lease, Job]]) -> None:
@@ -94,8 +93,9 @@ def _settle(rt: Runtime, items: list[tuple[Lease, Job, Prompt]]) -> None:
     """Each job's outcome if its prompt is done, else its next poll: all in one round trip."""
     endings: list[Ending] = []
     later: list[Later] = []
+    limit = rt.settings.astria_job_deadline_seconds
     for lease, job, prompt in items:
-        step = outcomes.ending(lease, job, prompt) or _later(rt, lease, job, 0.0)
+        step = outcomes.ending(lease, job, prompt, limit) or _later(rt, lease, job, 0.0)
         if isinstance(step, Later):
             later.append(step)
         else:
@@ -117,21 +117,14 @@ def _listed(rt: Runtime, tune_id: int, wanted: set[int]) -> tuple[dict[int, Prom
         pages += 1
         limit = min(PAGE, max(missing) - min(missing) + 1)
         page = rt.astria.list_prompts(tune_id, limit=limit, before_id=before)
-        found.update((p["id"], p) for p in page if p["id"] in wanted)
+        found.update((p.id, p) for p in page if p.id in wanted)
         missing = wanted - found.keys()
         if not missing or len(page) < limit:
             break
-        before = min(p["id"] for p in page)
+        before = min(p.id for p in page)
         if before <= min(missing):
             break
     return found, pages
-
-
-def apply_callbacks(rt: Runtime, items: list[tuple[Lease, Job]]) -> None:
-    """Finish jobs from the callback bodies Astria sent (those that say the prompt is done),
-    without a request, in one round trip; the others wait for their next poll."""
-    _settle(rt, [(lease, job, job.callback_prompt) for lease, job in items
-                 if job.callback_prompt is not None])
 
 
 def delete(rt: Runtime, lease: Lease, job: Job) -> None:

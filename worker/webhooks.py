@@ -15,6 +15,12 @@ first retry within WEBHOOK_FIRST_RETRY_SECONDS, then exponential back-off with j
 WEBHOOK_RETRY_FOR_SECONDS); the waits are due times in Redis, never a sleeping worker. Deliveries
 that ran out are dead letters: `astria-queue webhooks list`, `astria-queue webhooks redrive`.
 Signing and verifying use the `standardwebhooks` package, the specification's own.
+
+An endpoint is whatever a producer wrote, so deliveries cannot take the pool: they run on their
+own WEBHOOK_CONCURRENCY threads, each attempt within a total deadline on a checked address
+(`worker.egress`), a few attempts in flight per destination, and a destination that keeps not
+answering is held back (`worker.store.webhooks`). A destination that is not public is refused and
+the webhook is dead at once (`worker.addresses`).
 """
 
 from __future__ import annotations
@@ -26,11 +32,10 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-import requests
-from standardwebhooks import Webhook
+from standardwebhooks import Webhook as Signer
 
 from worker.errors import AstriaQueueError
-from worker.records import Failed, Outcome, Succeeded, as_text, outcome_from_json
+from worker.records import Failed, Outcome, Succeeded
 from worker.retry import next_attempt_in, webhook_policy
 from worker.runtime import Runtime
 
@@ -59,7 +64,7 @@ def signed_headers(secret: str, message_id: str, body: bytes, at: float | None =
     """The three Standard Webhooks headers for one attempt."""
     when = datetime.fromtimestamp(int(time.time() if at is None else at), UTC)
     return {"webhook-id": message_id, "webhook-timestamp": str(int(when.timestamp())),
-            "webhook-signature": Webhook(secret).sign(message_id, when, body.decode()),
+            "webhook-signature": Signer(secret).sign(message_id, when, body.decode()),
             "content-type": "application/json"}
 
 
@@ -67,51 +72,40 @@ def verify(headers: Mapping[str, str], body: bytes | str, secret: str) -> Any:
     """Check a webhook's signature and timestamp (within 5 minutes); return its parsed body.
 
     Raises `standardwebhooks.WebhookVerificationError` when the webhook is not genuine."""
-    return Webhook(secret).verify(body, dict(headers))
+    return Signer(secret).verify(body, dict(headers))
 
 
 def deliver(rt: Runtime, message_id: str) -> None:
-    """One delivery attempt of a queued webhook; the outcome goes back to Redis."""
-    k = rt.keys
-    hook = {as_text(a): as_text(b) for a, b in rt.redis.hgetall(k.webhook(message_id)).items()}
+    """One delivery attempt of a queued webhook (`worker.egress`: checked address, total
+    deadline, a few KiB of answer); the result goes back to Redis."""
+    hook = rt.webhooks.load(message_id)
     now = time.time()
-    body = hook.get("body", "").encode()
-    if hook and not body:
-        raw, finished = rt.redis.hmget(k.job(hook["source"]), ["outcome", "finished_at"])
-        if raw:
-            body = event_body(hook["job_id"], hook["type"], outcome_from_json(as_text(raw)),
-                              float(as_text(finished)) if finished else now)
+    body = hook.body if hook else b""
+    if hook and not body and hook.outcome is not None:
+        body = event_body(hook.job_id, hook.type, hook.outcome, hook.finished_at or now)
     secret = rt.settings.webhook_key()
-    error, next_at = "", 0.0
-    if not hook or not body:
+    retry_for = rt.settings.webhook_retry_for_seconds
+    error, next_at, answered = "", 0.0, False
+    if hook is None or not body:
         result, error = "dead", "the job's outcome is gone (past JOB_RETENTION_SECONDS)"
     elif secret is None:
         result, error = "dead", "WEBHOOK_SECRET is not set: webhooks cannot be signed"
+    elif not hook.first_attempt_at and now - hook.created_at > retry_for:
+        result, error = "dead", "its retry window ended while its destination was held back"
     else:
-        error = _post(rt, hook["url"], signed_headers(secret, message_id, body, now), body)
-        result = "delivered"
-        if error:
-            attempt = int(hook.get("attempts") or 0) + 1
-            started = float(hook.get("first_attempt_at") or now)
-            delay = next_attempt_in(webhook_policy(rt.settings), attempt=attempt,
-                                    started_at=started, error=WebhookFailed(error), now=now)
+        answer = rt.egress.post(hook.url, body, signed_headers(secret, message_id, body, now),
+                                deadline=rt.settings.webhook_timeout_seconds)
+        error, result, answered = answer.error, "delivered", answer.status is not None
+        if answer.refused:
+            result = "dead"
+        elif error:
+            delay = next_attempt_in(webhook_policy(rt.settings), attempt=hook.attempts + 1,
+                                    started_at=hook.first_attempt_at or now,
+                                    error=WebhookFailed(error), now=now)
             result = "dead" if delay is None else "retry"
             next_at = now + (delay or 0.0)
-    rt.scripts.webhook_done(
-        keys={"webhook": k.webhook(message_id), "webhooks_due": k.webhooks_due,
-              "webhooks_dead": k.webhooks_dead},
-        args={"message_id": message_id, "now": now, "result": result,
-              "next_at": next_at, "error": error,
-              "body": body.decode()})
-    log.info("webhook %s for job %s: %s%s", message_id, hook.get("job_id"), result,
-             f" ({error})" if error else "", extra={"job_id": hook.get("job_id")})
-
-
-def _post(rt: Runtime, url: str, headers: dict[str, str], body: bytes) -> str:
-    """POST once; '' when the receiver answered 2xx, else what went wrong."""
-    try:
-        answer = rt.http.post(url, data=body, headers=headers, allow_redirects=False,
-                              timeout=rt.settings.webhook_timeout_seconds)
-    except requests.RequestException as exc:
-        return type(exc).__name__
-    return "" if 200 <= answer.status_code < 300 else f"HTTP {answer.status_code}"
+    rt.webhooks.done(message_id, result=result, next_at=next_at, error=error, body=body,
+                     now=now, answered=answered)
+    job_id = hook.job_id if hook else None
+    log.info("webhook %s for job %s: %s%s", message_id, job_id, result,
+             f" ({error})" if error else "", extra={"job_id": job_id})

@@ -17,7 +17,9 @@ from worker.results import ResultFormat
 from worker.settings import Settings
 from worker.spec import parse_spec
 from worker.store.jobs import JobStore
+from worker.store.registration import Registrations
 from worker.store.types import Lease, Registration
+from worker.store.webhooks import WebhookStore
 
 
 @dataclass
@@ -29,6 +31,8 @@ class Store:
     keys: Keys
     jobs: JobStore
     dispatcher: Dispatcher
+    registrations: Registrations
+    webhooks: WebhookStore
 
     owner: str = ""
 
@@ -38,7 +42,7 @@ class Store:
 
     def register(self, name: str, post_by: float = 0.0, **spec: Any) -> Registration:
         full = {"tune_id": 1, "text": f"text of {name}", **spec}
-        return self.jobs.register(self.jid(name), parse_spec(full), post_by=post_by)
+        return self.registrations.register(self.jid(name), parse_spec(full), post_by=post_by)
 
     def grant(self, room: int = 100, now: float | None = None) -> dict[str, str]:
         """Job name -> kind of every unit granted now (names as given to `register`)."""
@@ -46,6 +50,10 @@ class Store:
         if grant.units:
             self.owner = grant.owner
         return {u.id.removeprefix(self.keys.prefix + "."): str(u.kind) for u in grant.units}
+
+    def grant_webhooks(self, room: int = 100, now: float | None = None) -> list[str]:
+        """Message ids of the webhooks granted now."""
+        return self.dispatcher.grant(0, room, now=now).webhooks
 
     def lease(self, name: str) -> tuple[Lease, Job]:
         return Lease(self.jid(name), self.owner), self.jobs.load(self.jid(name))
@@ -60,10 +68,11 @@ def make_store(redis_server: tuple[str, bool]) -> Iterator[Any]:
         prefix = "unit-" + uuid.uuid4().hex[:10]
         prefixes.append(prefix)
         s = Settings(astria_api_key="k", key_prefix=prefix,  # type: ignore[arg-type]
-                     **settings)
+                     redis_url=redis_server[0], **settings)
         keys = Keys(prefix)
         jobs = JobStore(client, s, keys, ResultFormat(3600))
-        return Store(client, s, keys, jobs, Dispatcher(jobs.scripts, s, keys))
+        return Store(client, s, keys, jobs, Dispatcher(jobs.scripts, s, keys),
+                     Registrations(jobs), WebhookStore(client, keys, jobs.scripts, 3600))
 
     yield make
     for prefix in prefixes:

@@ -32,8 +32,8 @@ def knobs(sim: AstriaSimulator, **values: object) -> None:
 
 def test_create_sends_documented_form_fields_with_bearer_auth(sim: AstriaSimulator) -> None:
     prompt = client(sim).create_prompt(7, {"text": "hi", "super_resolution": True, "seed": 3})
-    assert prompt["tune_id"] == 7 and prompt["text"] == "hi"
-    assert prompt["super_resolution"] is True and prompt["seed"] == 3
+    assert prompt.tune_id == 7 and prompt.text == "hi" and prompt.seed == 3
+    assert sim.prompts()[0]["super_resolution"] is True
 
 
 def test_wrong_key_is_rejected_and_not_retried(sim: AstriaSimulator) -> None:
@@ -53,7 +53,7 @@ def test_a_request_is_made_once_and_its_failure_classified(sim: AstriaSimulator)
     prompt = client(sim).create_prompt(7, {"text": "hi"})
     knobs(sim, fault_5xx=1.0)
     with pytest.raises(TransientError) as caught:
-        client(sim).get_prompt(7, prompt["id"])
+        client(sim).get_prompt(7, prompt.id)
     assert caught.value.status in (500, 502, 503) and not caught.value.maybe_created
     assert sim.counters["fault_5xx"] == 1  # no retry inside: the policy decides, later
 
@@ -75,10 +75,10 @@ def test_429_on_post_is_known_not_to_have_created(sim: AstriaSimulator) -> None:
 
 def test_listing_is_newest_first_with_cursor(sim: AstriaSimulator) -> None:
     c = client(sim)
-    ids = [c.create_prompt(7, {"text": f"p{i}"})["id"] for i in range(5)]
+    ids = [c.create_prompt(7, {"text": f"p{i}"}).id for i in range(5)]
     page = c.list_prompts(7, limit=2)
-    assert [p["id"] for p in page] == ids[::-1][:2]
-    assert [p["id"] for p in c.list_prompts(7, limit=2, before_id=page[-1]["id"])] == [
+    assert [p.id for p in page] == ids[::-1][:2]
+    assert [p.id for p in c.list_prompts(7, limit=2, before_id=page[-1].id)] == [
         ids[2], ids[1]]
 
 
@@ -87,11 +87,11 @@ def test_delete_removes_the_prompt_and_a_missing_one_counts_as_deleted(
 ) -> None:
     c = client(sim)
     prompt = c.create_prompt(7, {"text": "to delete"})
-    c.delete_prompt(7, prompt["id"])
-    c.delete_prompt(7, prompt["id"])
+    c.delete_prompt(7, prompt.id)
+    c.delete_prompt(7, prompt.id)
     assert sim.counters["deleted"] == 1
     with pytest.raises(AstriaRejected, match="404"):
-        c.get_prompt(7, prompt["id"])
+        c.get_prompt(7, prompt.id)
 
 
 def test_account_rate_limit_answers_429_with_retry_after(sim: AstriaSimulator) -> None:

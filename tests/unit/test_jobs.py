@@ -11,6 +11,7 @@ import pytest
 from tests.unit.conftest import Store
 from worker.errors import InvalidSpec
 from worker.records import Failed, JobState, Revoked, Succeeded
+from worker.store.jobs import CALLBACK_SPACING
 from worker.store.scripts import Script, parse_signature
 from worker.store.types import LeaseLost
 
@@ -18,6 +19,10 @@ from worker.store.types import LeaseLost
 def result_doc(store: Store, name: str) -> dict[str, Any] | None:
     raw = store.redis.get(store.keys.result(store.jid(name)))
     return json.loads(raw) if raw else None
+
+
+def job_key(store: Store, name: str) -> str:
+    return store.keys.job(store.jid(name))
 
 
 def queued_and_granted(store: Store, name: str, **spec: Any) -> None:
@@ -126,15 +131,24 @@ def test_requeue_keeps_the_jobs_place_in_its_tenants_queue(make_store: Any) -> N
     assert list(store.grant(1)) == ["first"]
 
 
-def test_a_callback_is_applied_by_a_local_step(store: Store) -> None:
+def test_a_callback_only_makes_the_job_due_for_its_poll(store: Store) -> None:
     queued_and_granted(store, "a")
     lease, job = store.lease("a")
     store.jobs.created(lease, job, first_poll_at=time.time() + 600, info={}, prompt_id=9,
                        tune_id=1)
-    assert store.jobs.callback(store.jid("a"), {"id": 8}) == "ignored"  # another prompt
-    assert store.jobs.callback(store.jid("a"), {"id": 9, "images": ["x"]}) == "queued"
-    assert store.grant() == {"a": "local"}
-    assert store.jobs.load(store.jid("a")).callback_prompt == {"id": 9, "images": ["x"]}
+    assert store.grant() == {}  # its first poll is ten minutes away
+    assert store.jobs.callback(store.jid("a"), 8) == "ignored"  # another prompt
+    assert store.jobs.callback(store.jid("a"), 9) == "queued"
+    assert store.grant() == {"a": "poll"}  # the outcome comes from Astria's answer to it
+    assert store.jobs.callback(store.jid("a"), 9) == "held"  # polled when its holder lets go
+    lease, job = store.lease("a")
+    store.jobs.schedule(lease, job, at=time.time() + 600)
+    due = store.redis.zscore(store.keys.due_poll, store.jid("a"))
+    assert due is not None and due - time.time() <= CALLBACK_SPACING  # not in ten minutes
+    for _ in range(100):  # forged or replayed: still one poll a spacing
+        assert store.jobs.callback(store.jid("a"), 9) == "queued"
+    assert store.redis.zscore(store.keys.due_poll, store.jid("a")) == due
+    assert "callback_prompt" not in {k.decode() for k in store.redis.hkeys(job_key(store, "a"))}
 
 
 def test_redrive_puts_a_failed_job_back_where_it_left(store: Store) -> None:
@@ -149,8 +163,8 @@ def test_redrive_puts_a_failed_job_back_where_it_left(store: Store) -> None:
 
 def test_an_invalid_spec_is_a_dead_letter_once(store: Store) -> None:
     for _ in range(2):
-        store.jobs.record_invalid(store.jid("bad"), {"tune_id": 1, "tenant": "app"},
-                                  InvalidSpec("text: Field required"))
+        store.registrations.record_invalid(store.jid("bad"), {"tune_id": 1, "tenant": "app"},
+                                           InvalidSpec("text: Field required"))
     assert result_doc(store, "bad")["result"]["exc_type"] == "InvalidSpec"  # type: ignore[index]
     assert store.redis.hget(store.keys.stats, "t|app|normal|FAILURE") == b"1"
 
@@ -161,22 +175,17 @@ def test_webhook_delivery_outcomes(store: Store) -> None:
     store.jobs.finish(lease, job, Succeeded({"images": ["x"]}))
     message = f"msg_{store.jid('a')}"
     k = store.keys
-    keys = {"webhook": k.webhook(message), "webhooks_due": k.webhooks_due,
-            "webhooks_dead": k.webhooks_dead}
 
     def done(result: str) -> None:
-        store.jobs.scripts.webhook_done(keys=keys, args={
-            "message_id": message, "now": time.time(), "result": result,
-            "next_at": time.time() + 5, "error": "HTTP 500", "body": "{}"})
+        store.webhooks.done(message, result=result, next_at=time.time() + 5, error="HTTP 500",
+                            body=b"{}", now=time.time(), answered=True)
 
     done("retry")
     assert store.redis.zscore(k.webhooks_due, message) is not None
     done("dead")
     assert store.redis.zscore(k.webhooks_dead, message) is not None
     assert store.redis.zscore(k.webhooks_due, message) is None
-    assert store.jobs.scripts.webhook_redrive(
-        keys=keys, args={"message_id": message, "now": time.time(), "retention": 60}
-    ) == b"redriven"
+    assert store.webhooks.redrive(message) == "redriven"
     assert store.redis.hget(k.webhook(message), "attempts") == b"2"
 
 

@@ -6,7 +6,10 @@ import pytest
 
 from worker.client import TransientError
 from worker.errors import InvalidSpec
+from worker.outcomes import generation_seconds
 from worker.polling import first_poll_delay, next_poll_delay
+from worker.prompt import read_prompt
+from worker.records import Job
 from worker.retry import astria_policy, next_attempt_in, webhook_policy
 from worker.routing import Target, route, unsupported_kind
 from worker.settings import Settings
@@ -80,3 +83,30 @@ def test_webhooks_retry_within_seconds_at_first_and_for_a_day() -> None:
     assert late is not None and late <= S.webhook_max_retry_interval
     assert next_attempt_in(policy, attempt=40, started_at=0.0, error=Exception(),
                            now=24 * 3600.0 + 1) is None
+
+
+def test_an_answer_is_read_into_a_bounded_prompt_or_refused() -> None:
+    """Astria's answers are outside input too: what decides a job is strict, what only informs
+    becomes unknown when it is out of range."""
+    assert read_prompt({"id": 5, "images": 1}) is None
+    assert read_prompt({"id": "5"}) is None
+    assert read_prompt({"id": 5, "images": ["javascript:alert(1)"]}) is None
+    assert read_prompt({"id": 5, "images": [f"https://x/{i}" for i in range(1000)]}) is None
+    prompt = read_prompt([{"id": 5, "images": ["https://cdn.test/1.jpg"], "cost_mc": 2**63 - 1,
+                           "seed": "nope", "user_error": {"x": "y" * 5000},
+                           "created_at": "2026-01-01T00:00:00Z", "trained_at": "garbage"}])
+    assert prompt is not None and prompt.images == ("https://cdn.test/1.jpg",)
+    assert prompt.cost_mc is None and prompt.seed is None and prompt.trained_at is None
+    assert prompt.user_error is not None and len(prompt.user_error) == 1000
+
+
+def test_a_learnt_generation_time_stays_in_range() -> None:
+    job = Job.from_hash("j", {"status": "waiting", "submitted_at": "0"})
+    far = read_prompt({"id": 1, "created_at": "2026-01-01T00:00:00Z",
+                       "trained_at": "9999-01-01T00:00:00Z"})
+    before = read_prompt({"id": 1, "created_at": "2026-01-01T00:00:00Z",
+                          "trained_at": "2000-01-01T00:00:00Z"})
+    assert far is not None and before is not None
+    assert generation_seconds(job, far, 900) == 900
+    assert generation_seconds(job, before, 900) == 0
+    assert first_poll_delay(S, 10**9) == S.astria_job_deadline_seconds

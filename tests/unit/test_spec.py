@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 
+from worker.accept import spec_argument
 from worker.errors import ConfigError, InvalidSpec
 from worker.settings import load_settings
 from worker.spec import MAX_TEXT_CHARS, parse_spec
@@ -45,12 +47,47 @@ OK: dict[str, Any] = {"tune_id": 1, "text": "ohwx man"}
          "input_image_base64: String should have at most"),
         ({"lora_strength": 3}, "lora_strength: Input should be less than or equal to 2"),
         ({"idempotency_key": ""}, "idempotency_key: String should have at least 1"),
+        ({"tune_id": 2**31}, "tune_id: Input should be less than or equal to 2147483647"),
+        ({"tune_id": 2**70}, "tune_id: Input should be less than or equal to 2147483647"),
+        ({"w": 2**70}, "w: Input should be less than or equal to 2048"),
+        ({"h": 4096}, "h: Input should be less than or equal to 2048"),
+        ({"cfg_scale": float("nan")}, "cfg_scale: Input should be a finite number"),
+        ({"expires_in": float("inf")}, "expires_in: Input should be a finite number"),
+        ({"text": "<lora:99999999999:0.5> x"}, "the tune id must be 1..2147483647"),
+        ({"text": "<lora:5:7> x"}, "the strength must be in (0, 2]"),
+        ({"callback": "https://example.com:99999/x"}, "callback: is not a valid URL"),
     ],
 )
 def test_invalid_specs_name_field_and_rule(changes: dict[str, Any], expected: str) -> None:
     with pytest.raises(InvalidSpec) as caught:
         parse_spec({**OK, **changes})
     assert expected in str(caught.value)
+
+
+def test_an_invalid_spec_error_is_bounded_however_much_is_wrong() -> None:
+    spec = {**OK, **{f"unknown_{i}_{'x' * 500}": 1 for i in range(10_000)}}
+    with pytest.raises(InvalidSpec) as caught:
+        parse_spec(spec)
+    message = str(caught.value)
+    assert len(message) <= 2000 and message.endswith("more problems")
+    assert message.startswith("unknown_0_xxx")
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "expected"),
+    [
+        ((), {}, "missing 'spec'"),
+        ((), {"spec": {}, "extra": 1}, "unexpected keyword arguments ['extra']"),
+        (({}, {}), {}, "2 positional arguments"),
+        (({},), {"spec": {}}, "positional argument(s) beside keyword arguments"),
+    ],
+)
+def test_task_arguments_other_than_one_spec_are_named(args: tuple[object, ...],
+                                                       kwargs: dict[str, object],
+                                                       expected: str) -> None:
+    with pytest.raises(InvalidSpec, match=r"^task arguments: .*" + re.escape(expected)):
+        spec_argument(args, kwargs)
+    assert spec_argument((), {"spec": OK}) == spec_argument((OK,), {}) == OK
 
 
 def test_spec_must_be_an_object() -> None:

@@ -10,10 +10,7 @@ the job due again when its lease ends.
 
 from __future__ import annotations
 
-import json
-import os
-import re
-import secrets
+import logging
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -21,7 +18,6 @@ from typing import Any
 import redis
 
 from worker.constants import RESULT_KEY_PREFIX, Keys, tenant_counter
-from worker.errors import InvalidSpec
 from worker.records import (
     LANES,
     Failed,
@@ -36,7 +32,6 @@ from worker.records import (
 )
 from worker.results import ResultFormat, outcome_status, webhook_type
 from worker.settings import Settings
-from worker.spec import TENANT_PATTERN, PromptSpec
 from worker.store.learnt import Recent
 from worker.store.scripts import Batch, Scripts
 from worker.store.types import (
@@ -45,20 +40,13 @@ from worker.store.types import (
     Later,
     Lease,
     LeaseLost,
-    Registration,
     flat_fields,
 )
 
-
-def _valid_tenant_and_lane(raw: Any) -> tuple[str, Lane]:
-    """The tenant and lane of a spec that failed validation, where they themselves are valid."""
-    tenant, lane = "default", Lane.NORMAL
-    if isinstance(raw, dict):
-        if isinstance(raw.get("tenant"), str) and re.fullmatch(TENANT_PATTERN, raw["tenant"]):
-            tenant = raw["tenant"]
-        if raw.get("priority") in set(Lane):
-            lane = Lane(raw["priority"])
-    return tenant, lane
+log = logging.getLogger("astria.store")
+#: Callbacks wake one job at most once in this many seconds (Astria sends one; more can only be
+#: forged or replayed: each costs at most a poll, and the real one is at most this late).
+CALLBACK_SPACING = 5.0
 
 
 class JobStore:
@@ -73,7 +61,7 @@ class JobStore:
         self.scripts = Scripts(client)
         self._replicas = Recent(self._connected_replicas)
 
-    def _batch(self, *, durable: bool = False) -> Batch:
+    def batch(self, *, durable: bool = False) -> Batch:
         """A round trip of script calls; durable ones wait for REDIS_WAIT_REPLICAS replicas
         (the record of a POST about to be sent, a registration, a prompt id, an outcome), or
         for as many as the master has now: a master left alone (its replica died, or it was
@@ -95,112 +83,43 @@ class JobStore:
                 "expiry": k.expiry, "inflight": k.inflight, "inflight_jobs": k.inflight_jobs,
                 "ready": k.ready(lane), "turns": k.turns(lane)}
 
-    def _outcome_keys(self, job_id: str) -> dict[str, str]:
+    def outcome_keys(self, job_id: str) -> dict[str, str]:
         k = self.keys
         return {"followers": k.followers(job_id), "result": k.result(job_id), "live": "",
                 "dead": k.dead, "stats": k.stats, "generation": k.generation_seconds,
-                "latency": k.job_latency, "webhooks_due": k.webhooks_due}
+                "latency": k.job_latency, "webhooks_due": k.webhooks_due,
+                "inline": k.inline_image(job_id)}
 
-    def _outcome_args(self, outcome: Outcome, tenant: str, lane: Lane) -> dict[str, Any]:
+    def outcome_args(self, outcome: Outcome, tenant: str, lane: Lane) -> dict[str, Any]:
         return {"retention": self.settings.job_retention_seconds,
                 "outcome": outcome_to_json(outcome),
                 "doc": self.results.outcome_prefix(outcome), "ttl": self.results.ttl,
                 "result_prefix": RESULT_KEY_PREFIX, "counter": tenant_counter(tenant, lane),
-                "webhook_prefix": self.keys.webhook("")}
-
-    # --- registration -------------------------------------------------------------------------
-    def register(self, job_id: str, spec: PromptSpec, *, post_by: float = 0.0,
-                 revoked_reason: str = "revoked") -> Registration:
-        """Create the job once, in its lane's queue (a redelivered message changes nothing).
-
-        A job with the idempotency_key of a live job becomes its follower: it shares that job's
-        prompt, and receives its outcome (at once if it is known). A job cancelled before it
-        arrived is recorded as REVOKED for `revoked_reason`."""
-        now = time.time()
-        k, lane = self.keys, spec.lane
-        seed = spec.seed if spec.seed is not None else int.from_bytes(os.urandom(4), "big")
-        seq = f"{int(now * 1_000_000):017d}"
-        fields = {"spec": json.dumps(spec.model_dump(exclude_none=True), sort_keys=True),
-                  "tenant": spec.tenant, "lane": lane, "seq": seq, "created_at": now,
-                  "post_by": post_by, "seed": seed, "token": secrets.token_urlsafe(16),
-                  "post_attempts": 0, "polls": 0}
-        idem = k.idempotency(spec.idempotency_key) if spec.idempotency_key else k.job(job_id)
-        for _ in range(10):
-            leader = as_text(self.redis.get(idem) or "") if spec.idempotency_key else ""
-            batch = self._batch(durable=True)
-            batch.add(
-                self.scripts.register,
-                keys={"job": k.job(job_id), "idem": idem,
-                      "leader": k.job(leader) if leader else k.job(job_id),
-                      "leader_followers": k.followers(leader or job_id),
-                      "token": k.token(str(fields["token"])), "live": k.live(spec.tenant),
-                      "ready": k.ready(lane), "turns": k.turns(lane), "queued": k.queued,
-                      "expiry": k.expiry, "revoked": k.revoked,
-                      "dispatch": k.dispatch, "result": k.result(job_id), "stats": k.stats,
-                      "webhooks_due": k.webhooks_due},
-                args={"job_id": job_id, "now": now,
-                      "retention": self.settings.job_retention_seconds, "lane": lane,
-                      "member": f"{spec.tenant}|{seq}|{job_id}", "post_by": post_by,
-                      "leader_id": leader, "webhook_url": spec.callback or "",
-                      "revoked_outcome": outcome_to_json(Revoked(revoked_reason)),
-                      "revoked_doc": self.results.revoked_prefix(revoked_reason),
-                      "result_ttl": self.results.ttl,
-                      "counter": tenant_counter(spec.tenant, lane),
-                      "webhook_prefix": k.webhook(""), "wake": k.wake,
-                      "fields": flat_fields(fields)},
-            )
-            reply = batch.execute()[0]
-            kind = as_text(reply[0])
-            if kind == "retry":  # the key's leader changed under us: read it again
-                continue
-            if kind == "follower" and as_text(reply[2]):
-                self._deliver_late(job_id, as_text(reply[1]), outcome_from_json(as_text(reply[2])),
-                                   spec.callback)
-            return Registration(kind, as_text(reply[1]) if kind == "follower" else None)
-        raise redis.RedisError(f"job {job_id}: idempotency key kept changing")
-
-    def _deliver_late(self, job_id: str, leader: str, outcome: Outcome,
-                      webhook_url: str | None) -> None:
-        k = self.keys
-        self.scripts.deliver(
-            keys={"job": k.job(job_id), "result": k.result(job_id),
-                  "webhooks_due": k.webhooks_due},
-            args={"job_id": job_id, "leader": leader, "now": time.time(),
-                  "retention": self.settings.job_retention_seconds,
-                  "doc": self.results.outcome_prefix(outcome), "ttl": self.results.ttl,
-                  "webhook_prefix": k.webhook(""), "webhook_url": webhook_url or "",
-                  "webhook_type": webhook_type(outcome)},
-        )
-
-    def record_invalid(self, job_id: str, raw_spec: Any, error: InvalidSpec) -> None:
-        """Keep a dead-letter record of a job whose spec failed validation and deliver its
-        failure, once, however often the message is delivered."""
-        tenant, lane = _valid_tenant_and_lane(raw_spec)
-        callback = raw_spec.get("callback") if isinstance(raw_spec, dict) else None
-        webhook_url = callback if isinstance(callback, str) and callback.startswith(
-            ("http://", "https://")) else ""
-        outcome = Failed("InvalidSpec", str(error))
-        keys = self._outcome_keys(job_id)
-        keys.update(job=self.keys.job(job_id), live=self.keys.live(tenant))
-        self.scripts.record_invalid(
-            keys=keys,
-            args={"job_id": job_id, "now": time.time(), **self._outcome_args(outcome, tenant, lane),
-                  "webhook_url": webhook_url,
-                  "fields": flat_fields({"status": JobState.FAILED,
-                                         "spec": json.dumps(raw_spec, default=str),
-                                         "tenant": tenant, "lane": lane})},
-        )
+                "webhook_prefix": self.keys.webhook(""), "token_prefix": self.keys.token("")}
 
     # --- reading --------------------------------------------------------------------------------
     def load(self, job_id: str) -> Job:
         return Job.from_hash(job_id, self.redis.hgetall(self.keys.job(job_id)))
 
-    def load_many(self, job_ids: list[str]) -> list[Job]:
+    def load_many(self, job_ids: list[str]) -> dict[str, Job]:
+        """The jobs, in one round trip; a record that cannot be read is logged and left out
+        (its lease ends and it is looked at again; it never stops the others)."""
         pipe = self.redis.pipeline(transaction=False)
         for job_id in job_ids:
             pipe.hgetall(self.keys.job(job_id))
-        return [Job.from_hash(job_id, raw)
-                for job_id, raw in zip(job_ids, pipe.execute(), strict=True)]
+        loaded = {}
+        for job_id, raw in zip(job_ids, pipe.execute(), strict=True):
+            try:
+                loaded[job_id] = Job.from_hash(job_id, raw)
+            except Exception as exc:
+                log.error("job %s: its record cannot be read (%s: %s)", job_id,
+                          type(exc).__name__, str(exc)[:200], extra={"job_id": job_id})
+        return loaded
+
+    def inline_image(self, job_id: str) -> str | None:
+        """The job's `input_image_base64`, kept apart until its prompt exists."""
+        value = self.redis.get(self.keys.inline_image(job_id))
+        return as_text(value) if value else None
 
     def job_for_token(self, token: str) -> str | None:
         value = self.redis.get(self.keys.token(token))
@@ -244,7 +163,7 @@ class JobStore:
 
     def mark_posting_many(self, items: list[tuple[Lease, Job, Mapping[str, Any]]]) -> list[str]:
         """`mark_posting` for several jobs in one round trip: 'ok', 'revoked' or 'lost' each."""
-        batch = self._batch(durable=True)
+        batch = self.batch(durable=True)
         now = time.time()
         for lease, job, fields in items:
             batch.add(self.scripts.mark_posting, keys=self._job_keys(job.id, job.lane),
@@ -257,8 +176,8 @@ class JobStore:
         """The job's prompt exists: wait for images ('waiting'); or, cancelled meanwhile, the
         prompt is recorded ('revoked', or 'delete' when its DELETE is due)."""
         keys = self._job_keys(job.id, job.lane)
-        keys["result"] = self.keys.result(job.id)
-        batch = self._batch(durable=True)
+        keys.update(result=self.keys.result(job.id), inline=self.keys.inline_image(job.id))
+        batch = self.batch(durable=True)
         batch.add(self.scripts.created, keys=keys,
                   args={"job_id": job.id, "owner": lease.owner, "now": time.time(),
                         "first_poll_at": first_poll_at, "doc": self.results.waiting_prefix(info),
@@ -285,7 +204,7 @@ class JobStore:
 
     def schedule_many(self, items: list[Later]) -> list[str]:
         """`schedule` for several jobs in one round trip; LeaseLost if any was not ours."""
-        batch = self._batch()
+        batch = self.batch()
         now = time.time()
         for item in items:
             batch.add(self.scripts.schedule, keys=self._job_keys(item.job.id, item.job.lane),
@@ -316,15 +235,15 @@ class JobStore:
 
     def finish_many(self, endings: list[Ending]) -> list[Decided | None]:
         """`finish` for several jobs in one round trip; None for a job that was not ours."""
-        batch = self._batch(durable=True)
+        batch = self.batch(durable=True)
         now = time.time()
         for e in endings:
             job, outcome = e.job, e.outcome
             batch.add(self.scripts.finish,
-                      keys={**self._job_keys(job.id, job.lane), **self._outcome_keys(job.id),
+                      keys={**self._job_keys(job.id, job.lane), **self.outcome_keys(job.id),
                             "live": self.keys.live(job.tenant)},
                       args={"job_id": job.id, "owner": e.lease.owner, "now": now,
-                            **self._outcome_args(outcome, job.tenant, job.lane),
+                            **self.outcome_args(outcome, job.tenant, job.lane),
                             "status": outcome_status(outcome), "state": outcome.state,
                             "error": outcome.error if isinstance(outcome, Failed) else "",
                             "seconds": "" if e.seconds is None else max(0.0, e.seconds),
@@ -342,23 +261,24 @@ class JobStore:
         """Cancel a job (see lua/cancel.lua); returns 'revoked', or the state the job kept."""
         job = self.load(job_id)
         outcome = Revoked(reason)
-        keys = {**self._job_keys(job_id, job.lane), **self._outcome_keys(job_id),
+        keys = {**self._job_keys(job_id, job.lane), **self.outcome_keys(job_id),
                 "live": self.keys.live(job.tenant), "revoked": self.keys.revoked,
                 "leader_followers": self.keys.followers(job.leader or job_id)}
-        args = self._outcome_args(outcome, job.tenant, job.lane)
+        args = self.outcome_args(outcome, job.tenant, job.lane)
         return as_text(self.scripts.cancel(
             keys=keys,
             args={"job_id": job_id, "now": time.time(), **args,
                   "webhook_url": job.webhook_url or "", "delete_prompt": int(delete_prompt)}))
 
-    def callback(self, job_id: str, prompt: dict[str, Any]) -> str:
-        """Keep Astria's callback body on a waiting job, due at once for a local step."""
+    def callback(self, job_id: str, prompt_id: int) -> str:
+        """Astria called back for the job's prompt: due for its poll at once, or CALLBACK_SPACING
+        after the last callback ('queued'), or when its holder lets go ('held'); 'ignored' when
+        it waits for no such prompt."""
         k = self.keys
         return as_text(self.scripts.callback(
-            keys={"job": k.job(job_id), "leases": k.leases, "due_poll": k.due_poll,
-                  "due_local": k.due_local},
-            args={"job_id": job_id, "prompt_id": str(prompt.get("id")),
-                  "body": json.dumps(prompt), "now": time.time(), "wake": k.wake}))
+            keys={"job": k.job(job_id), "leases": k.leases, "due_poll": k.due_poll},
+            args={"job_id": job_id, "prompt_id": str(prompt_id), "now": time.time(),
+                  "wake": k.wake, "spacing": CALLBACK_SPACING}))
 
     def redrive(self, job_id: str) -> str:
         """Put a failed job back to work under the same id; it keeps its prompt id and its
@@ -374,4 +294,6 @@ class JobStore:
             args={"job_id": job_id, "now": now,
                   "deadline": now + self.settings.astria_job_deadline_seconds,
                   "lane": job.lane, "member": f"{job.tenant}|{seq}|{job_id}",
-                  "tenant": job.tenant, "wake": self.keys.wake}))
+                  "tenant": job.tenant, "wake": self.keys.wake,
+                  "token_prefix": self.keys.token(""),
+                  "retention": self.settings.job_retention_seconds}))

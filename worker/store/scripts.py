@@ -8,7 +8,8 @@ A script's header names its KEYS and ARGV, one per line, and that header is also
 
 `Script.__call__(keys={"job": ...}, args={"job_id": ..., "fields": [...]})` orders the values by
 those names and refuses a missing or unknown one, so no caller can pass arguments in the wrong
-order. `--!include NAME` pulls in a shared piece from `lua/lib/NAME.lua`.
+order. `--!include NAME` pulls in a shared piece from `lua/lib/NAME.lua` (once, however many
+pieces include it; a piece may include others).
 """
 
 from __future__ import annotations
@@ -62,12 +63,22 @@ def parse_signature(source: str) -> Signature:
                      bool(keys and keys[-1][2]), bool(args and args[-1][2]))
 
 
+def _expand(source: str, included: set[str]) -> str:
+    def include(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name in included:
+            return ""
+        included.add(name)
+        return _expand(_read(f"lib/{name}.lua"), included)
+
+    return _INCLUDE.sub(include, source)
+
+
 @cache
 def load_source(name: str) -> tuple[str, Signature]:
     """The script's text with its includes, and its signature (read from its own header)."""
     source = _read(f"{name}.lua")
-    signature = parse_signature(source)
-    return _INCLUDE.sub(lambda m: _read(f"lib/{m.group(1)}.lua"), source), signature
+    return _expand(source, set()), parse_signature(source)
 
 
 def _ordered(names: tuple[str, ...], tail: bool, given: Mapping[str, Any], what: str
@@ -151,16 +162,18 @@ class Batch:
 class Scripts:
     """Every script, loaded once per Redis client: `scripts.register(keys=..., args=...)`."""
 
-    NAMES = ("register", "grant", "mark_posting", "created", "requeue", "schedule",
-             "finish", "release", "cancel", "callback", "redrive", "record_invalid",
-             "webhook_done", "webhook_redrive", "deliver")
+    NAMES = ("register", "grant", "grant_webhooks", "mark_posting", "created", "requeue",
+             "schedule", "finish", "release", "cancel", "callback", "redrive", "record_invalid",
+             "webhook_done", "webhook_redrive", "deliver", "bury_message")
 
     def __init__(self, client: redis.Redis) -> None:
+        self.client = client
         for name in self.NAMES:
             setattr(self, name, Script(client, name))
 
     register: Script
     grant: Script
+    grant_webhooks: Script
     mark_posting: Script
     created: Script
     requeue: Script
@@ -174,3 +187,4 @@ class Scripts:
     webhook_done: Script
     webhook_redrive: Script
     deliver: Script
+    bury_message: Script

@@ -1,4 +1,15 @@
-"""Webhook records in Redis: the dead letters an operator lists and sends again."""
+"""Webhook records in Redis: each delivery's state, its destination's, and the dead letters an
+operator lists and sends again.
+
+A webhook is queued by the script that decides its job's outcome (`lua/lib/decide.lua`), granted
+by `grant_webhooks.lua`, and each attempt's result is recorded by `webhook_done.lua`, which also
+keeps its destination's attempts without an answer in a row (timeouts, refused or reset
+connections, TLS failures): from FAILURES_TO_HOLD on, the destination is held back (HOLD_BASE
+seconds, doubling with each further one, at most HOLD_MAX) and gets one attempt at a time, so an
+endpoint that hangs or is down costs its own webhooks, not anyone else's. Any answer, an error
+status included, ends the streak: a quick 500 holds no thread, and its webhook is retried on its
+own schedule.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +19,13 @@ from dataclasses import dataclass
 import redis
 
 from worker.constants import Keys
-from worker.records import as_text
+from worker.records import Outcome, as_text, outcome_from_json
 from worker.store.scripts import Scripts
+
+#: Attempts without an answer in a row after which a destination is held back.
+FAILURES_TO_HOLD = 5
+HOLD_BASE = 5.0
+HOLD_MAX = 300.0
 
 
 @dataclass(frozen=True)
@@ -22,6 +38,22 @@ class DeadWebhook:
     last_error: str
 
 
+@dataclass(frozen=True)
+class Webhook:
+    """One webhook as stored: what to send, where, and how it has gone so far."""
+
+    id: str
+    job_id: str
+    type: str
+    url: str
+    body: bytes  #: the bytes sent by the first attempt (b'' before it)
+    created_at: float
+    first_attempt_at: float  #: 0 before the first attempt
+    attempts: int
+    outcome: Outcome | None  #: the job's outcome, to build the body of a first attempt
+    finished_at: float
+
+
 class WebhookStore:
     def __init__(self, client: redis.Redis, keys: Keys, scripts: Scripts,
                  retention: int) -> None:
@@ -29,6 +61,36 @@ class WebhookStore:
         self._keys = keys
         self._scripts = scripts
         self._retention = retention
+
+    def load(self, message_id: str) -> Webhook | None:
+        """The webhook and, before its first attempt, its job's outcome; None when gone."""
+        raw = self._redis.hgetall(self._keys.webhook(message_id))
+        if not raw:
+            return None
+        hook = {as_text(k): as_text(v) for k, v in raw.items()}
+        outcome, finished = None, 0.0
+        if not hook.get("body"):
+            found, at = self._redis.hmget(self._keys.job(hook.get("source", "")),
+                                          ["outcome", "finished_at"])
+            outcome = outcome_from_json(as_text(found)) if found else None
+            finished = float(as_text(at)) if at else 0.0
+        return Webhook(message_id, hook.get("job_id", ""), hook.get("type", ""),
+                       hook.get("url", ""), hook.get("body", "").encode(),
+                       float(hook.get("created_at") or 0), float(hook.get("first_attempt_at") or 0),
+                       int(hook.get("attempts") or 0), outcome, finished)
+
+    def done(self, message_id: str, *, result: str, next_at: float, error: str, body: bytes,
+             now: float, answered: bool) -> None:
+        """Record an attempt: 'delivered', 'retry' (at `next_at`) or 'dead'; `answered`: the
+        destination answered at all (with any status)."""
+        k = self._keys
+        self._scripts.webhook_done(
+            keys={"webhook": k.webhook(message_id), "webhooks_due": k.webhooks_due,
+                  "webhooks_dead": k.webhooks_dead},
+            args={"message_id": message_id, "now": now, "result": result, "next_at": next_at,
+                  "error": error, "body": body.decode(), "destination_prefix": k.destination(""),
+                  "failures_to_hold": FAILURES_TO_HOLD, "hold_base": HOLD_BASE,
+                  "hold_max": HOLD_MAX, "answered": int(answered)})
 
     def dead(self, limit: int = 100) -> list[DeadWebhook]:
         """Webhooks whose deliveries ran out, newest first."""

@@ -1,22 +1,31 @@
--- Astria called back for a waiting job: keep its body on the job and make the job due at once
--- for a local step, which finishes it without a request. A worker holding the job now does that
--- when it lets go (schedule.lua).
+-- Astria called back for a waiting job: the job is due for its poll now. The callback's body is
+-- never taken for the outcome (anyone who learnt the URL could send one): Astria's own answer to
+-- the poll is. Callbacks wake a job at most once every `spacing` seconds: a later one makes it
+-- due at the end of that spacing (never ignored, so Astria's real callback is at most `spacing`
+-- late however many forged ones came first, and forged ones cost at most a poll each spacing).
+-- A worker holding the job now polls it then when it lets go (schedule.lua).
 -- KEYS[1] job
 -- KEYS[2] leases
 -- KEYS[3] due_poll
--- KEYS[4] due_local
 -- ARGV[1] job_id
--- ARGV[2] prompt_id        the id in Astria's body
--- ARGV[3] body             Astria's prompt object, JSON
--- ARGV[4] now
--- ARGV[5] wake             the pub/sub channel that wakes the engines
--- Returns 'queued' | 'held' | 'ignored' (not waiting for that prompt)
+-- ARGV[2] prompt_id        the id in the callback's body
+-- ARGV[3] now
+-- ARGV[4] wake             the pub/sub channel that wakes the engines
+-- ARGV[5] spacing          seconds
+-- Returns 'queued' | 'held' | 'ignored' (the job waits for no such prompt)
 --!include common
-local f = redis.call('HMGET', KEYS[1], 'status', 'prompt_id')
-if f[1] ~= 'waiting' or f[2] ~= ARGV[2] then return 'ignored' end
-redis.call('HSET', KEYS[1], 'callback_prompt', ARGV[3])
-if leased(KEYS[2], ARGV[1], tonumber(ARGV[4])) then return 'held' end
-redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('ZADD', KEYS[4], ARGV[4], ARGV[1])
-redis.call('PUBLISH', ARGV[5], 'callback')
+local job, leases, due_poll = KEYS[1], KEYS[2], KEYS[3]
+local id, prompt_id, now, wake = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local spacing = tonumber(ARGV[5])
+local f = redis.call('HMGET', job, 'status', 'prompt_id', 'woken_at')
+if f[1] ~= 'waiting' or f[2] ~= prompt_id then return 'ignored' end
+local at = math.max(now, tonumber(f[3] or '0') + spacing)
+if tonumber(f[3] or '0') >= now then at = tonumber(f[3]) end  -- a wake is already set
+redis.call('HSET', job, 'woken_at', at)
+if leased(leases, id, now) then
+  redis.call('HSET', job, 'poll_now', at)
+  return 'held'
+end
+redis.call('ZADD', due_poll, 'LT', at, id)
+if at <= now then redis.call('PUBLISH', wake, 'callback') end
 return 'queued'

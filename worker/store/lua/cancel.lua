@@ -24,6 +24,7 @@
 -- KEYS[19] webhooks_due
 -- KEYS[20] revoked          cancellations, also of jobs not registered yet
 -- KEYS[21] leader_followers the leader's followers, when the job is a follower
+-- KEYS[22] inline           the job's inline image
 -- ARGV[1] job_id
 -- ARGV[2] now
 -- ARGV[3] retention
@@ -35,6 +36,7 @@
 -- ARGV[9] webhook_prefix
 -- ARGV[10] webhook_url
 -- ARGV[11] delete_prompt    1: delete the prompt at Astria once its id is known
+-- ARGV[12] token_prefix     a callback token's key is token_prefix .. token
 -- Returns the job's state after the call: 'revoked' (by this call), or the state it kept.
 --!include common
 --!include job
@@ -55,6 +57,7 @@ local e = {id = id, job = J.job, followers = KEYS[12], result = KEYS[13], live =
            status = 'revoked', doc = ARGV[5], ttl = ARGV[6], result_prefix = ARGV[7],
            counter = ARGV[8], state = 'REVOKED', error = '', seconds = '', cost = '',
            webhook_prefix = ARGV[9], webhook_url = ARGV[10], webhook_type = 'job.revoked',
+           token_prefix = ARGV[12], inline = KEYS[22],
            created_at = redis.call('HGET', J.job, 'created_at')}
 if status == 'follower' then
   redis.call('HDEL', KEYS[21], id)  -- it no longer shares the leader's outcome

@@ -1,6 +1,7 @@
 -- The job's prompt exists (its POST answered, or the prompt was found in Astria's listing): the
--- job waits for images, due for its first poll, and the result backend shows WAITING. A job
--- cancelled meanwhile records the prompt and ends here, or is due for the DELETE it asked for.
+-- job waits for images, due for its first poll, and the result backend shows WAITING. Its inline
+-- image is no longer needed and leaves Redis. A job cancelled meanwhile records the prompt and
+-- ends here, or is due for the DELETE it asked for.
 -- KEYS[1] job
 -- KEYS[2] leases
 -- KEYS[3] due_submit
@@ -13,6 +14,7 @@
 -- KEYS[10] ready
 -- KEYS[11] turns
 -- KEYS[12] result
+-- KEYS[13] inline           the job's inline image
 -- ARGV[1] job_id
 -- ARGV[2] owner
 -- ARGV[3] now
@@ -26,6 +28,7 @@
 local id, owner = ARGV[1], ARGV[2]
 if not owns(J.leases, id, owner) then return 'lost' end
 hset_from(J.job, 7)
+redis.call('DEL', KEYS[13])
 if redis.call('HGET', J.job, 'status') ~= 'queued' then
   return settle_revoked(id, tonumber(ARGV[3]))
 end

@@ -21,6 +21,7 @@
 -- KEYS[17] generation
 -- KEYS[18] latency          finished jobs' enqueue-to-outcome seconds
 -- KEYS[19] webhooks_due
+-- KEYS[20] inline           the job's inline image
 -- ARGV[1] job_id
 -- ARGV[2] owner
 -- ARGV[3] now
@@ -38,14 +39,15 @@
 -- ARGV[15] webhook_prefix   a webhook's hash is webhook_prefix .. message id
 -- ARGV[16] webhook_url      the job's own, '' for none
 -- ARGV[17] webhook_type     job.succeeded | job.failed | job.revoked
--- ARGV[18...] fields        set on the job first
+-- ARGV[18] token_prefix     a callback token's key is token_prefix .. token
+-- ARGV[19...] fields        set on the job first
 -- Returns {'lost'} | {outcome, new (1 or 0), follower, url, follower, url, ...}
 --!include common
 --!include job
 --!include decide
 local id, owner = ARGV[1], ARGV[2]
 if not owns(J.leases, id, owner) then return {'lost'} end
-hset_from(J.job, 18)
+hset_from(J.job, 19)
 local f = redis.call('HMGET', J.job, 'status', 'created_at', 'outcome')
 local e = {id = id, job = J.job, followers = KEYS[12], result = KEYS[13], live = KEYS[14],
            dead = KEYS[15], stats = KEYS[16], generation = KEYS[17], latency = KEYS[18],
@@ -53,7 +55,8 @@ local e = {id = id, job = J.job, followers = KEYS[12], result = KEYS[13], live =
            status = ARGV[6], doc = ARGV[7], ttl = ARGV[8], result_prefix = ARGV[9],
            counter = ARGV[10], state = ARGV[11], error = ARGV[12], seconds = ARGV[13],
            cost = ARGV[14], webhook_prefix = ARGV[15], webhook_url = ARGV[16],
-           webhook_type = ARGV[17], created_at = f[2], existing = f[3]}
+           webhook_type = ARGV[17], token_prefix = ARGV[18], inline = KEYS[20],
+           created_at = f[2], existing = f[3]}
 local outcome, new, followers = decide(e)
 if f[1] == 'revoked' then
   settle_revoked(id, tonumber(ARGV[3]))

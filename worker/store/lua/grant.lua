@@ -1,5 +1,5 @@
 -- The one place that decides which job gets the next Astria request, for every worker.
--- In order: jobs past their expires_in end (no request); webhooks and local steps that are due;
+-- In order: jobs past their expires_in end (no request); local steps that are due;
 -- jobs whose back-off ended rejoin their lane's queue; due polls take poll tokens; then POSTs
 -- take submit tokens, lane by lane (interactive, normal, batch, with minimum shares for the
 -- lower lanes) and, within a lane, tenant by tenant (start-time fair queueing with weights,
@@ -21,7 +21,6 @@
 -- KEYS[14] inflight_jobs      job -> tenant
 -- KEYS[15] limiter
 -- KEYS[16] dispatch           lane credits and clocks
--- KEYS[17] webhooks_due
 -- ARGV[1] owner               the caller's lease owner token
 -- ARGV[2] room                most units the caller can take now
 -- ARGV[3] lease_seconds
@@ -46,7 +45,7 @@ local lease_end = now + lease_seconds
 local due_submit, due_poll, due_local = KEYS[1], KEYS[2], KEYS[3]
 local ready, turns = {KEYS[4], KEYS[5], KEYS[6]}, {KEYS[7], KEYS[8], KEYS[9]}
 local queued, expiry, leases, inflight = KEYS[10], KEYS[11], KEYS[12], KEYS[13]
-local inflight_jobs, dispatch, webhooks_due = KEYS[14], KEYS[16], KEYS[17]
+local inflight_jobs, dispatch = KEYS[14], KEYS[16]
 local names, index = {}, {}
 for name in string.gmatch(ARGV[6], '[^,]+') do names[#names + 1] = name; index[name] = #names end
 
@@ -79,14 +78,7 @@ if left() > 0 then
   end
 end
 
--- 2. Webhooks to producers, and steps that need no request.
-if left() > 0 then
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', webhooks_due, '-inf', now, 'LIMIT', 0, left())) do
-    redis.call('ZADD', webhooks_due, lease_end, id)
-    units[#units + 1] = id
-    units[#units + 1] = 'webhook'
-  end
-end
+-- 2. Steps that need no request.
 if left() > 0 then
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', due_local, '-inf', now, 'LIMIT', 0, left())) do
     grant(id, 'local', due_local)
@@ -201,7 +193,7 @@ local wait = 3600
 local function sooner(seconds) wait = math.min(wait, math.max(0, seconds)) end
 if polls.hungry then sooner(limiter_wait(polls, now)) end
 if posts.hungry then sooner(limiter_wait(posts, now)) end
-for _, key in ipairs({due_poll, due_local, due_submit, expiry, webhooks_due}) do
+for _, key in ipairs({due_poll, due_local, due_submit, expiry}) do
   local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
   if #first > 0 then
     local at = tonumber(first[2])

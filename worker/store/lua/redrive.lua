@@ -1,5 +1,6 @@
 -- Put a failed job back to work under the same id. It keeps its prompt id and its record of an
--- unanswered POST, so it resumes waiting, or looks for its prompt, rather than paying again.
+-- unanswered POST, so it resumes waiting, or looks for its prompt, rather than paying again; its
+-- callback token works again.
 -- KEYS[1] job
 -- KEYS[2] leases
 -- KEYS[3] due_submit
@@ -22,6 +23,8 @@
 -- ARGV[5] member           tenant|seq|job id
 -- ARGV[6] tenant
 -- ARGV[7] wake             the pub/sub channel that wakes the engines
+-- ARGV[8] token_prefix     a callback token's key is token_prefix .. token
+-- ARGV[9] retention
 -- Returns 'redriven', or the state the job kept ('missing' when there is none)
 --!include common
 --!include job
@@ -29,8 +32,9 @@ local id, now = ARGV[1], ARGV[2]
 redis.call('PUBLISH', ARGV[7], 'redrive')
 local status = redis.call('HGET', J.job, 'status')
 if status ~= 'failed' then return status or 'missing' end
-local f = redis.call('HMGET', J.job, 'prompt_id', 'pending_post')
-redis.call('HDEL', J.job, 'outcome', 'finished_at', 'callback_prompt')
+local f = redis.call('HMGET', J.job, 'prompt_id', 'pending_post', 'token')
+redis.call('HDEL', J.job, 'outcome', 'finished_at', 'poll_now', 'woken_at', 'step_failures')
+if f[3] then redis.call('SET', ARGV[8] .. f[3], id, 'EX', ARGV[9]) end
 redis.call('HINCRBY', J.job, 'redriven', 1)
 redis.call('HSET', J.job, 'retry_attempt', 0, 'retry_since', 0, 'list_before', 0,
            'list_oldest', 0)

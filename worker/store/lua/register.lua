@@ -1,6 +1,8 @@
 -- Register a job once, in its lane's queue. A redelivered message finds the job and changes
 -- nothing; a job with the idempotency_key of a live job becomes its follower (it shares that
--- job's prompt and outcome); a job cancelled before it arrived ends REVOKED at once.
+-- job's prompt and outcome), unless max_followers already wait on it; a job cancelled before it
+-- arrived ends REVOKED at once. A new job's inline image is kept apart from its record (deleted
+-- once its prompt exists); a follower's or a refused job's is never stored.
 -- KEYS[1] job               the new job's hash
 -- KEYS[2] idem              the idempotency key's leader id (the job's own hash key: no key)
 -- KEYS[3] leader            the hash of the leader read before the call (or the job's own)
@@ -16,6 +18,8 @@
 -- KEYS[13] result           the job's result document
 -- KEYS[14] stats
 -- KEYS[15] webhooks_due
+-- KEYS[16] inline           the job's inline image
+-- KEYS[17] tenants          tenant -> when it last registered a job
 -- ARGV[1] job_id
 -- ARGV[2] now
 -- ARGV[3] retention         seconds a record is kept
@@ -30,50 +34,73 @@
 -- ARGV[12] counter          the stats field of this tenant and lane, without its last part
 -- ARGV[13] webhook_prefix   a webhook's hash is webhook_prefix .. message id
 -- ARGV[14] wake             the pub/sub channel that wakes the engines
--- ARGV[15...] fields        the record: name, value, ...
--- Returns {'new'} | {'exists'} | {'revoked'} | {'retry'} | {'follower', leader, outcome or ''}.
+-- ARGV[15] inline_image     the spec's input_image_base64, '' when none
+-- ARGV[16] max_followers
+-- ARGV[17...] fields        the record: name, value, ...
+-- Returns {'new'} | {'exists'} | {'revoked'} | {'retry'} | {'too_many'}
+--       | {'follower', leader, outcome or ''}.
 --!include common
 --!include decide
-local job, id, now, retention = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
-if redis.call('HSETNX', job, 'status', 'queued') == 0 then return {'exists'} end
+local job, idem, leader_job, leader_followers = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local token, live, ready, turns, queued = KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local expiry, revoked, dispatch, result, stats = KEYS[10], KEYS[11], KEYS[12], KEYS[13], KEYS[14]
+local webhooks_due, inline, tenants = KEYS[15], KEYS[16], KEYS[17]
+local id, now, retention, lane, member = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local post_by, leader_id, webhook_url = tonumber(ARGV[6]), ARGV[7], ARGV[8]
+local counter, webhook_prefix, wake = ARGV[12], ARGV[13], ARGV[14]
+local inline_image, max_followers = ARGV[15], tonumber(ARGV[16])
+local FIELDS = 17
 
-if redis.call('ZSCORE', KEYS[11], id) then
+if redis.call('HSETNX', job, 'status', 'queued') == 0 then return {'exists'} end
+local tenant = split2(member)
+redis.call('ZADD', tenants, now, tenant)
+
+if redis.call('ZSCORE', revoked, id) then
   redis.call('HSET', job, 'status', 'revoked', 'outcome', ARGV[9], 'finished_at', now,
-             unpack(ARGV, 15))
+             unpack(ARGV, FIELDS))
   redis.call('EXPIRE', job, retention)
-  write_result(KEYS[13], ARGV[10], id, ARGV[11])
-  redis.call('HINCRBY', KEYS[14], 'outcome:REVOKED', 1)
-  redis.call('HINCRBY', KEYS[14], ARGV[12] .. '|REVOKED', 1)
-  queue_webhook({id = id, job = job, webhooks_due = KEYS[15], now = now, retention = retention,
-                 webhook_prefix = ARGV[13], webhook_type = 'job.revoked'}, id, ARGV[8])
+  write_result(result, ARGV[10], id, ARGV[11])
+  redis.call('HINCRBY', stats, 'outcome:REVOKED', 1)
+  redis.call('HINCRBY', stats, counter .. '|REVOKED', 1)
+  queue_webhook({id = id, job = job, webhooks_due = webhooks_due, now = now,
+                 retention = retention, webhook_prefix = webhook_prefix,
+                 webhook_type = 'job.revoked'}, id, webhook_url)
   return {'revoked'}
 end
 
-if KEYS[2] ~= job then
-  local leader = redis.call('GET', KEYS[2]) or ''
-  if leader ~= ARGV[7] then
+if idem ~= job then
+  local leader = redis.call('GET', idem) or ''
+  if leader ~= leader_id then
     redis.call('DEL', job)
     return {'retry'}
   end
-  if leader ~= '' and leader ~= id and redis.call('EXISTS', KEYS[3]) == 1 then
-    redis.call('HSET', job, 'status', 'follower', 'leader', leader, unpack(ARGV, 15))
+  if leader ~= '' and leader ~= id and redis.call('EXISTS', leader_job) == 1 then
+    local outcome = redis.call('HGET', leader_job, 'outcome')
+    if not outcome and redis.call('HLEN', leader_followers) >= max_followers then
+      redis.call('DEL', job)
+      return {'too_many'}
+    end
+    redis.call('HSET', job, 'status', 'follower', 'leader', leader, unpack(ARGV, FIELDS))
     redis.call('EXPIRE', job, retention)
-    local outcome = redis.call('HGET', KEYS[3], 'outcome')
     if outcome then return {'follower', leader, outcome} end
-    redis.call('HSET', KEYS[4], id, ARGV[8])
-    redis.call('EXPIRE', KEYS[4], retention)
+    redis.call('HSET', leader_followers, id, webhook_url)
+    redis.call('EXPIRE', leader_followers, retention)
     return {'follower', leader, ''}
   end
-  redis.call('SET', KEYS[2], id, 'EX', retention)
+  redis.call('SET', idem, id, 'EX', retention)
 end
 
-redis.call('HSET', job, unpack(ARGV, 15))
-redis.call('SET', KEYS[5], id, 'EX', retention)
-redis.call('SADD', KEYS[6], id)
-redis.call('HSET', KEYS[9], id, ARGV[4] .. '|' .. ARGV[5])
-if tonumber(ARGV[6]) > 0 then redis.call('ZADD', KEYS[10], ARGV[6], id) end
-if join_ready(KEYS[7], KEYS[8], KEYS[12], ARGV[4], ARGV[5]) then
-  redis.call('PUBLISH', ARGV[14], 'job')  -- a tenant with a backlog keeps the engines busy
+redis.call('HSET', job, unpack(ARGV, FIELDS))
+if inline_image ~= '' then
+  redis.call('SET', inline, inline_image, 'EX', retention)
+  redis.call('HSET', job, 'inline_image', 1)
 end
-redis.call('HINCRBY', KEYS[14], ARGV[12] .. '|enqueued', 1)
+redis.call('SET', token, id, 'EX', retention)
+redis.call('SADD', live, id)
+redis.call('HSET', queued, id, lane .. '|' .. member)
+if post_by > 0 then redis.call('ZADD', expiry, post_by, id) end
+if join_ready(ready, turns, dispatch, lane, member) then
+  redis.call('PUBLISH', wake, 'job')  -- a tenant with a backlog keeps the engines busy
+end
+redis.call('HINCRBY', stats, counter .. '|enqueued', 1)
 return {'new'}

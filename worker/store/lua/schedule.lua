@@ -1,7 +1,7 @@
 -- Look at the job again at `at` with a request other than a POST (its next poll, the next page
 -- of Astria's listing, another look for an unanswered POST's prompt) and let go of it. A callback
--- body that arrived meanwhile makes it due at once for a local step instead; a job cancelled
--- meanwhile lets go (unless its unanswered POST is still looked for).
+-- that came meanwhile makes it due at once instead; a job cancelled meanwhile lets go (unless its
+-- unanswered POST is still looked for).
 -- KEYS[1] job
 -- KEYS[2] leases
 -- KEYS[3] due_submit
@@ -24,12 +24,12 @@
 local id, owner, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 if not owns(J.leases, id, owner) then return 'lost' end
 hset_from(J.job, 5)
-local f = redis.call('HMGET', J.job, 'status', 'pending_post', 'callback_prompt')
+local f = redis.call('HMGET', J.job, 'status', 'pending_post', 'poll_now')
 if f[1] == 'revoked' and tonumber(f[2] or '0') == 0 then return settle_revoked(id, now) end
 redis.call('HDEL', J.leases, id)
-if f[3] and f[3] ~= '' then
-  redis.call('ZREM', J.due_poll, id)
-  redis.call('ZADD', J.due_local, now, id)
+if f[3] then
+  redis.call('HDEL', J.job, 'poll_now')
+  redis.call('ZADD', J.due_poll, math.min(tonumber(ARGV[4]), tonumber(f[3])), id)
 else
   redis.call('ZADD', J.due_poll, ARGV[4], id)
 end

@@ -1,32 +1,64 @@
--- The result of one delivery attempt of a webhook. Delivered: done (kept for the record).
--- Failed: due again at `next_at`, or a dead letter when its retries ran out. The body sent first
--- is kept, so every retry sends the same bytes under the same webhook-id.
+-- The result of one delivery attempt of a webhook. Delivered: done (kept for the record). Failed:
+-- due again at `next_at`, or a dead letter when its retries ran out. An attempt that got no
+-- answer at all (a timeout, a refused or reset connection, a TLS failure) counts one more failure
+-- in a row for its destination, which from `failures_to_hold` on is held back (no attempt before
+-- hold_base * 2^(failures - failures_to_hold) seconds, at most hold_max; grant_webhooks.lua then
+-- sends one probe at a time); any answer, an error status included, ends the streak (a quick
+-- 500 costs a thread nothing, and its webhook retries on its own schedule). Either way the attempt
+-- leaves the destination's in-flight set. The body sent first is kept, so every retry sends the
+-- same bytes under the same webhook-id.
 -- KEYS[1] webhook
 -- KEYS[2] webhooks_due
 -- KEYS[3] webhooks_dead
 -- ARGV[1] message_id
 -- ARGV[2] now
--- ARGV[3] result           delivered | retry | dead
--- ARGV[4] next_at          when to retry
--- ARGV[5] error            what the last attempt got, '' when delivered
--- ARGV[6] body             the bytes sent
+-- ARGV[3] result             delivered | retry | dead
+-- ARGV[4] next_at            when to retry
+-- ARGV[5] error              what the last attempt got, '' when delivered
+-- ARGV[6] body               the bytes sent
+-- ARGV[7] destination_prefix see grant_webhooks.lua
+-- ARGV[8] failures_to_hold
+-- ARGV[9] hold_base
+-- ARGV[10] hold_max
+-- ARGV[11] answered          1 when the destination answered (with any status), else 0
 -- Returns 1, or 0 when the webhook is gone
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('ZREM', KEYS[2], ARGV[1])
+--!include destination
+local webhook, due, dead = KEYS[1], KEYS[2], KEYS[3]
+local id, now, result, next_at, error = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
+local destination_prefix, failures_to_hold = ARGV[7], tonumber(ARGV[8])
+local hold_base, hold_max, answered = tonumber(ARGV[9]), tonumber(ARGV[10]), ARGV[11] == '1'
+if redis.call('EXISTS', webhook) == 0 then
+  redis.call('ZREM', due, id)
   return 0
 end
-redis.call('HSETNX', KEYS[1], 'body', ARGV[6])
-redis.call('HSETNX', KEYS[1], 'first_attempt_at', ARGV[2])
-redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-redis.call('HSET', KEYS[1], 'last_attempt_at', ARGV[2], 'last_error', ARGV[5])
-if ARGV[3] == 'delivered' then
-  redis.call('HSET', KEYS[1], 'status', 'delivered', 'delivered_at', ARGV[2])
-  redis.call('ZREM', KEYS[2], ARGV[1])
-elseif ARGV[3] == 'retry' then
-  redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+local f = redis.call('HMGET', webhook, 'dest', 'url')
+local dest = f[1] or (f[2] and destination(f[2]))
+if dest then
+  local state = destination_prefix .. dest
+  redis.call('ZREM', state .. ':inflight', id)
+  if answered then
+    redis.call('DEL', state)
+  else
+    local failures = redis.call('HINCRBY', state, 'failures', 1)
+    if failures >= failures_to_hold then
+      local hold = math.min(hold_max, hold_base * 2 ^ (failures - failures_to_hold))
+      redis.call('HSET', state, 'held_until', now + hold)
+    end
+    redis.call('EXPIRE', state, 86400)
+  end
+end
+redis.call('HSETNX', webhook, 'body', ARGV[6])
+redis.call('HSETNX', webhook, 'first_attempt_at', now)
+redis.call('HINCRBY', webhook, 'attempts', 1)
+redis.call('HSET', webhook, 'last_attempt_at', now, 'last_error', error)
+if result == 'delivered' then
+  redis.call('HSET', webhook, 'status', 'delivered', 'delivered_at', now)
+  redis.call('ZREM', due, id)
+elseif result == 'retry' then
+  redis.call('ZADD', due, next_at, id)
 else
-  redis.call('HSET', KEYS[1], 'status', 'dead')
-  redis.call('ZREM', KEYS[2], ARGV[1])
-  redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
+  redis.call('HSET', webhook, 'status', 'dead')
+  redis.call('ZREM', due, id)
+  redis.call('ZADD', dead, now, id)
 end
 return 1

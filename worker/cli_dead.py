@@ -1,0 +1,133 @@
+"""`astria-queue dead ...` and `astria-queue webhooks ...`: what failed, kept for an operator.
+
+Failed jobs (`dead list | redrive`), broker messages that could not be read (`dead messages
+list | redrive | purge`, `worker.intake`) and webhooks whose deliveries ran out (`webhooks list |
+redrive`). Each list prints JSON lines, newest first.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.group()
+def dead() -> None:
+    """Dead letters: failed jobs (list, redrive) and broker messages that could not be read
+    (`dead messages`)."""
+
+
+@dead.command("list")
+@click.option("--limit", type=int, default=100, show_default=True)
+def dead_list(limit: int) -> None:
+    """Failed jobs, newest first, with their spec, reason and attempts (JSON lines)."""
+    from worker.records import Failed
+    from worker.runtime import runtime
+
+    for job in runtime().jobs.dead_jobs(limit):
+        failed = job.outcome if isinstance(job.outcome, Failed) else None
+        click.echo(json.dumps({
+            "job_id": job.id, "spec": job.spec, "tenant": job.tenant,
+            "reason": failed.message if failed else None,
+            "error": failed.error if failed else None,
+            "post_attempts": job.post_attempts, "prompt_id": job.prompt_id,
+        }))
+
+
+@dead.command("redrive")
+@click.argument("job_ids", nargs=-1)
+@click.option("--all", "redrive_all", is_flag=True, help="Re-drive every dead job.")
+def dead_redrive(job_ids: tuple[str, ...], redrive_all: bool) -> None:
+    """Put failed jobs back to work under the same job id, without duplicating their prompt."""
+    from worker.runtime import runtime
+
+    jobs = runtime().jobs
+    ids = [job.id for job in jobs.dead_jobs(10_000)] if redrive_all else list(job_ids)
+    if not ids:
+        raise click.UsageError("name job ids or pass --all")
+    for job_id in ids:
+        click.echo(f"{job_id}: {jobs.redrive(job_id)}")  # PENDING again until its new outcome
+
+
+@dead.group("messages")
+def dead_messages() -> None:
+    """Broker messages that could not be read: list, send again, purge."""
+
+
+@dead_messages.command("list")
+@click.option("--limit", type=int, default=100, show_default=True)
+def dead_messages_list(limit: int) -> None:
+    """Dead messages, newest first (JSON lines): id, reason, queue, task id, size, and the
+    message itself (its first 64 KiB)."""
+    from worker.runtime import runtime
+
+    for entry in runtime().dead_messages.newest(limit):
+        click.echo(json.dumps({"id": entry.id, "reason": entry.reason, "queue": entry.queue,
+                               "task_id": entry.task_id or None, "bytes": entry.size,
+                               "truncated": entry.truncated,
+                               "message": entry.raw.decode(errors="replace")}))
+
+
+def _dead_message_ids(ids: tuple[str, ...], every: bool) -> list[str]:
+    from worker.runtime import runtime
+
+    found = [e.id for e in runtime().dead_messages.newest(100_000)] if every else list(ids)
+    if not found and not every:
+        raise click.UsageError("name dead message ids or pass --all")
+    return found
+
+
+@dead_messages.command("redrive")
+@click.argument("ids", nargs=-1)
+@click.option("--all", "every", is_flag=True, help="Every dead message.")
+def dead_messages_redrive(ids: tuple[str, ...], every: bool) -> None:
+    """Push dead messages back onto the queue they came from (once the cause is fixed: one
+    that still cannot be read comes back here)."""
+    from worker.runtime import runtime
+
+    for entry_id in _dead_message_ids(ids, every):
+        click.echo(f"{entry_id}: {runtime().dead_messages.redrive(entry_id)}")
+
+
+@dead_messages.command("purge")
+@click.argument("ids", nargs=-1)
+@click.option("--all", "every", is_flag=True, help="Every dead message.")
+def dead_messages_purge(ids: tuple[str, ...], every: bool) -> None:
+    """Delete dead messages for good."""
+    from worker.runtime import runtime
+
+    click.echo(f"{runtime().dead_messages.purge(_dead_message_ids(ids, every))} purged")
+
+
+@click.group()
+def webhooks() -> None:
+    """Webhooks to producers whose deliveries ran out: list them, send them again."""
+
+
+@webhooks.command("list")
+@click.option("--limit", type=int, default=100, show_default=True)
+def webhooks_list(limit: int) -> None:
+    """Dead webhooks, newest first (JSON lines): id, job, URL, attempts, last error."""
+    from dataclasses import asdict
+
+    from worker.runtime import runtime
+
+    for hook in runtime().webhooks.dead(limit):
+        click.echo(json.dumps(asdict(hook)))
+
+
+@webhooks.command("redrive")
+@click.argument("webhook_ids", nargs=-1)
+@click.option("--all", "redrive_all", is_flag=True, help="Re-send every dead webhook.")
+def webhooks_redrive(webhook_ids: tuple[str, ...], redrive_all: bool) -> None:
+    """Send dead webhooks again, under the same webhook-id and body."""
+    from worker.runtime import runtime
+
+    store = runtime().webhooks
+    ids = ([hook.webhook_id for hook in store.dead(100_000)] if redrive_all
+           else list(webhook_ids))
+    if not ids:
+        raise click.UsageError("name webhook ids or pass --all")
+    for message_id in ids:
+        click.echo(f"{message_id}: {store.redrive(message_id)}")

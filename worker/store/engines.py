@@ -1,0 +1,47 @@
+"""Engines' heartbeats: which worker hosts are working, as Redis sees it.
+
+Each engine (`worker.engine`) writes the time of its last successful grant, at most every few
+seconds, under its id (`host:pid`), and removes it when it stops cleanly. A beat older than
+STALE_SECONDS means an engine that stopped working (or a worker killed without a clean stop): the
+health checks (`worker.health`) report it; beats older than FORGET_SECONDS are pruned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+
+from worker.constants import Keys
+from worker.records import as_text
+
+STALE_SECONDS = 30.0
+FORGET_SECONDS = 3600.0
+
+
+@dataclass(frozen=True)
+class EngineBeats:
+    fresh: list[str]
+    stale: dict[str, int]  #: engine id -> whole seconds since its last beat
+
+
+class EngineRegistry:
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self._redis = client
+        self._key = keys.engines
+
+    def beat(self, engine_id: str, now: float) -> None:
+        self._redis.hset(self._key, engine_id, now)
+
+    def gone(self, engine_id: str) -> None:
+        self._redis.hdel(self._key, engine_id)
+
+    def beats(self, now: float) -> EngineBeats:
+        ages = {as_text(k): now - float(v) for k, v in self._redis.hgetall(self._key).items()}
+        return EngineBeats(sorted(e for e, age in ages.items() if age < STALE_SECONDS),
+                           {e: round(age) for e, age in sorted(ages.items())
+                            if age >= STALE_SECONDS})
+
+    def prune(self, now: float) -> int:
+        old = [e for e, age in self.beats(now).stale.items() if age > FORGET_SECONDS]
+        return int(self._redis.hdel(self._key, *old)) if old else 0
