@@ -87,12 +87,14 @@ def test_redis_out_of_memory_stops_no_worker_and_loses_no_job(
     registration, requeueing it. Workers pause, nothing is acknowledged that was not registered,
     and every job is done once memory is back."""
     with ThrowawayRedis() as server:
-        stack = make_stack(base=server.url, broker_visibility_timeout=35)
+        # short leases: a job granted as the refusals began is taken up again sooner
+        stack = make_stack(base=server.url, broker_visibility_timeout=35,
+                           astria_read_timeout=5, job_lease_seconds=10)
         worker = stack.start_worker(concurrency=2, pool="prefork")
         stack.wait_ready()
         jobs = [stack.send({"tune_id": 1, "text": f"oom {i}"}) for i in range(8)]
         stack.redis.config_set("maxmemory", 1)
-        wait_for(lambda: "refused a write" in stack.worker_logs(), 30, "a refused write")
+        wait_for(lambda: "Redis refused" in stack.worker_logs(), 30, "a refused write")
         assert worker.poll() is None and not terminal_states(stack.redis, jobs)
         stack.redis.config_set("maxmemory", 0)
         wait_for(lambda: len(terminal_states(stack.redis, jobs)) == 8, 120, "8 jobs", every=0.5)

@@ -78,17 +78,28 @@ class QoS(kombu_redis.QoS):
         self.channel._moved = None
         virtual.QoS.append(self, message, delivery_tag)
 
+    def ack(self, delivery_tag: str) -> None:
+        """kombu's ack; when Redis refuses it (out of memory refuses every command inside a
+        transaction), the message stays recorded as unacknowledged: it is delivered again after
+        BROKER_VISIBILITY_TIMEOUT and its registration finds the job. The error never ends the
+        worker."""
+        try:
+            super().ack(delivery_tag)
+        except redis.ResponseError as exc:
+            self._refused(delivery_tag, "acknowledgement", exc)
+
     def reject(self, delivery_tag: str, requeue: bool = False) -> None:
-        """kombu's reject; when Redis refuses the requeue (out of memory: the transaction is
-        discarded whole), the message simply stays recorded as unacknowledged and comes back
-        after BROKER_VISIBILITY_TIMEOUT, instead of the error ending the worker."""
+        """kombu's reject; when Redis refuses the requeue, the message likewise stays recorded
+        as unacknowledged and comes back after BROKER_VISIBILITY_TIMEOUT."""
         try:
             super().reject(delivery_tag, requeue)
         except redis.ResponseError as exc:
-            log.warning("message %s stays unacknowledged (Redis refused its requeue: %s); it "
-                        "comes back after BROKER_VISIBILITY_TIMEOUT", delivery_tag,
-                        type(exc).__name__)
-            virtual.QoS.ack(self, delivery_tag)  # forgotten here only
+            self._refused(delivery_tag, "requeue", exc)
+
+    def _refused(self, delivery_tag: str, what: str, exc: Exception) -> None:
+        log.warning("message %s stays unacknowledged (Redis refused its %s: %s); it comes back "
+                    "after BROKER_VISIBILITY_TIMEOUT", delivery_tag, what, type(exc).__name__)
+        virtual.QoS.ack(self, delivery_tag)  # forgotten here only
 
     def restore_visible(self, *args: Any, **kwargs: Any) -> Any:
         """kombu's periodic sweep of unacknowledged messages, plus ours of abandoned lists and
