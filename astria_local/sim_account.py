@@ -23,10 +23,19 @@ class SimConfig:
     generation_seconds_by_tune: dict[int, float] = field(default_factory=dict)
     pti_tunes: set[int] = field(default_factory=set)
     faceid_tunes: set[int] = field(default_factory=set)
+    #: Flux LoRA tunes: `422 model_type=lora`, to be posted to the Flux base with <lora:ID:W>.
+    flux_tunes: set[int] = field(default_factory=set)
+    #: Tunes whose POST answers a list of this many prompts (partner models do).
+    list_answer_tunes: dict[int, int] = field(default_factory=dict)
     sdxl_base_tune_id: int = 666678
     faceid_base_tune_id: int = 690204
+    flux_base_tune_id: int = 1504944
     fault_429: float = 0.0
     fault_5xx: float = 0.0
+    #: The status of fault_5xx's answers (None: 500, 502 or 503 at random).
+    fault_5xx_status: int | None = None
+    #: Which requests the random faults (429, 5xx, slow) hit: "ALL", or one method ("POST").
+    fault_methods: str = "ALL"
     fault_504_after_create: float = 0.0
     fault_garbage: float = 0.0
     fault_slow: float = 0.0

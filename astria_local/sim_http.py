@@ -76,10 +76,11 @@ class AstriaHandler(BaseHTTPRequestHandler):
             if limited is not None:
                 state.count("throttled")
             delay = state.latency()
-            slow = state.roll(cfg.fault_slow)
-            throttle = state.roll(cfg.fault_429)
-            error = state.roll(cfg.fault_5xx)
-            status = state.rng.choice([500, 502, 503])
+            faulty = cfg.fault_methods.upper() in ("ALL", method)
+            slow = faulty and state.roll(cfg.fault_slow)
+            throttle = faulty and state.roll(cfg.fault_429)
+            error = faulty and state.roll(cfg.fault_5xx)
+            status = cfg.fault_5xx_status or state.rng.choice([500, 502, 503])
             for name, hit in (("slow", slow), ("429", throttle), ("5xx", error)):
                 if hit:
                     state.count(f"fault_{name}")
@@ -255,13 +256,13 @@ class AstriaHandler(BaseHTTPRequestHandler):
     def _create(self, tune_id: int, fields: dict[str, Any]) -> tuple[int, Any]:
         cfg, state = self.state.config, self.state
         text = str(fields.get("text") or "")
-        if tune_id in cfg.pti_tunes or tune_id in cfg.faceid_tunes:
-            with state.lock:
-                state.count("rejected_422")
-        if tune_id in cfg.pti_tunes:
-            return 422, {"error": "model_type=pti is not supported. Use a checkpoint instead"}
-        if tune_id in cfg.faceid_tunes:
-            return 422, {"error": "model_type=faceid is not supported. Use a checkpoint instead"}
+        for tunes, model_type in ((cfg.pti_tunes, "pti"), (cfg.faceid_tunes, "faceid"),
+                                  (cfg.flux_tunes, "lora")):
+            if tune_id in tunes:
+                with state.lock:
+                    state.count("rejected_422")
+                return 422, {"error": f"model_type={model_type} is not supported. Use a "
+                                      "checkpoint instead"}
         if not text.strip():
             return 422, {"text": ["can't be blank"]}
         num_images = fields.get("num_images", 1)
@@ -270,31 +271,39 @@ class AstriaHandler(BaseHTTPRequestHandler):
         if tune_id == cfg.sdxl_base_tune_id and len(re.findall(r"<lora:", text)) > 1:
             return 422, {"error": "With SDXL you cannot combine multiple LoRAs"}
         with state.lock:
-            state.next_id += 1
-            prompt_id = state.next_id
-            now = now_iso()
-            prompt: dict[str, Any] = {
-                "id": prompt_id, "tune_id": tune_id, "text": text,
-                "negative_prompt": fields.get("negative_prompt", ""),
-                "callback": fields.get("callback"), "cfg_scale": fields.get("cfg_scale"),
-                "steps": fields.get("steps"),
-                "seed": fields.get("seed", state.rng.randrange(2**32)),
-                "num_images": num_images, "trained_at": None, "started_training_at": now,
-                "created_at": now, "updated_at": now, "images": [], "user_error": None,
-                "url": f"{self.server.base_url}/tunes/{tune_id}/prompts/{prompt_id}.json",
-                "cost_mc": 1000,
-                **{k: v for k, v in fields.items() if k not in ("text",)},
-            }
-            prompt["id"], prompt["tune_id"] = prompt_id, tune_id
-            state.prompts[prompt_id] = prompt
-            generation = cfg.generation_seconds_by_tune.get(tune_id, cfg.generation_seconds)
-            state.ready_at[prompt_id] = time.monotonic() + generation
-            state.trained_at[prompt_id] = iso(time.time() + generation)
-            state.count("created")
-            if prompt.get("callback"):
-                heapq.heappush(state.pending_callbacks, (state.ready_at[prompt_id], prompt_id))
-                state.wakeup.notify()
-            return 201, dict(prompt)
+            made = [self._prompt(tune_id, text, num_images, fields)
+                    for _ in range(cfg.list_answer_tunes.get(tune_id, 1))]
+            state.wakeup.notify()
+        return 201, made if tune_id in cfg.list_answer_tunes else made[0]
+
+    def _prompt(self, tune_id: int, text: str, num_images: int,
+                fields: dict[str, Any]) -> dict[str, Any]:
+        """Create one prompt (the account's lock held)."""
+        cfg, state = self.state.config, self.state
+        state.next_id += 1
+        prompt_id = state.next_id
+        now = now_iso()
+        prompt: dict[str, Any] = {
+            "id": prompt_id, "tune_id": tune_id, "text": text,
+            "negative_prompt": fields.get("negative_prompt", ""),
+            "callback": fields.get("callback"), "cfg_scale": fields.get("cfg_scale"),
+            "steps": fields.get("steps"),
+            "seed": fields.get("seed", state.rng.randrange(2**32)),
+            "num_images": num_images, "trained_at": None, "started_training_at": now,
+            "created_at": now, "updated_at": now, "images": [], "user_error": None,
+            "url": f"{self.server.base_url}/tunes/{tune_id}/prompts/{prompt_id}.json",
+            "cost_mc": 1000,
+            **{k: v for k, v in fields.items() if k not in ("text",)},
+        }
+        prompt["id"], prompt["tune_id"] = prompt_id, tune_id
+        state.prompts[prompt_id] = prompt
+        generation = cfg.generation_seconds_by_tune.get(tune_id, cfg.generation_seconds)
+        state.ready_at[prompt_id] = time.monotonic() + generation
+        state.trained_at[prompt_id] = iso(time.time() + generation)
+        state.count("created")
+        if prompt.get("callback"):
+            heapq.heappush(state.pending_callbacks, (state.ready_at[prompt_id], prompt_id))
+        return dict(prompt)
 
     # --- admin ----------------------------------------------------------------------------
     def _admin_get(self, path: str) -> None:
@@ -323,10 +332,12 @@ class AstriaHandler(BaseHTTPRequestHandler):
                 for key, value in changes.items():
                     if key == "api_key" or not hasattr(self.state.config, key):
                         raise ValueError(f"unknown knob {key}")
-                    if key in ("pti_tunes", "faceid_tunes"):
+                    if key in ("pti_tunes", "faceid_tunes", "flux_tunes"):
                         value = set(value)
                     elif key == "generation_seconds_by_tune":
                         value = {int(k): float(v) for k, v in value.items()}
+                    elif key == "list_answer_tunes":
+                        value = {int(k): int(v) for k, v in value.items()}
                     setattr(self.state.config, key, value)
         except (ValueError, TypeError, AttributeError) as exc:
             self._send(422, {"error": str(exc)})

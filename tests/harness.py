@@ -32,7 +32,7 @@ from worker.store.jobs import JobStore
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "sk-test-" + uuid.uuid4().hex  # a key that must never show up anywhere
-PTI_TUNE, FACEID_TUNE, SLOW_TUNE = 2001, 2002, 2003
+PTI_TUNE, FACEID_TUNE, SLOW_TUNE, FLUX_TUNE, LIST_TUNE = 2001, 2002, 2003, 2004, 2005
 _databases = itertools.count(1)
 
 
@@ -75,6 +75,8 @@ class Stack:
         cfg.api_key = API_KEY
         cfg.pti_tunes = cfg.pti_tunes or {PTI_TUNE}
         cfg.faceid_tunes = cfg.faceid_tunes or {FACEID_TUNE}
+        cfg.flux_tunes = cfg.flux_tunes or {FLUX_TUNE}
+        cfg.list_answer_tunes = cfg.list_answer_tunes or {LIST_TUNE: 3}
         cfg.generation_seconds_by_tune.setdefault(SLOW_TUNE, 3600)
         self.sim = AstriaSimulator(cfg).start()
         self.env = {
@@ -82,7 +84,8 @@ class Stack:
             "ASTRIA_BASE_URL": self.sim.url, "KEY_PREFIX": self.prefix,
             "ASTRIA_FIRST_POLL_SECONDS": "0.5", "ASTRIA_POLL_INTERVAL": "0.5",
             "ASTRIA_POLL_BACKOFF": "1", "ASTRIA_RETRY_INITIAL_DELAY": "0.05",
-            "ASTRIA_RETRY_MAX_DELAY": "0.5", "ASTRIA_AMBIGUOUS_GRACE_SECONDS": "1",
+            "ASTRIA_RETRY_MAX_DELAY": "0.5", "ASTRIA_READ_TIMEOUT": "5",
+            "ASTRIA_AMBIGUOUS_GRACE_SECONDS": "15",  # the least a 5 s read timeout allows
             "ASTRIA_RATE_LIMIT_PER_SECOND": "500", "ASTRIA_RATE_LIMIT_BURST": "500",
             "SCHEDULER_TICK_SECONDS": "0.1",
             # the tests' webhook endpoints listen on loopback

@@ -237,6 +237,7 @@ def metrics(host: str, port: int) -> None:
 @click.option("--generation-seconds", type=float, default=5.0, show_default=True)
 @click.option("--pti-tunes", default="", help="Comma-separated tune ids that answer the pti 422.")
 @click.option("--faceid-tunes", default="", help="Comma-separated tune ids: the faceid 422.")
+@click.option("--flux-tunes", default="", help="Comma-separated tune ids: the Flux lora 422.")
 @click.option("--latency", type=float, default=0.0, show_default=True,
               help="Seconds every answer takes.")
 @click.option("--latency-jitter", type=float, default=0.5, show_default=True,
@@ -256,7 +257,8 @@ def metrics(host: str, port: int) -> None:
 @click.option("--fault-504-after-create", type=float, default=0.0)
 @click.option("--fault-garbage", type=float, default=0.0)
 def simulator(host: str, port: int, api_key: str, generation_seconds: float, pti_tunes: str,
-              faceid_tunes: str, latency: float, latency_jitter: float, fault_slow: float,
+              faceid_tunes: str, flux_tunes: str, latency: float, latency_jitter: float,
+              fault_slow: float,
               slow_seconds: float, slow_status: int | None, rate_limit: float,
               rate_limit_burst: float | None, rate_limit_methods: str, no_retry_after: bool,
               fault_429: float, fault_5xx: float, fault_504_after_create: float,
@@ -269,7 +271,8 @@ def simulator(host: str, port: int, api_key: str, generation_seconds: float, pti
 
     sim = AstriaSimulator(SimConfig(
         api_key=api_key, generation_seconds=generation_seconds, pti_tunes=ids(pti_tunes),
-        faceid_tunes=ids(faceid_tunes), latency_seconds=latency, latency_jitter=latency_jitter,
+        faceid_tunes=ids(faceid_tunes), flux_tunes=ids(flux_tunes), latency_seconds=latency,
+        latency_jitter=latency_jitter,
         fault_slow=fault_slow, slow_seconds=slow_seconds, slow_status=slow_status,
         rate_limit=rate_limit, rate_limit_burst=rate_limit_burst,
         rate_limit_methods=rate_limit_methods, rate_limit_retry_after=not no_retry_after,

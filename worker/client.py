@@ -19,10 +19,11 @@ from urllib.parse import urlencode
 import requests
 from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
+from urllib3.exceptions import MaxRetryError, NewConnectionError
 
 from worker.dispatch import Reports
 from worker.errors import AstriaError, AstriaRejected, AstriaUnavailable
-from worker.prompt import Prompt, read_prompt
+from worker.prompt import MAX_PROMPTS, Prompt, read_prompt
 from worker.records import RequestKind
 from worker.settings import Settings
 from worker.stats import Stats
@@ -37,14 +38,17 @@ _AMBIGUOUS_STATUSES = {500, 502, 504}
 
 class TransientError(AstriaUnavailable):
     """A failure worth retrying. `maybe_created` tells a POST's caller to look before re-posting;
-    `retry_after` is Astria's Retry-After, in seconds, when it sent one."""
+    `retry_after` is Astria's Retry-After, in seconds, when it sent one; `not_sent`, that the
+    connection failed before the request went out."""
 
     def __init__(self, message: str, *, status: int | None = None,
-                 retry_after: float | None = None, maybe_created: bool = False) -> None:
+                 retry_after: float | None = None, maybe_created: bool = False,
+                 not_sent: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
         self.maybe_created = maybe_created
+        self.not_sent = not_sent  #: the request never left: worth trying again at once
 
 
 def _retry_after(response: requests.Response) -> float | None:
@@ -75,13 +79,31 @@ def error_text(response: requests.Response) -> str:
 
 
 def _as_prompt(body: Any, method: str) -> Prompt:
-    """The prompt in an answer (`worker.prompt`); an answer that is not one is a failed answer
-    (for a POST, one that may have created the prompt)."""
+    """The prompt in an answer (`worker.prompt`); an answer that is not one is a failed answer."""
     prompt = read_prompt(body)
     if prompt is None:
-        raise TransientError(f"{method}: answer is not a prompt object",
-                             maybe_created=method == "POST")
+        raise TransientError(f"{method}: answer is not a prompt object")
     return prompt
+
+
+def _as_prompts(body: Any) -> list[Prompt]:
+    """The prompts a POST created: one object, or a list of them (partner models answer
+    several, as Astria's CLI knows); an answer that is neither may have created prompts."""
+    items = body if isinstance(body, list) else [body]
+    prompts = [read_prompt(item) for item in items[:MAX_PROMPTS]]
+    if not items or len(items) > MAX_PROMPTS or None in prompts:
+        raise TransientError("POST: answer is not a prompt object or a list of them",
+                             maybe_created=True)
+    return [p for p in prompts if p is not None]
+
+
+def _nothing_sent(exc: requests.ConnectionError) -> bool:
+    """True when the connection failed before the request went out (refused, unreachable, no
+    such name, TLS handshake): nothing can have been created."""
+    if isinstance(exc, requests.exceptions.SSLError):
+        return True
+    reason = exc.args[0].reason if exc.args and isinstance(exc.args[0], MaxRetryError) else None
+    return isinstance(reason, NewConnectionError)
 
 
 class AstriaClient:
@@ -107,14 +129,15 @@ class AstriaClient:
                                     pool_maxsize=settings.worker_http_concurrency)
 
     # --- the endpoints --------------------------------------------------------------------------
-    def create_prompt(self, tune_id: int, fields: dict[str, Any]) -> Prompt:
-        """POST /tunes/{tune_id}/prompts once, with the documented `prompt[...]` form fields."""
+    def create_prompt(self, tune_id: int, fields: dict[str, Any]) -> list[Prompt]:
+        """POST /tunes/{tune_id}/prompts once, with the documented `prompt[...]` form fields;
+        the prompts it created (usually one)."""
         form = {
             f"prompt[{name}]": ("true" if value else "false") if isinstance(value, bool) else value
             for name, value in fields.items()
         }
         body = self._request(RequestKind.SUBMIT, "POST", f"/tunes/{tune_id}/prompts", data=form)
-        return _as_prompt(body, "POST")
+        return _as_prompts(body)
 
     def get_prompt(self, tune_id: int, prompt_id: int) -> Prompt:
         """GET /tunes/{tune_id}/prompts/{prompt_id}."""
@@ -186,14 +209,17 @@ class AstriaClient:
             return self._adapter.send(request, timeout=timeout, verify=self._verify,
                                       proxies=self._proxies)
         except requests.ConnectTimeout:
-            raise TransientError(f"{method} {path}: connect timeout") from None
+            raise TransientError(f"{method} {path}: connect timeout", not_sent=True) from None
         except requests.Timeout:
             raise TransientError(f"{method} {path}: read timeout",
                                  maybe_created=maybe_created) from None
         except requests.ConnectionError as exc:
             # Refused before sending is safe; a drop after sending may have created the prompt.
-            raise TransientError(f"{method} {path}: connection error ({type(exc).__name__})",
-                                 maybe_created=maybe_created) from None
+            sent = not _nothing_sent(exc)
+            raise TransientError(
+                f"{method} {path}: connection error ({type(exc).__name__}"
+                f"{'' if sent else ', nothing sent'})",
+                maybe_created=maybe_created and sent, not_sent=not sent) from None
 
     @staticmethod
     def _check(method: str, path: str, response: requests.Response) -> Any:

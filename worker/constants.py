@@ -47,7 +47,8 @@ class Keys:
         return f"{self.prefix}:token:{token}"
 
     def route(self, tune_id: int) -> str:
-        """String: 'pti' or 'faceid' once a 422 taught us that the tune needs its base tune."""
+        """String: 'pti', 'faceid' or 'flux' once a 422 taught us that the tune needs its base
+        tune."""
         return f"{self.prefix}:route:{tune_id}"
 
     def live(self, tenant: str) -> str:

@@ -54,6 +54,7 @@ class Grant:
     owner: str  #: the lease owner token of every job in `units`
     wait: float  #: seconds until more work may be due (the next token, the next due time)
     webhooks: list[str] = field(default_factory=list)  #: webhook message ids to deliver
+    now: float = 0.0  #: the time the grant used: Redis's clock (or the one it was given)
 
 
 class Reports:
@@ -152,7 +153,7 @@ class Dispatcher:
         except Exception:
             self.reports.restore(report)
             raise
-        wait, *flat = (as_text(x) for x in jobs)
+        wait, clock_now, *flat = (as_text(x) for x in jobs)
         hooks_wait, *hooks = (as_text(x) for x in webhooks)
         units = [Unit(flat[i], RequestKind(flat[i + 1])) for i in range(0, len(flat), 2)]
-        return Grant(units, owner, min(float(wait), float(hooks_wait)), hooks)
+        return Grant(units, owner, min(float(wait), float(hooks_wait)), hooks, float(clock_now))

@@ -10,7 +10,7 @@ only hands out work that may run now.
 
 The loop asks the dispatcher (`worker.dispatch`) for as many units as each pool has free threads,
 loads the granted jobs in one round trip, records their POSTs in another, and hands each unit to
-its pool (`worker.steps`; polls of one tune go together, `worker.wait.poll_many`). It sleeps until
+its pool (`worker.steps`; polls of one tune go together, `worker.wait.poll`). It sleeps until
 the next token or due time, a free thread, or a message on the wake channel, which a registration,
 a callback or a redrive publishes from any process.
 
@@ -31,12 +31,13 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from dataclasses import dataclass, replace
+from functools import partial
 
 import redis
 
 from worker import housekeeping, outcomes, steps, submit, wait, webhooks
-from worker.dispatch import Grant, Unit
+from worker.dispatch import Grant
 from worker.errors import InternalError, InvalidSpec
 from worker.fdlimit import raise_open_file_limit
 from worker.records import Job, JobState, RequestKind
@@ -56,7 +57,14 @@ HEARTBEAT_SECONDS = 5.0
 #: Unexpected failures of one job's steps after which the job ends with an InternalError.
 STEP_FAILURE_LIMIT = 5
 
-Task = tuple[Callable[..., None], tuple[Any, ...]]
+@dataclass(frozen=True)
+class Work:
+    """One task for a pool: what it is (for the log), the call, and the jobs it holds (their
+    leases are renewed while it runs; an unexpected failure counts against each)."""
+
+    what: str
+    call: Callable[[], object]
+    holds: tuple[tuple[Lease, Job], ...] = ()
 
 
 class Slots:
@@ -83,11 +91,13 @@ class Engine:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._beat_at = 0.0
+        self._held: dict[str, Lease] = {}  #: leases of the jobs whose tasks run now
 
     def start(self) -> Engine:
         self._thread = threading.Thread(target=self._loop, name="astria-dispatch", daemon=True)
         self._thread.start()
         threading.Thread(target=self._listen, name="astria-wake", daemon=True).start()
+        threading.Thread(target=self._renew, name="astria-leases", daemon=True).start()
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -123,6 +133,19 @@ class Engine:
                 log.warning("wake channel failed, listening again", exc_info=True)
                 time.sleep(1.0)
 
+    def _renew(self) -> None:
+        """Renew the leases of the jobs whose requests run, every third of a lease: a POST or a
+        poll that takes long is never taken over by another worker while it may be answered."""
+        seconds = self._rt.settings.job_lease_seconds
+        while not self._stopping:
+            time.sleep(seconds / 3)
+            with self._changed:
+                held = list(self._held.values())
+            try:
+                self._rt.jobs.renew(held, time.time() + seconds)
+            except Exception:
+                log.warning("leases: could not renew %d, trying again", len(held), exc_info=True)
+
     # --- the dispatcher loop --------------------------------------------------------------------
     def _loop(self) -> None:
         tick = self._rt.settings.scheduler_tick_seconds
@@ -137,6 +160,7 @@ class Engine:
                 self._woken = False
             try:
                 grant = self._rt.dispatcher.grant(room, hook_room)
+                self._rt.clock.seen(grant.now)
                 self._start(grant)
                 self._beat()
                 failures = 0
@@ -162,44 +186,56 @@ class Engine:
         if now - self._beat_at >= HEARTBEAT_SECONDS:
             self._beat_at = now
             self._rt.engines.beat(self.id, now)
-            self._submit(self._astria, [(self._run_housekeeping, ())])
+            self._submit(self._astria, [Work("housekeeping",
+                                             partial(housekeeping.run_if_due, self._rt))])
 
     def _start(self, grant: Grant) -> None:
         """Load the granted jobs in one round trip, record their POSTs in another, and hand
         the units to the pools; polls of waiting prompts on one tune go as one listing."""
         loaded = self._rt.jobs.load_many([u.id for u in grant.units]) if grant.units else {}
-        grant = Grant([u for u in grant.units if u.id in loaded], grant.owner, grant.wait,
-                      grant.webhooks)
-        tasks: list[Task] = []
-        handled: set[str] = set()
+        grant = replace(grant, units=[u for u in grant.units if u.id in loaded])
+        rt, tasks, handled = self._rt, list[Work](), set[str]()
         for group in self._poll_groups(grant, loaded):
-            tasks.append((self._run_polls, (group,)))
+            tasks.append(Work(f"polls of {len(group)} jobs", partial(wait.poll, rt, group),
+                              tuple(group)))
             handled |= {lease.job_id for lease, _ in group}
         plans = self._plans(grant, loaded)
         if plans:
-            replies = self._rt.jobs.mark_posting_many(
+            replies = rt.jobs.mark_posting_many(
                 [(lease, planned.job, planned.record) for lease, planned in plans])
             for (lease, planned), reply in zip(plans, replies, strict=True):
                 handled.add(lease.job_id)
                 if reply == "ok":
-                    tasks.append((self._run_send, (lease, planned)))
-        tasks += [(self._run, (unit, Lease(unit.id, grant.owner), loaded[unit.id]))
-                  for unit in grant.units if unit.id not in handled]
+                    tasks.append(Work(f"job {lease.job_id}", partial(submit.send, rt, lease,
+                                                                     planned),
+                                      ((lease, planned.job),)))
+                elif reply == "not_durable":
+                    rt.jobs.retract(lease, planned.job)
+        for unit in grant.units:
+            if unit.id not in handled:
+                lease, job = Lease(unit.id, grant.owner), loaded[unit.id]
+                tasks.append(Work(f"job {unit.id}", partial(steps.run, rt, unit.kind, lease, job),
+                                  ((lease, job),)))
         self._submit(self._astria, tasks)
-        self._submit(self._hooks, [(self._run_webhook, (message_id,))
+        self._submit(self._hooks, [Work(f"webhook {message_id}",
+                                        partial(webhooks.deliver, rt, message_id))
                                    for message_id in grant.webhooks])
 
-    def _submit(self, slots: Slots, tasks: list[Task]) -> None:
+    def _submit(self, slots: Slots, tasks: list[Work]) -> None:
         with self._changed:
             slots.busy += len(tasks)
-        for run, args in tasks:
-            slots.pool.submit(self._counted, slots, run, *args)
+        for work in tasks:
+            slots.pool.submit(self._counted, slots, work)
 
-    def _counted(self, slots: Slots, run: Callable[..., None], *args: Any) -> None:
+    def _counted(self, slots: Slots, work: Work) -> None:
+        with self._changed:
+            self._held.update((lease.job_id, lease) for lease, _ in work.holds)
         try:
-            run(*args)
+            self._guarded(work)
         finally:
             with self._changed:
+                for lease, _ in work.holds:
+                    self._held.pop(lease.job_id, None)
                 slots.busy -= 1
                 if slots.busy == slots.size - 1:  # the loop waits for a free thread only then
                     self._changed.notify_all()
@@ -211,7 +247,7 @@ class Engine:
             job = loaded[unit.id]
             if unit.kind is RequestKind.POLL and job.status is JobState.WAITING and job.prompt_id:
                 by_tune.setdefault(job.tune_id, []).append((Lease(unit.id, grant.owner), job))
-        return [group for group in by_tune.values() if len(group) > 1]
+        return list(by_tune.values())
 
     def _plans(self, grant: Grant, loaded: dict[str, Job]) -> list[tuple[Lease, submit.Plan]]:
         """The POSTs of this grant that can be recorded together (the rest, such as a spec
@@ -227,39 +263,22 @@ class Engine:
                     continue
         return plans
 
-    # --- the units of work, each on a thread of its pool ----------------------------------------
-    def _run_send(self, lease: Lease, planned: submit.Plan) -> None:
-        self._guarded(lambda: submit.send(self._rt, lease, planned), f"job {lease.job_id}",
-                      lease, planned.job)
-
-    def _run_polls(self, group: list[tuple[Lease, Job]]) -> None:
-        self._guarded(lambda: wait.poll_many(self._rt, group), f"polls of {len(group)} jobs")
-
-    def _run(self, unit: Unit, lease: Lease, job: Job) -> None:
-        self._guarded(lambda: steps.run(self._rt, unit.kind, lease, job), f"job {unit.id}",
-                      lease, job)
-
-    def _run_webhook(self, message_id: str) -> None:
-        self._guarded(lambda: webhooks.deliver(self._rt, message_id), f"webhook {message_id}")
-
-    def _run_housekeeping(self) -> None:
-        self._guarded(lambda: housekeeping.run_if_due(self._rt), "housekeeping")
-
-    def _guarded(self, work: Callable[[], object], what: str, lease: Lease | None = None,
-                 job: Job | None = None) -> None:
-        """One task of a pool. A lost lease means another worker has the job; any other
-        failure leaves the job due again when its lease ends, or, the STEP_FAILURE_LIMIT-th
-        time, ends it with an InternalError."""
+    # --- each task, on a thread of its pool -----------------------------------------------------
+    def _guarded(self, work: Work) -> None:
+        """A lost lease means another worker has the job; any other failure leaves each job it
+        holds due again when its lease ends, or, the STEP_FAILURE_LIMIT-th time, ends it with
+        an InternalError."""
         try:
-            work()
+            work.call()
         except LeaseLost:
-            log.info("%s: lease lost, another worker carries on", what)
+            log.info("%s: lease lost, another worker carries on", work.what)
         except Exception as exc:
-            log.exception("%s failed; due again when its lease ends", what,
-                          extra={"job_id": job.id if job else None})
-            if lease and job and not isinstance(exc, redis.RedisError):
-                with contextlib.suppress(Exception):
-                    self._step_failed(lease, job, exc)
+            log.exception("%s failed; due again when its lease ends", work.what,
+                          extra={"job_id": work.holds[0][1].id if work.holds else None})
+            if not isinstance(exc, redis.RedisError):
+                for lease, job in work.holds:
+                    with contextlib.suppress(Exception):
+                        self._step_failed(lease, job, exc)
 
     def _step_failed(self, lease: Lease, job: Job, exc: Exception) -> None:
         failures = job.step_failures + 1

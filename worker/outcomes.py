@@ -12,7 +12,7 @@ from worker.errors import AstriaQueueError, PromptFailed
 from worker.prompt import Prompt
 from worker.records import Failed, Job, Outcome, Revoked, Succeeded
 from worker.runtime import Runtime
-from worker.store.types import Ending, Lease
+from worker.store.types import Decided, Ending, Lease
 
 log = logging.getLogger("astria.outcomes")
 
@@ -21,21 +21,32 @@ log = logging.getLogger("astria.outcomes")
 MAX_MESSAGE_CHARS = 2000
 
 
-def success(job: Job, prompt: Prompt) -> Succeeded:
+def success(job: Job, prompts: list[Prompt]) -> Succeeded:
+    """The outcome of a job whose prompts are done: the images of all of them, in prompt order
+    (a POST usually creates one; `prompt_ids` lists them when it created several)."""
+    first = prompts[0]
     result: dict[str, Any] = {
         "job_id": job.id,
-        "prompt_id": prompt.id,
+        "prompt_id": first.id,
         "tune_id": job.tune_id,
         "requested_tune_id": job.requested_tune_id,
         "rerouted": job.rerouted,
-        "text": job.sent_text or prompt.text,
-        "images": list(prompt.images),
-        "seed": job.seed if prompt.seed is None else prompt.seed,
-        "num_images": prompt.num_images,
+        "text": job.sent_text or first.text,
+        "images": [image for p in prompts for image in p.images],
+        "seed": job.seed if first.seed is None else first.seed,
+        "num_images": (first.num_images if len(prompts) == 1
+                       else sum(len(p.images) for p in prompts)),
     }
-    if prompt.cost_mc is not None:
-        result["cost_mc"] = prompt.cost_mc
+    if len(prompts) > 1:
+        result["prompt_ids"] = [p.id for p in prompts]
+    if (cost := _cost(prompts)) is not None:
+        result["cost_mc"] = cost
     return Succeeded(result)
+
+
+def _cost(prompts: list[Prompt]) -> int | None:
+    known = [p.cost_mc for p in prompts if p.cost_mc is not None]
+    return sum(known) if known else None
 
 
 def failure(exc: AstriaQueueError) -> Failed:
@@ -47,40 +58,37 @@ def failure(exc: AstriaQueueError) -> Failed:
 def finish(rt: Runtime, lease: Lease, job: Job, outcome: Outcome, *,
            seconds: float | None = None, cost_mc: int | None = None, **fields: Any) -> None:
     """Decide the job's outcome (an earlier decision, such as a cancel, wins) and log it."""
-    decided = rt.jobs.finish(lease, job, outcome, seconds=seconds, cost_mc=cost_mc, **fields)
+    _logged(job, rt.jobs.finish(lease, job, outcome, seconds=seconds, cost_mc=cost_mc,
+                                **fields))
+
+
+def _logged(job: Job, decided: Decided) -> None:
     result = decided.outcome.result if isinstance(decided.outcome, Succeeded) else {}
     log.info("job %s: %s", job.id, decided.outcome.state,
              extra={"job_id": job.id, "outcome": decided.outcome.state,
-                    "prompt_id": result.get("prompt_id"), "tune_id": result.get("tune_id")})
+                    "prompt_id": result.get("prompt_id", job.prompt_id),
+                    "tune_id": result.get("tune_id", job.tune_id or None)})
 
 
-def ending(lease: Lease, job: Job, prompt: Prompt, limit: float) -> Ending | None:
-    """The job's ending if its prompt has images (success) or a `user_error` (failure);
-    `limit` bounds the generation time it teaches (ASTRIA_JOB_DEADLINE_SECONDS)."""
-    if prompt.images:
-        return Ending(lease, job, success(job, prompt), generation_seconds(job, prompt, limit),
-                      prompt.cost_mc)
-    if prompt.user_error:
-        return Ending(lease, job, failure(PromptFailed(f"Astria user_error: {prompt.user_error}")),
-                      None, prompt.cost_mc)
-    return None
-
-
-def finish_if_done(rt: Runtime, lease: Lease, job: Job, prompt: Prompt) -> bool:
-    """Finish the job if its prompt has images (success) or a `user_error` (failure)."""
-    end = ending(lease, job, prompt, rt.settings.astria_job_deadline_seconds)
-    if end is None:
-        return False
-    finish(rt, lease, job, end.outcome, seconds=end.seconds, cost_mc=end.cost_mc, **end.fields)
-    return True
+def ending(lease: Lease, job: Job, prompts: list[Prompt], limit: float) -> Ending | None:
+    """The ending of a job whose prompts are all done: a success when any has images, else the
+    failure Astria gave (`user_error`); None while one is not done. `limit` bounds the
+    generation time it teaches (ASTRIA_JOB_DEADLINE_SECONDS)."""
+    if not prompts or not all(p.done for p in prompts):
+        return None
+    if any(p.images for p in prompts):
+        return Ending(lease, job, success(job, prompts),
+                      generation_seconds(job, prompts[0], limit), _cost(prompts))
+    error = next(p.user_error for p in prompts if p.user_error)
+    return Ending(lease, job, failure(PromptFailed(f"Astria user_error: {error}")), None,
+                  _cost(prompts))
 
 
 def finish_many(rt: Runtime, endings: list[Ending]) -> None:
     """Decide several jobs' outcomes in one round trip (a batch of polls), and log them."""
     for end, decided in zip(endings, rt.jobs.finish_many(endings), strict=True):
         if decided is not None:
-            log.info("job %s: %s", end.job.id, decided.outcome.state,
-                     extra={"job_id": end.job.id, "outcome": decided.outcome.state})
+            _logged(end.job, decided)
 
 
 def expire(rt: Runtime, lease: Lease, job: Job) -> None:

@@ -12,12 +12,15 @@ not come from Astria at all), so they are read into a typed, bounded value once,
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, WrapValidator
 
 MAX_IMAGES = 64
+#: Prompts one POST answer may carry (partner models answer a list).
+MAX_PROMPTS = 16
 MAX_URL_CHARS = 4096
 #: A cost beyond this (ten million dollars in milli-cents) is not believed, and not counted.
 MAX_COST_MC = 10**12
@@ -67,6 +70,11 @@ class Prompt(BaseModel):
     def done(self) -> bool:
         """Astria's own rule (its CLI's): done when it has images, failed when `user_error`."""
         return bool(self.images or self.user_error)
+
+    @staticmethod
+    def dumps(prompts: list[Prompt]) -> str:
+        """Prompts as JSON, read back with `Prompt.model_validate` (kept on a waiting job)."""
+        return json.dumps([p.model_dump(mode="json") for p in prompts])
 
 
 def read_prompt(body: Any) -> Prompt | None:

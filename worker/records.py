@@ -116,12 +116,16 @@ class Job:
     post_text: str
     post_rerouted: bool
     first_post_at: float
+    gave_up_at: float  #: when the answer of the unanswered POST was given up (Redis's clock)
+    ambiguous_posts: int  #: POSTs whose fate stayed unknown and whose prompt never showed
     retry_attempt: int  #: tenacity's attempt number of the request being retried
     retry_since: float  #: when that request was first tried
     list_before: int  #: cursor while paging Astria's listing for an unanswered POST (0: newest)
     list_oldest: float  #: created_at of the oldest prompt seen on the last page
-    # the prompt
+    # the prompt (a POST may answer several: prompt_id is the first of prompt_ids)
     prompt_id: int | None
+    prompt_ids: tuple[int, ...]  #: every prompt the job's POST created, in id order
+    prompts_done: tuple[dict[str, Any], ...]  #: of several prompts, those done (as read)
     tune_id: int
     rerouted: bool
     sent_text: str
@@ -183,11 +187,16 @@ class Job:
             post_text=f.get("post_text", ""),
             post_rerouted=flag("post_rerouted"),
             first_post_at=num("first_post_at"),
+            gave_up_at=num("gave_up_at"),
+            ambiguous_posts=whole("ambiguous_posts"),
             retry_attempt=whole("retry_attempt"),
             retry_since=num("retry_since"),
             list_before=whole("list_before"),
             list_oldest=num("list_oldest"),
             prompt_id=whole("prompt_id") or None,
+            prompt_ids=tuple(int(x) for x in f.get("prompt_ids", "").split(",") if x)
+            or ((whole("prompt_id"),) if whole("prompt_id") else ()),
+            prompts_done=tuple(json.loads(f["prompts_done"])) if f.get("prompts_done") else (),
             tune_id=whole("tune_id"),
             rerouted=flag("rerouted"),
             sent_text=f.get("sent_text", ""),

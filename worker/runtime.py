@@ -7,6 +7,7 @@ from functools import cached_property, lru_cache
 import redis
 
 from worker.client import AstriaClient
+from worker.clock import RedisClock
 from worker.connections import redis_client
 from worker.constants import Keys
 from worker.dispatch import Dispatcher
@@ -28,6 +29,7 @@ class Runtime:
         self.settings = settings
         self.redis: redis.Redis = redis_client(settings)
         self.keys = Keys(settings.key_prefix)
+        self.clock = RedisClock(self.redis)
         self.results = ResultFormat(settings.job_retention_seconds)
         self.jobs = JobStore(self.redis, settings, self.keys, self.results)
         self.registrations = Registrations(self.jobs)

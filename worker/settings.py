@@ -17,6 +17,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from worker.errors import ConfigError
 from worker.records import Lane
 
+#: Seconds the ambiguous-POST grace exceeds the read timeout by, at least.
+GRACE_MARGIN = 10.0
+
 
 class Settings(BaseSettings):
     """Configuration; each field maps to the upper-case environment variable of the same name."""
@@ -39,6 +42,9 @@ class Settings(BaseSettings):
     # Re-routing of LoRA / FaceID tunes (the SDXL quirk)
     astria_sdxl_base_tune_id: int = Field(666678, gt=0)
     astria_faceid_base_tune_id: int = Field(690204, gt=0)
+    #: Where Flux LoRA tunes go (`422 model_type=lora`), with `<lora:ID:STRENGTH>`; Flux takes
+    #: several LoRAs in one prompt.
+    astria_flux_base_tune_id: int = Field(1504944, gt=0)
     astria_lora_strength: float = Field(0.8, gt=0, le=2)
 
     # HTTP and the retry budget (tenacity)
@@ -52,9 +58,14 @@ class Settings(BaseSettings):
     astria_retry_max_seconds: float = Field(120.0, gt=0)
     astria_retry_initial_delay: float = Field(1.0, ge=0)
     astria_retry_max_delay: float = Field(30.0, ge=0)
-    #: After a POST whose fate is unknown (504, read timeout, dropped connection, worker death),
-    #: a prompt may still appear in Astria's listing for this long; no re-POST before it passes.
-    astria_ambiguous_grace_seconds: float = Field(35.0, ge=0)
+    #: After a POST whose fate is unknown (500/502/504, read timeout, dropped connection, worker
+    #: death), a prompt may still appear in Astria's listing: no re-POST before this long after
+    #: the answer was given up (Astria: wait 60 s after a 504). At least ASTRIA_READ_TIMEOUT +
+    #: GRACE_MARGIN, so that a request still running at Astria has ended.
+    astria_ambiguous_grace_seconds: float = Field(60.0, gt=0)
+    #: POSTs of one job whose fate stayed unknown, after which it is not POSTed again: it fails
+    #: (AstriaUnavailable, a dead letter) rather than risk paying for a third prompt.
+    astria_max_ambiguous_posts: int = Field(3, ge=1)
 
     # Callbacks: when set, Astria calls this receiver URL (`astria-callbacks`) with a per-job token
     astria_callback_url: str | None = Field(None, pattern=r"^https?://[^\s]+$")
@@ -170,6 +181,9 @@ class Settings(BaseSettings):
             raise ValueError("ASTRIA_RETRY_MAX_DELAY must be >= ASTRIA_RETRY_INITIAL_DELAY")
         if self.job_lease_seconds <= self.astria_read_timeout:
             raise ValueError("JOB_LEASE_SECONDS must exceed ASTRIA_READ_TIMEOUT")
+        if self.astria_ambiguous_grace_seconds < self.astria_read_timeout + GRACE_MARGIN:
+            raise ValueError(f"ASTRIA_AMBIGUOUS_GRACE_SECONDS must be at least "
+                             f"ASTRIA_READ_TIMEOUT + {GRACE_MARGIN:g}")
         if self.broker_visibility_timeout <= self.task_time_limit:
             raise ValueError("BROKER_VISIBILITY_TIMEOUT must exceed the task time limit")
         return self

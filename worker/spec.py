@@ -219,7 +219,8 @@ def spec_json_schema() -> dict[str, Any]:
     schema["description"] = (
         "Astria prompt fields plus tune_id, lora_strength, idempotency_key, priority, tenant "
         "and expires_in; callback is the producer's signed webhook. Also enforced: "
-        "text not blank, tags <lora:ID:W> and <faceid:ID:1> only, one LoRA on SDXL, "
+        "text not blank, tags <lora:ID:W> and <faceid:ID:1> only, one LoRA on SDXL (several "
+        "on Flux), "
         "inpaint_faces and hires_fix need super_resolution, controlnet needs an input image, "
         "URLs are http(s), input_image_base64 is a data:image/...;base64 URL, callback carries "
         "no credentials and its host is not a loopback, private, link-local, CGNAT, "

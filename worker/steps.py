@@ -24,7 +24,7 @@ def run(rt: Runtime, kind: RequestKind, lease: Lease, job: Job) -> None:
     elif job.status is JobState.QUEUED:
         step_queued(rt, kind, lease, job)
     elif job.status is JobState.WAITING:
-        wait.poll(rt, lease, job)
+        wait.poll(rt, [(lease, job)])
     else:  # an outcome is known (a step came late), or the record is gone
         rt.jobs.release(lease, job, retire=True)
 

@@ -8,11 +8,18 @@ rejoins its queue; 500, 502, 504, a timeout, a dropped connection or a body that
 (the prompt may exist) -> `reconcile` looks for it before anything is sent again.
 
 `reconcile` pages Astria's listing of the tune back in time, one page per step (each page is a
-request the dispatcher grants), for the prompt carrying this job's marker: its callback token
+request the dispatcher grants), for the prompts carrying this job's marker: its callback token
 when callbacks are on (Astria returns `callback` in the prompt), else the text as sent and the
 job's seed. It stops once a page reaches back before the job's first POST, or does not move back
-in time; how many prompts the account created since does not matter. Nothing found after
-ASTRIA_AMBIGUOUS_GRACE_SECONDS: nothing was created, and the job is POSTed again.
+in time; how many prompts the account created since does not matter. Nothing found
+ASTRIA_AMBIGUOUS_GRACE_SECONDS after the answer was given up (by Redis's clock, which every host
+shares; a worker that died mid-POST gave up at the latest when its read timeout would have
+ended): nothing was created, and the job is POSTed again, unless ASTRIA_MAX_AMBIGUOUS_POSTS of
+its POSTs went so already: then it fails (AstriaUnavailable) rather than risk paying again.
+
+An answer with several prompts (partner models answer a list) records them all: the job waits for
+every one, and its outcome gathers their images. A connection that failed before the request
+went out created nothing and is tried again at once (the first time; then by the retry policy).
 """
 
 from __future__ import annotations
@@ -63,9 +70,10 @@ def plan(rt: Runtime, job: Job) -> Plan:
     spec = parse_spec(job.spec, sdxl_base_tune_id=rt.settings.astria_sdxl_base_tune_id,
                       private_callbacks=True)
     target = route(rt.settings, spec, rt.learnt.known_route(spec.tune_id))
-    now = time.time()
+    now = rt.clock.now()
     record: dict[str, Any] = {
-        "pending_post": now, "post_tune_id": target.tune_id, "post_text": target.text,
+        "pending_post": now, "gave_up_at": 0, "post_tune_id": target.tune_id,
+        "post_text": target.text,
         "post_rerouted": target.rerouted, "post_attempts": job.post_attempts + 1,
         "first_post_at": job.first_post_at or now, "retry_attempt": job.retry_attempt + 1,
         "retry_since": job.retry_since or now, "list_before": 0, "list_oldest": 0.0}
@@ -79,8 +87,11 @@ def post(rt: Runtime, lease: Lease, job: Job) -> None:
     except InvalidSpec as exc:
         outcomes.finish(rt, lease, job, outcomes.failure(exc))
         return
-    if rt.jobs.mark_posting(lease, job, **planned.record):
+    recorded = rt.jobs.mark_posting(lease, job, **planned.record)
+    if recorded == "ok":
         send(rt, lease, planned)
+    elif recorded == "not_durable":
+        rt.jobs.retract(lease, planned.job)
     else:
         log.info("job %s: cancelled before its POST; nothing sent", job.id)
 
@@ -99,7 +110,7 @@ def send(rt: Runtime, lease: Lease, planned: Plan) -> None:
                 "fails); enqueue the job again")), pending_post=0)
             return
     try:
-        prompt = rt.astria.create_prompt(target.tune_id, fields)
+        prompts = rt.astria.create_prompt(target.tune_id, fields)
     except AstriaRejected as exc:
         kind = unsupported_kind(str(exc))
         if kind is not None and not target.rerouted:
@@ -114,36 +125,44 @@ def send(rt: Runtime, lease: Lease, planned: Plan) -> None:
     except TransientError as exc:
         if exc.maybe_created:  # looking for the prompt is a new request, with its own budget
             log.info("job %s: POST unanswered (%s); looking for its prompt", job.id, exc)
-            rt.jobs.schedule(lease, job, at=time.time() + 1.0, retry_attempt=0, retry_since=0)
+            rt.jobs.schedule(lease, job, at=time.time() + 1.0, retry_attempt=0, retry_since=0,
+                             gave_up_at=rt.clock.now())
             return
-        delay = next_attempt_in(astria_policy(s), attempt=job.retry_attempt,
-                                started_at=job.retry_since, error=exc)
+        delay = (0.0 if exc.not_sent and job.retry_attempt <= 1 else
+                 next_attempt_in(astria_policy(s), attempt=job.retry_attempt,
+                                 started_at=job.retry_since, error=exc))
         if delay is None:
             outcomes.finish(rt, lease, job, outcomes.failure(exc), pending_post=0)
         else:
             rt.jobs.requeue(lease, job, at=time.time() + delay, pending_post=0)
         return
-    record_prompt(rt, lease, job, prompt, target)
+    record_prompt(rt, lease, job, prompts, target)
 
 
-def record_prompt(rt: Runtime, lease: Lease, job: Job, prompt: Prompt, target: Target) -> None:
-    """The prompt exists: the job waits for its images, first poll when it should be done."""
-    tune_id = prompt.tune_id or target.tune_id
+def record_prompt(rt: Runtime, lease: Lease, job: Job, prompts: list[Prompt],
+                  target: Target) -> None:
+    """The prompts exist: the job waits for their images, first poll when they should be
+    done."""
+    first = prompts[0]
+    tune_id = first.tune_id or target.tune_id
+    ids = [p.id for p in prompts]
     if target.rerouted:
         rt.stats.count("rerouted")
     now = time.time()
-    first = now + first_poll_delay(rt.settings, rt.learnt.expected_generation_seconds())
+    delay = first_poll_delay(rt.settings, rt.learnt.expected_generation_seconds())
     state = rt.jobs.created(
-        lease, job, first_poll_at=first,
-        info={"prompt_id": prompt.id, "tune_id": tune_id,
-              "requested_tune_id": job.requested_tune_id, "rerouted": target.rerouted},
-        prompt_id=prompt.id, tune_id=tune_id, rerouted=target.rerouted,
-        sent_text=target.text, pending_post=0, submitted_at=now, polls=0,
+        lease, job, first_poll_at=now + delay,
+        info={"prompt_id": first.id, "tune_id": tune_id,
+              "requested_tune_id": job.requested_tune_id, "rerouted": target.rerouted,
+              **({"prompt_ids": ids} if len(ids) > 1 else {})},
+        prompt_id=first.id, prompt_ids=",".join(map(str, ids)) if len(ids) > 1 else "",
+        prompts_done="", tune_id=tune_id, rerouted=target.rerouted, sent_text=target.text,
+        pending_post=0, submitted_at=now, polls=0,
         deadline=now + rt.settings.astria_job_deadline_seconds, retry_attempt=0, retry_since=0,
         list_before=0, list_oldest=0)
-    log.info("job %s: prompt %s created on tune %s%s", job.id, prompt.id, tune_id,
-             "" if state == "waiting" else f" ({state})",
-             extra={"job_id": job.id, "prompt_id": prompt.id, "tune_id": tune_id})
+    log.info("job %s: prompt %s created on tune %s%s", job.id, ",".join(map(str, ids)),
+             tune_id, "" if state == "waiting" else f" ({state})",
+             extra={"job_id": job.id, "prompt_id": first.id, "tune_id": tune_id})
 
 
 def _carries_marker(rt: Runtime, job: Job, prompt: Prompt) -> bool:
@@ -155,8 +174,10 @@ def _carries_marker(rt: Runtime, job: Job, prompt: Prompt) -> bool:
 def reconcile(rt: Runtime, lease: Lease, job: Job) -> None:
     """Look for the prompt of the job's unanswered POST, one page of the listing per step."""
     s = rt.settings
-    now = time.time()
-    settle = job.pending_post + s.astria_ambiguous_grace_seconds
+    now = rt.clock.now()
+    gave_up = job.gave_up_at or (
+        job.pending_post + s.astria_connect_timeout + s.astria_read_timeout)
+    settle = gave_up + s.astria_ambiguous_grace_seconds
     try:
         page = rt.astria.list_prompts(job.post_tune_id, limit=PAGE,
                                       before_id=job.list_before or None)
@@ -173,10 +194,11 @@ def reconcile(rt: Runtime, lease: Lease, job: Job) -> None:
     fresh = {"retry_attempt": 0, "retry_since": 0}  # a page came back: a new retry budget
     found = [p for p in page if _carries_marker(rt, job, p)]
     if found:
-        prompt = min(found, key=lambda p: p.id)
-        log.info("job %s: adopted prompt %s of an unanswered POST", job.id, prompt.id)
+        prompts = sorted(found, key=lambda p: p.id)
+        log.info("job %s: adopted prompt %s of an unanswered POST", job.id,
+                 ",".join(str(p.id) for p in prompts))
         rt.stats.count("adopted")
-        record_prompt(rt, lease, job, prompt,
+        record_prompt(rt, lease, job, prompts,
                       Target(job.post_tune_id, job.post_text, job.post_rerouted))
         return
     oldest = min((outcomes.created_at(p) for p in page), default=float("inf"))
@@ -186,10 +208,18 @@ def reconcile(rt: Runtime, lease: Lease, job: Job) -> None:
                          list_oldest=oldest, **fresh)
         return
     if now >= settle:
-        log.info("job %s: no prompt from its unanswered POST after %gs; posting again", job.id,
-                 s.astria_ambiguous_grace_seconds)
-        rt.jobs.requeue(lease, job, at=now, pending_post=0, list_before=0, list_oldest=0,
-                        **fresh)
+        ambiguous = job.ambiguous_posts + 1
+        if ambiguous >= s.astria_max_ambiguous_posts:
+            outcomes.finish(rt, lease, job, outcomes.failure(AstriaUnavailable(
+                f"{ambiguous} POSTs went unanswered and no prompt of theirs showed in Astria's "
+                "listing: not POSTed again (ASTRIA_MAX_AMBIGUOUS_POSTS); a redrive looks for "
+                "its prompt first")), ambiguous_posts=ambiguous)
+            return
+        log.info("job %s: no prompt from its unanswered POST %gs after it was given up; "
+                 "posting again", job.id, s.astria_ambiguous_grace_seconds)
+        rt.jobs.requeue(lease, job, at=time.time(), pending_post=0, gave_up_at=0,
+                        list_before=0, list_oldest=0, ambiguous_posts=ambiguous, **fresh)
     else:  # it may still show up: look again, sooner at first
-        again = min(settle, now + min(10.0, max(1.0, now - job.pending_post)))
-        rt.jobs.schedule(lease, job, at=again, list_before=0, list_oldest=0, **fresh)
+        again = min(settle, now + min(10.0, max(1.0, now - gave_up)))
+        rt.jobs.schedule(lease, job, at=time.time() + (again - now), list_before=0,
+                         list_oldest=0, **fresh)

@@ -1,10 +1,13 @@
 """Wait: a job whose prompt exists waits for its images without holding anything.
 
-Between steps a waiting job is a score in a due set. `poll` looks once (`worker.polling` says
-when next); `poll_many` looks at several prompts of one tune with one request, Astria's listing
-(newest first, 120 a page), and settles them all in one round trip to Redis; `delete` removes the
-prompt of a job cancelled with `--delete-prompt`. Astria's callback (`worker.receiver`) only makes
-a job due for its poll at once: the outcome always comes from Astria's own answer.
+Between steps a waiting job is a score in a due set. `poll` looks at the prompts of one or more
+waiting jobs of one tune: one GET for a single prompt, else Astria's listing (newest first, 120 a
+page), which answers many at once, with a GET for each prompt it did not show. A job whose POST
+created several prompts waits for all of them; those done are kept on the job between looks.
+Each job's outcome, or its next look (`worker.polling` says when), goes to Redis in one round
+trip. `delete` removes the prompts of a job cancelled with `--delete-prompt`. Astria's callback
+(`worker.receiver`) only makes a job due for its poll at once: the outcome always comes from
+Astria's own answer.
 """
 
 from __future__ import annotations
@@ -18,92 +21,59 @@ from worker.errors import AstriaRejected, PromptTimeout
 from worker.polling import next_poll_delay
 from worker.prompt import Prompt
 from worker.records import Job, RequestKind
-from worker.retry import astria_policy, next_attempt_in
+from worker.retry import advised_wait, astria_policy, next_attempt_in
 from worker.runtime import Runtime
 from worker.store.types import Ending, Later, Lease
 
 log = logging.getLogger("astria.wait")
 PAGE = 120
-#: Pages of the listing one `poll_many` reads at most; older prompts are polled one by one.
+#: Pages of the listing one look reads at most; older prompts are asked for one by one.
 MAX_PAGES = 3
 
 
-def poll(rt: Runtime, lease: Lease, job: Job) -> None:
-    assert job.prompt_id is not None
-    retry_after = 0.0
+def pending(job: Job) -> list[int]:
+    """The job's prompts not known to be done yet."""
+    done = {int(p["id"]) for p in job.prompts_done}
+    return [pid for pid in job.prompt_ids if pid not in done]
+
+
+def poll(rt: Runtime, items: list[tuple[Lease, Job]]) -> None:
+    """Look at the pending prompts of these waiting jobs (all of one tune) and settle each: its
+    outcome when all its prompts are done, else its next look."""
+    wanted = {pid for _, job in items for pid in pending(job)}
+    found: dict[int, Prompt] = {}
+    failed: dict[str, AstriaRejected] = {}
+    retry_after, answered = 0.0, True
     try:
-        prompt = rt.astria.get_prompt(job.tune_id, job.prompt_id)
-    except AstriaRejected as exc:
-        outcomes.finish(rt, lease, job, outcomes.failure(exc))
-        return
-    except TransientError as exc:  # look again at the next poll
-        prompt, retry_after = None, exc.retry_after or 0.0
-    if prompt and outcomes.finish_if_done(rt, lease, job, prompt):
-        return
-    keep_waiting(rt, lease, job, retry_after)
+        found = _look(rt, items[0][1].tune_id, wanted)
+    except AstriaRejected as exc:  # a single prompt that is gone; or a listing refused
+        if len(wanted) == 1:
+            failed[items[0][1].id] = exc
+    except TransientError as exc:  # each looks again at its next poll, or when Astria asked
+        retry_after, answered = advised_wait(exc), False
+    for _lease, job in items if answered and len(wanted) > 1 else ():
+        for pid in [pid for pid in pending(job) if pid not in found]:
+            try:  # not in the listing's pages: asked for on its own
+                found[pid] = rt.astria.get_prompt(job.tune_id, pid)
+            except AstriaRejected as exc:
+                failed[job.id] = exc
+            except TransientError as exc:
+                retry_after = max(retry_after, advised_wait(exc))
+                break
+    _settle(rt, [(lease, job, found) for lease, job in items], failed, retry_after)
 
 
-def keep_waiting(rt: Runtime, lease: Lease, job: Job, retry_after: float = 0.0) -> None:
-    """Poll again later, or end with PromptTimeout once the deadline passed."""
-    later = _later(rt, lease, job, retry_after)
-    if isinstance(later, Later):
-        rt.jobs.schedule(lease, job, at=later.at, **later.fields)
-    else:
-        outcomes.finish(rt, lease, job, later.outcome)
-
-
-def _later(rt: Runtime, lease: Lease, job: Job, retry_after: float) -> Later | Ending:
-    """The next poll of a prompt that is not done, or its PromptTimeout."""
-    now = time.time()
-    if now >= job.deadline:
-        return Ending(lease, job, outcomes.failure(PromptTimeout(
-            f"prompt {job.prompt_id} had no images after "
-            f"{rt.settings.astria_job_deadline_seconds:g}s (ASTRIA_JOB_DEADLINE_SECONDS)")))
-    polls = job.polls + 1
-    delay = max(next_poll_delay(rt.settings, polls), retry_after)
-    return Later(lease, job, min(now + delay, job.deadline), {"polls": polls})
-
-
-def poll_many(rt: Runtime, items: list[tuple[Lease, Job]]) -> None:
-    """Look at several waiting prompts of one tune with Astria's listing; the prompts it does
-    not show are polled one by one. Outcomes and next polls go to Redis in one round trip."""
-    wanted = {job.prompt_id or 0: (lease, job) for lease, job in items}
-    try:
-        found, pages = _listed(rt, items[0][1].tune_id, set(wanted))
-        # one token was granted per item; the listing's pages and the polls of what it did not
-        # show are the requests made, so the rest go back to the limiter
-        rt.dispatcher.reports.unused(RequestKind.POLL, max(0, len(found) - pages))
-    except AstriaRejected:
-        found = {}
-    except TransientError as exc:  # each looks again at its next poll
-        for lease, job in items:
-            keep_waiting(rt, lease, job, exc.retry_after or 0.0)
-        return
-    seen = []
-    for prompt_id, (lease, job) in wanted.items():
-        prompt = found.get(prompt_id)
-        if prompt is None:
-            poll(rt, lease, job)
-        else:
-            seen.append((lease, job, prompt))
-    _settle(rt, seen)
-
-
-def _settle(rt: Runtime, items: list[tuple[Lease, Job, Prompt]]) -> None:
-    """Each job's outcome if its prompt is done, else its next poll: all in one round trip."""
-    endings: list[Ending] = []
-    later: list[Later] = []
-    limit = rt.settings.astria_job_deadline_seconds
-    for lease, job, prompt in items:
-        step = outcomes.ending(lease, job, prompt, limit) or _later(rt, lease, job, 0.0)
-        if isinstance(step, Later):
-            later.append(step)
-        else:
-            endings.append(step)
-    if endings:
-        outcomes.finish_many(rt, endings)
-    if later:
-        rt.jobs.schedule_many(later)
+def _look(rt: Runtime, tune_id: int, wanted: set[int]) -> dict[int, Prompt]:
+    """The wanted prompts: one GET for a single one, else the tune's listing (see `_listed`);
+    what the listing did not show is left to the caller."""
+    if len(wanted) == 1:
+        [only] = wanted
+        return {only: rt.astria.get_prompt(tune_id, only)}
+    found, pages = _listed(rt, tune_id, wanted)
+    # one token was granted per job; the requests made were the listing's pages, so the rest go
+    # back to the limiter
+    rt.dispatcher.reports.unused(RequestKind.POLL, max(0, len(found) - pages))
+    return found
 
 
 def _listed(rt: Runtime, tune_id: int, wanted: set[int]) -> tuple[dict[int, Prompt], int]:
@@ -127,11 +97,54 @@ def _listed(rt: Runtime, tune_id: int, wanted: set[int]) -> tuple[dict[int, Prom
     return found, pages
 
 
+def _settle(rt: Runtime, items: list[tuple[Lease, Job, dict[int, Prompt]]],
+            failed: dict[str, AstriaRejected], retry_after: float) -> None:
+    """Each job's outcome if all its prompts are done (or one was refused), else its next look:
+    all in one round trip."""
+    endings: list[Ending] = []
+    later: list[Later] = []
+    limit = rt.settings.astria_job_deadline_seconds
+    for lease, job, found in items:
+        if job.id in failed:
+            endings.append(Ending(lease, job, outcomes.failure(failed[job.id])))
+            continue
+        done = [Prompt.model_validate(p) for p in job.prompts_done]
+        done += [found[pid] for pid in pending(job) if pid in found and found[pid].done]
+        step: Ending | Later | None = None
+        if len(done) == len(job.prompt_ids):
+            step = outcomes.ending(lease, job, sorted(done, key=lambda p: p.id), limit)
+        step = step or _later(rt, lease, job, retry_after, done)
+        if isinstance(step, Later):
+            later.append(step)
+        else:
+            endings.append(step)
+    if endings:
+        outcomes.finish_many(rt, endings)
+    if later:
+        rt.jobs.schedule_many(later)
+
+
+def _later(rt: Runtime, lease: Lease, job: Job, retry_after: float,
+           done: list[Prompt]) -> Later | Ending:
+    """The next look at a job whose prompts are not all done, or its PromptTimeout."""
+    now = time.time()
+    if now >= job.deadline:
+        return Ending(lease, job, outcomes.failure(PromptTimeout(
+            f"prompt {job.prompt_id} had no images after "
+            f"{rt.settings.astria_job_deadline_seconds:g}s (ASTRIA_JOB_DEADLINE_SECONDS)")))
+    polls = job.polls + 1
+    delay = max(next_poll_delay(rt.settings, polls), retry_after)
+    fields: dict[str, object] = {"polls": polls}
+    if len(done) > len(job.prompts_done):
+        fields["prompts_done"] = Prompt.dumps(done)
+    return Later(lease, job, min(now + delay, job.deadline), fields)
+
+
 def delete(rt: Runtime, lease: Lease, job: Job) -> None:
-    """DELETE the prompt of a job cancelled with delete_prompt; retried per the retry policy."""
-    assert job.prompt_id is not None
+    """DELETE the prompts of a job cancelled with delete_prompt; retried per the retry policy."""
     try:
-        rt.astria.delete_prompt(job.tune_id, job.prompt_id)
+        for prompt_id in job.prompt_ids:
+            rt.astria.delete_prompt(job.tune_id, prompt_id)
     except AstriaRejected as exc:
         log.warning("job %s: Astria refused to delete prompt %s: %s", job.id, job.prompt_id,
                     exc, extra={"job_id": job.id, "prompt_id": job.prompt_id})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -10,6 +11,7 @@ import requests
 from astria_local.simulator import AstriaSimulator, SimConfig
 from worker.client import AstriaClient, TransientError
 from worker.errors import AstriaRejected
+from worker.retry import advised_wait
 from worker.settings import Settings
 
 
@@ -31,7 +33,7 @@ def knobs(sim: AstriaSimulator, **values: object) -> None:
 
 
 def test_create_sends_documented_form_fields_with_bearer_auth(sim: AstriaSimulator) -> None:
-    prompt = client(sim).create_prompt(7, {"text": "hi", "super_resolution": True, "seed": 3})
+    [prompt] = client(sim).create_prompt(7, {"text": "hi", "super_resolution": True, "seed": 3})
     assert prompt.tune_id == 7 and prompt.text == "hi" and prompt.seed == 3
     assert sim.prompts()[0]["super_resolution"] is True
 
@@ -50,7 +52,7 @@ def test_422_carries_astria_text(sim: AstriaSimulator) -> None:
 
 
 def test_a_request_is_made_once_and_its_failure_classified(sim: AstriaSimulator) -> None:
-    prompt = client(sim).create_prompt(7, {"text": "hi"})
+    [prompt] = client(sim).create_prompt(7, {"text": "hi"})
     knobs(sim, fault_5xx=1.0)
     with pytest.raises(TransientError) as caught:
         client(sim).get_prompt(7, prompt.id)
@@ -75,7 +77,7 @@ def test_429_on_post_is_known_not_to_have_created(sim: AstriaSimulator) -> None:
 
 def test_listing_is_newest_first_with_cursor(sim: AstriaSimulator) -> None:
     c = client(sim)
-    ids = [c.create_prompt(7, {"text": f"p{i}"}).id for i in range(5)]
+    ids = [c.create_prompt(7, {"text": f"p{i}"})[0].id for i in range(5)]
     page = c.list_prompts(7, limit=2)
     assert [p.id for p in page] == ids[::-1][:2]
     assert [p.id for p in c.list_prompts(7, limit=2, before_id=page[-1].id)] == [
@@ -86,7 +88,7 @@ def test_delete_removes_the_prompt_and_a_missing_one_counts_as_deleted(
     sim: AstriaSimulator,
 ) -> None:
     c = client(sim)
-    prompt = c.create_prompt(7, {"text": "to delete"})
+    [prompt] = c.create_prompt(7, {"text": "to delete"})
     c.delete_prompt(7, prompt.id)
     c.delete_prompt(7, prompt.id)
     assert sim.counters["deleted"] == 1
@@ -102,3 +104,31 @@ def test_account_rate_limit_answers_429_with_retry_after(sim: AstriaSimulator) -
         c.create_prompt(7, {"text": "second"})
     assert caught.value.status == 429 and caught.value.retry_after == 1
     c.list_prompts(7)  # GETs are not counted by a POST-only limit
+
+
+def test_a_post_answered_with_several_prompts_gives_them_all(sim: AstriaSimulator) -> None:
+    knobs(sim, list_answer_tunes={"9": 3})
+    prompts = client(sim).create_prompt(9, {"text": "partner model"})
+    assert len(prompts) == 3 and len({p.id for p in prompts}) == 3
+
+
+def test_a_connection_that_never_sent_anything_is_known_not_to_have_created() -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings = Settings(astria_api_key="k",  # type: ignore[arg-type]
+                        astria_base_url=f"http://127.0.0.1:{port}")
+    with pytest.raises(TransientError) as caught:
+        AstriaClient(settings).create_prompt(7, {"text": "hi"})
+    assert caught.value.not_sent and not caught.value.maybe_created
+
+
+def test_a_500_asks_for_thirty_seconds(sim: AstriaSimulator) -> None:
+    knobs(sim, fault_5xx=1.0)
+    for _ in range(20):
+        with pytest.raises(TransientError) as caught:
+            client(sim).list_prompts(7)
+        if caught.value.status == 500:
+            assert advised_wait(caught.value) == 30.0
+            return
+    pytest.fail("no 500 among 20 answers")

@@ -73,13 +73,13 @@ def test_a_cancel_racing_the_post_lets_nothing_be_sent(store: Store) -> None:
     queued_and_granted(store, "a")
     store.jobs.cancel(store.jid("a"))
     lease, job = store.lease("a")
-    assert store.jobs.mark_posting(lease, job, pending_post=time.time()) is False
+    assert store.jobs.mark_posting(lease, job, pending_post=time.time()) == "revoked"
 
 
 def test_a_cancel_during_the_post_still_records_the_prompt(store: Store) -> None:
     queued_and_granted(store, "a")
     lease, job = store.lease("a")
-    assert store.jobs.mark_posting(lease, job, pending_post=time.time())
+    assert store.jobs.mark_posting(lease, job, pending_post=time.time()) == "ok"
     store.jobs.cancel(store.jid("a"), delete_prompt=True)
     assert store.jobs.created(lease, job, first_poll_at=0, info={}, prompt_id=77, tune_id=1,
                               pending_post=0) == "delete"

@@ -154,22 +154,33 @@ class JobStore:
         return jobs
 
     # --- transitions of a job we hold -----------------------------------------------------------
-    def mark_posting(self, lease: Lease, job: Job, **fields: Any) -> bool:
-        """Record a POST before it is sent; False if the job was cancelled (send nothing)."""
+    def mark_posting(self, lease: Lease, job: Job, **fields: Any) -> str:
+        """Record a POST before it is sent: 'ok' (send it), 'revoked' (cancelled: send nothing)
+        or 'not_durable' (the record did not reach REDIS_WAIT_REPLICAS replicas: send nothing
+        now, `retract` it)."""
         reply = self.mark_posting_many([(lease, job, fields)])[0]
         if reply == "lost":
             raise LeaseLost(job.id)
-        return reply == "ok"
+        return reply
 
     def mark_posting_many(self, items: list[tuple[Lease, Job, Mapping[str, Any]]]) -> list[str]:
-        """`mark_posting` for several jobs in one round trip: 'ok', 'revoked' or 'lost' each."""
+        """`mark_posting` for several jobs in one round trip: 'ok', 'revoked', 'not_durable' or
+        'lost' each. A POST whose record a failover could take back is never sent: the record
+        is how a lost answer finds its prompt instead of paying for another."""
         batch = self.batch(durable=True)
         now = time.time()
         for lease, job, fields in items:
             batch.add(self.scripts.mark_posting, keys=self._job_keys(job.id, job.lane),
                       args={"job_id": job.id, "owner": lease.owner, "now": now,
                             "fields": flat_fields(fields)})
-        return [as_text(reply) for reply in batch.execute()]
+        replies = [as_text(reply) for reply in batch.execute()]
+        return [r if r != "ok" or batch.durable else "not_durable" for r in replies]
+
+    def retract(self, lease: Lease, job: Job) -> None:
+        """A recorded POST that was not sent (its record is not durable): back to its queue in
+        a second. Should this write be lost too, the record says "maybe sent", and the job looks
+        for a prompt before it POSTs: slower, never twice."""
+        self.requeue(lease, job, at=time.time() + 1.0, pending_post=0)
 
     def created(self, lease: Lease, job: Job, *, first_poll_at: float, info: dict[str, Any],
                 **fields: Any) -> str:
@@ -215,6 +226,16 @@ class JobStore:
         if lost:
             raise LeaseLost(", ".join(lost))
         return replies
+
+    def renew(self, leases: list[Lease], until: float) -> int:
+        """Extend leases still ours to `until` (requests still running); how many were."""
+        if not leases:
+            return 0
+        k = self.keys
+        return int(self.scripts.renew(
+            keys={"leases": k.leases, "due_poll": k.due_poll, "due_local": k.due_local},
+            args={"lease_end": until,
+                  "held": [value for lease in leases for value in (lease.job_id, lease.owner)]}))
 
     def release(self, lease: Lease, job: Job, *, retire: bool = False, **fields: Any) -> None:
         """Let go of the job: retired, or due again when its lease ends (a failed step)."""

@@ -14,7 +14,7 @@ from typing import Generic, TypeVar, cast
 import redis
 
 from worker.constants import Keys
-from worker.routing import RouteKind
+from worker.routing import ROUTE_KINDS, RouteKind
 
 T = TypeVar("T")
 CACHE_SECONDS = 2.0
@@ -51,14 +51,15 @@ class Learnt:
         return self._generation.get()
 
     def known_route(self, tune_id: int) -> RouteKind | None:
-        """'pti' or 'faceid' once a 422 taught us that this tune must go to a base tune."""
+        """'pti', 'faceid' or 'flux' once a 422 taught us that this tune must go to a base
+        tune."""
         if tune_id not in self._routes:
             key = self._keys.route(tune_id)
 
             def read() -> RouteKind | None:
                 value = self._redis.get(key)
                 text = value.decode() if isinstance(value, bytes) else value
-                return "pti" if text == "pti" else "faceid" if text == "faceid" else None
+                return next((kind for kind in ROUTE_KINDS if kind == text), None)
 
             self._routes[tune_id] = Recent(read)
         return self._routes[tune_id].get()

@@ -125,13 +125,14 @@ class Batch:
     restarted) is simply made again on its own, which loads it.
 
     With `replicas`, the round trip ends with `WAIT replicas timeout_ms` on the same
-    connection: the writes have reached that many replicas (or the timeout passed) when
-    `execute` returns, so a failover cannot take them back."""
+    connection: the writes have reached that many replicas (or the timeout passed: `durable`
+    says which) when `execute` returns, so a failover cannot take them back."""
 
     def __init__(self, client: redis.Redis, replicas: int = 0, timeout_ms: int = 500) -> None:
         self._pipe = client.pipeline(transaction=False)
         self._calls: list[tuple[Script, list[Any], list[Any]]] = []
         self._replicas, self._timeout_ms = replicas, timeout_ms
+        self.durable = True  #: False when WAIT timed out before enough replicas had the writes
 
     def add(self, script: Script, *, keys: Mapping[str, Value | Sequence[Value]],
             args: Mapping[str, Value | Sequence[Value]]) -> None:
@@ -148,6 +149,7 @@ class Batch:
         if self._replicas:
             reached = replies.pop()
             if isinstance(reached, int) and reached < self._replicas:
+                self.durable = False
                 log.warning("Redis WAIT: %d of %d replicas acknowledged within %d ms", reached,
                             self._replicas, self._timeout_ms)
         for i, reply in enumerate(replies):
@@ -164,7 +166,7 @@ class Scripts:
 
     NAMES = ("register", "grant", "grant_webhooks", "mark_posting", "created", "requeue",
              "schedule", "finish", "release", "cancel", "callback", "redrive", "record_invalid",
-             "webhook_done", "webhook_redrive", "deliver", "bury_message")
+             "webhook_done", "webhook_redrive", "deliver", "bury_message", "renew")
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
@@ -188,3 +190,4 @@ class Scripts:
     webhook_redrive: Script
     deliver: Script
     bury_message: Script
+    renew: Script

@@ -33,7 +33,7 @@
 -- ARGV[10] default_cap        for tenants not in caps (0: none)
 -- ARGV[11] report             JSON {kind: {ok, throttled, retry_after, sent, unused}} since the last call
 -- ARGV[12] now                '' for the Redis server's clock (tests pass a virtual time)
--- Returns {seconds until more may be due, id, kind, id, kind, ...}.
+-- Returns {seconds until more may be due, the time it used (Redis's clock), id, kind, ...}.
 --!include common
 --!include limiter
 local owner, room, lease_seconds = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -202,5 +202,6 @@ for _, key in ipairs({due_poll, due_local, due_submit, expiry}) do
 end
 limiter_save(polls)
 limiter_save(posts)
+table.insert(units, 1, tostring(now))
 table.insert(units, 1, tostring(wait))
 return units

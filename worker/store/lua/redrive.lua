@@ -33,7 +33,8 @@ redis.call('PUBLISH', ARGV[7], 'redrive')
 local status = redis.call('HGET', J.job, 'status')
 if status ~= 'failed' then return status or 'missing' end
 local f = redis.call('HMGET', J.job, 'prompt_id', 'pending_post', 'token')
-redis.call('HDEL', J.job, 'outcome', 'finished_at', 'poll_now', 'woken_at', 'step_failures')
+redis.call('HDEL', J.job, 'outcome', 'finished_at', 'poll_now', 'woken_at', 'step_failures',
+           'ambiguous_posts')
 if f[3] then redis.call('SET', ARGV[8] .. f[3], id, 'EX', ARGV[9]) end
 redis.call('HINCRBY', J.job, 'redriven', 1)
 redis.call('HSET', J.job, 'retry_attempt', 0, 'retry_since', 0, 'list_before', 0,

@@ -1,0 +1,62 @@
+"""Astria as it answers: a prompt that shows long after its POST was given up, POSTs whose fate
+stays unknown, a POST answered with several prompts, a Flux LoRA tune."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from astria_local.simulator import SimConfig
+from tests.harness import FLUX_TUNE, LIST_TUNE, Stack, wait_for
+
+pytestmark = pytest.mark.slow  # starts worker processes
+
+
+def test_a_prompt_that_shows_long_after_its_post_was_given_up_is_not_paid_twice(
+    make_stack: Callable[..., Stack],
+) -> None:
+    """Astria takes 16 s to create the prompt; the worker gives up on the answer at 4 s. The
+    grace (14 s) counts from then, so the listing finds the prompt at 16 s: counted from the
+    POST, the grace would have ended at 14 s and the job would have been POSTed again."""
+    stack = make_stack(sim_config=SimConfig(fault_slow=1.0, slow_seconds=16,
+                                            fault_methods="POST"),
+                       astria_read_timeout=4, astria_ambiguous_grace_seconds=14)
+    stack.start_worker()
+    job = stack.send({"tune_id": 42, "text": "created late"})
+    out = stack.outcome(job, timeout=60)
+    assert out["images"]
+    assert stack.sim.counters["requests_POST"] == 1 and len(stack.sim.prompts()) == 1
+
+
+def test_posts_whose_fate_stays_unknown_are_capped(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack(sim_config=SimConfig(fault_5xx=1.0, fault_5xx_status=502,
+                                            fault_methods="POST"),
+                       astria_read_timeout=1, astria_ambiguous_grace_seconds=11,
+                       astria_max_ambiguous_posts=2)
+    stack.start_worker()
+    error = stack.outcome(stack.send({"tune_id": 42, "text": "never answered"}), timeout=90)
+    assert type(error).__name__ == "AstriaUnavailable"
+    assert "2 POSTs went unanswered" in str(error)
+    assert stack.sim.counters["requests_POST"] == 2  # and not a third
+    dead = stack.cli("dead", "list").stdout
+    assert "never answered" in dead
+
+
+def test_a_post_answered_with_several_prompts_waits_for_all(stack: Stack) -> None:
+    out = stack.outcome(stack.send({"tune_id": LIST_TUNE, "text": "a partner model"}))
+    assert len(out["prompt_ids"]) == 3 and out["prompt_id"] == out["prompt_ids"][0]
+    assert len(out["images"]) == 3 and out["cost_mc"] == 3000
+    assert stack.sim.counters["requests_POST"] == 1 and stack.sim.counters["created"] == 3
+
+
+def test_a_flux_lora_tune_is_rerouted_to_the_flux_base(stack: Stack) -> None:
+    first = stack.outcome(stack.send({"tune_id": FLUX_TUNE, "text": "ohwx man"}))
+    assert first["rerouted"] and first["tune_id"] == 1504944
+    assert first["text"] == f"<lora:{FLUX_TUNE}:1> ohwx man"
+    second = stack.outcome(stack.send({"tune_id": FLUX_TUNE,
+                                       "text": "<lora:7:0.5> ohwx man, with a second LoRA"}))
+    assert second["text"] == f"<lora:{FLUX_TUNE}:1> <lora:7:0.5> ohwx man, with a second LoRA"
+    assert stack.sim.counters["rejected_422"] == 1  # learnt once
+    wait_for(lambda: stack.redis.get(f"{stack.prefix}:route:{FLUX_TUNE}") == b"flux", 5,
+             "the route remembered")
