@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from astria_local.sim_limit import AccountLimit, Counter
+
 USER_ERROR_MARKER = "SIMULATE_USER_ERROR"
 
 
@@ -48,10 +50,11 @@ class SimConfig:
     #: Every request takes this long (seconds) before its answer, +/- latency_jitter of it.
     latency_seconds: float = 0.0
     latency_jitter: float = 0.5
-    #: Account rate limit: requests per second (0: none), a token bucket of rate_limit_burst
-    #: (default: one second's worth) answering 429 when empty.
+    #: Account rate limit: requests per second (0: none), counted as `rate_limit_counter` says
+    #: (see sim_limit.AccountLimit; rate_limit_burst is the bucket's). Over it: 429.
     rate_limit: float = 0.0
     rate_limit_burst: float | None = None
+    rate_limit_counter: Counter = "bucket"
     #: Which requests the account limit counts: "POST" (creating prompts) or "ALL".
     rate_limit_methods: str = "ALL"
     #: Whether its 429s carry Retry-After (whole seconds until the next token, at least 1).
@@ -83,23 +86,17 @@ class Account:
         self.rng = random.Random(config.rng_seed)
         self.pending_callbacks: list[tuple[float, int]] = []
         self.wakeup = threading.Condition(self.lock)
-        self.bucket: float | None = None
-        self.bucket_at = time.monotonic()
+        self.limit = AccountLimit(config.rate_limit, config.rate_limit_counter,
+                                  config.rate_limit_burst)
 
     def take_token(self) -> float | None:
-        """The account limit: None when the request may pass, else seconds until a token."""
+        """The account limit: None when the request may pass, else seconds until it would (a
+        limit changed through /_sim/config starts afresh)."""
         cfg = self.config
-        if cfg.rate_limit <= 0:
-            return None
-        burst = cfg.rate_limit_burst or max(1.0, cfg.rate_limit)
-        now = time.monotonic()
-        tokens = burst if self.bucket is None else self.bucket
-        self.bucket = min(burst, tokens + (now - self.bucket_at) * cfg.rate_limit)
-        self.bucket_at = now
-        if self.bucket >= 1:
-            self.bucket -= 1
-            return None
-        return (1 - self.bucket) / cfg.rate_limit
+        shape = (cfg.rate_limit, cfg.rate_limit_counter, cfg.rate_limit_burst)
+        if (self.limit.limit, self.limit.counter, self.limit.burst) != shape:
+            self.limit = AccountLimit(*shape)
+        return self.limit.admit(time.monotonic())
 
     def latency(self) -> float:
         cfg = self.config

@@ -6,10 +6,11 @@ with their base tunes, a generation delay, `user_error`, `cost_mc`, and `{"promp
 callbacks (to loopback hosts only).
 
 Real conditions are knobs: a latency per request (mean and jitter), a share of slow answers (N
-seconds, then a chosen status or the real answer), an account rate limit (a token bucket that
-answers 429, with or without Retry-After), and random 429s, 5xx, 504-after-create and garbage
-bodies. `/_sim/*` admin endpoints expose counters and every prompt created, so that tests can
-count duplicates, and change knobs at run time.
+seconds, then a chosen status or the real answer), an account rate limit (counted as a token
+bucket, per whole second or in any one second: `sim_limit`; its 429s with or without
+Retry-After), and random 429s, 5xx, 504-after-create and garbage bodies. `/_sim/*` admin
+endpoints expose counters and every prompt created, so that tests can count duplicates, and
+change knobs at run time.
 """
 
 from __future__ import annotations

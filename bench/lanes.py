@@ -1,8 +1,9 @@
 """The lanes scenario: priority lanes, fair tenants and cancellation under the default rate limit
 (10 POSTs a second), generation 1 s, answers in 250 ms, the recommended worker command.
 
-1. 2,000 batch jobs of tenant `bulk`, then 10 interactive jobs of tenant `app`, one a second:
-   the interactive jobs' p95 from enqueue to outcome (target: at most 10 s).
+1. From a cold start (no generation time learnt), 2,000 batch jobs of tenant `bulk`, then 10
+   interactive jobs of tenant `app`, one a second: the interactive jobs' p95 from enqueue to
+   outcome, with answers at once (target: at most 3 s) and in 250 ms (reported beside it).
 2. Tenant `big` enqueues 3,000 normal jobs, then tenant `small` 100: when small's last job is
    done, from its first enqueue (target: within 60 s).
 3. 400 jobs, the last 200 revoked with `app.control.revoke` right after enqueueing: all 200
@@ -21,13 +22,13 @@ from worker.stats import percentile
 GENERATION, LATENCY = 1.0, 0.25
 
 
-def _stack(url: str, pool: Pool) -> Run:
-    return Run(url, SimConfig(generation_seconds=GENERATION, latency_seconds=LATENCY), pool,
+def _stack(url: str, pool: Pool, latency: float = LATENCY) -> Run:
+    return Run(url, SimConfig(generation_seconds=GENERATION, latency_seconds=latency), pool,
                tuned=False, callbacks=False)
 
 
-def interactive_behind_batch(url: str, pool: Pool) -> dict[str, Any]:
-    with _stack(url, pool) as run:
+def interactive_behind_batch(url: str, pool: Pool, latency: float) -> dict[str, Any]:
+    with _stack(url, pool, latency) as run:
         for i in range(2000):
             run.send({"tune_id": 42, "text": f"bulk {i}", "priority": "batch",
                       "tenant": "bulk"})
@@ -40,10 +41,11 @@ def interactive_behind_batch(url: str, pool: Pool) -> dict[str, Any]:
         done = wait_all(run.client, list(enqueued), 120)
         latencies = [done_at(m) - enqueued[j] for j, m in done.items()]
         p95 = percentile(latencies, 0.95) or float("inf")
-        return {"check": "10 interactive jobs behind 2,000 batch jobs",
+        return {"check": f"10 interactive jobs behind 2,000 batch jobs, cold start, answers in "
+                         f"{latency * 1000:.0f} ms",
                 "measured": f"p50 {percentile(latencies, 0.5) or 0:.1f} s, p95 {p95:.1f} s, "
                             f"{len(done)}/10 succeeded",
-                "target": "p95 <= 10 s", "met": len(done) == 10 and p95 <= 10}
+                "target": "p95 <= 3 s", "met": len(done) == 10 and p95 <= 3}
 
 
 def small_tenant_behind_big(url: str, pool: Pool) -> dict[str, Any]:
@@ -80,10 +82,11 @@ def revoked_right_after_enqueueing(url: str, pool: Pool) -> dict[str, Any]:
 
 
 def main(url: str, pool: Pool) -> None:
-    rows = [check(url, pool) for check in (interactive_behind_batch, small_tenant_behind_big,
-                                          revoked_right_after_enqueueing)]
+    rows = [interactive_behind_batch(url, pool, 0.0), interactive_behind_batch(url, pool, LATENCY),
+            *(check(url, pool) for check in (small_tenant_behind_big,
+                                             revoked_right_after_enqueueing))]
     print(f"lanes, worker: {pool}, default settings, generation {GENERATION:g} s, "
-          f"latency {LATENCY:g} s")
+          f"latency {LATENCY:g} s unless a row says otherwise")
     print("| check | measured | target | met |")
     print("|---|---|---|---|")
     for r in rows:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from astria_local.sim_limit import Counter as LimitCounter
 from astria_local.simulator import SimConfig
 from bench.run import Figures, Pool, Run
 
@@ -32,8 +33,12 @@ class Scenario:
     slow_seconds: float = 30.0
     slow_status: int | None = 504
     account_limit: float = 0.0  #: Astria's POSTs per second (0: none)
+    counter: LimitCounter = "bucket"  #: how Astria counts it
+    retry_after: bool = True  #: whether its 429s say when to come back
+    stray_429: float = 0.0  #: share of POSTs answered 429 for no reason (counted in the share)
     tuned: bool = True  #: the bench's settings (rate limit out of the way); else the defaults
-    baseline: str | None = None  #: the row whose makespan this one is compared with
+    baseline: str | None = None  #: the row (zero latency, no fault) whose makespan this one is
+    #: compared with
     pool: Pool | None = None  #: None: the recommended command
     timeout: float = 900.0
 
@@ -41,7 +46,9 @@ class Scenario:
         return SimConfig(generation_seconds=self.generation, latency_seconds=self.latency,
                          fault_slow=self.slow_share, slow_seconds=self.slow_seconds,
                          slow_status=self.slow_status, rate_limit=self.account_limit,
-                         rate_limit_methods="POST")
+                         rate_limit_counter=self.counter, rate_limit_retry_after=self.retry_after,
+                         rate_limit_methods="POST", fault_429=self.stray_429,
+                         fault_methods="POST")
 
 
 ISSUE_4 = [
@@ -58,7 +65,28 @@ REAL = [
              tuned=False),
     Scenario("account limit 5 POST/s", 300, 1.0, latency=0.25, account_limit=5.0, tuned=False),
 ]
-SCENARIOS = {s.label: s for s in ISSUE_4 + REAL}
+COUNTER_NAMES: dict[LimitCounter, str] = {"bucket": "token bucket", "fixed": "fixed window",
+                                          "sliding": "sliding window"}
+
+
+def _limited(counter: LimitCounter, retry_after: bool = True, pool: Pool | None = None,
+             hosts: str = "") -> Scenario:
+    label = (f"account limit 5 POST/s, {COUNTER_NAMES[counter]}"
+             f"{'' if retry_after else ', no Retry-After'}{hosts}")
+    return Scenario(label, 300, 1.0, latency=0.25, account_limit=5.0, counter=counter,
+                    retry_after=retry_after, tuned=False, pool=pool)
+
+
+ASTRIA_LIMITS = [  # issue 19: the counters Astria might use, hosts sharing it, stray 429s
+    _limited("bucket", retry_after=False),
+    *(_limited(counter, retry_after) for counter in ("fixed", "sliding")
+      for retry_after in (True, False)),
+    _limited("sliding", pool=Pool("prefork", 2, 3), hosts=", 3 hosts"),
+    Scenario("no account limit", 600, 1.0, latency=0.25, tuned=False),
+    Scenario("no account limit, 1 answer in 20 a stray 429", 600, 1.0, latency=0.25,
+             stray_429=0.05, tuned=False, baseline="no account limit"),
+]
+SCENARIOS = {s.label: s for s in ISSUE_4 + REAL + ASTRIA_LIMITS}
 
 
 def run(url: str, sc: Scenario) -> Figures:
@@ -87,20 +115,21 @@ def row(sc: Scenario, f: Figures, ceiling: float | None,
         "gen s": f"{sc.generation:g}", "latency s": f"{sc.latency:g}",
         "jobs/s": f"{f.jobs / f.makespan:.0f}", "p50 s": f"{f.pct(0.5):.2f}",
         "p95 s": f"{f.pct(0.95):.2f}", "makespan s": f"{f.makespan:.1f}",
-        "vs 0 latency": "", "POST/job": f"{sim.get('created', 0) / f.jobs:.2f}",
+        "vs twin": "", "POST/job": f"{sim.get('created', 0) / f.jobs:.2f}",
         "GET/job": f"{sim.get('get', 0) / f.jobs:.2f}",
         "max in flight": str(sim.get("max_in_flight", 0)),
-        "429 share": f"{sim.get('throttled', 0) / posts:.1%}" if posts else "",
+        "429 share": (f"{(sim.get('throttled', 0) + sim.get('fault_429', 0)) / posts:.1%}"
+                      if posts else ""),
         "account used": "", "peak RSS MB": f"{f.peak_rss_mb:.0f}",
         "all RSS MB": f"{f.total_rss_mb:.0f}",
         "errors": str(f.jobs - f.succeeded), "duplicates": str(dupes),
         "ceiling/s": "", "throughput/ceiling": "", "makespan/ideal": "",
     }
     if sc.baseline and sc.baseline in makespans:
-        out["vs 0 latency"] = f"{f.makespan / makespans[sc.baseline]:.2f}"
+        out["vs twin"] = f"{f.makespan / makespans[sc.baseline]:.2f}"
     if sc.account_limit and len(f.prompts) > 1:
         times = sorted(_created(p) for p in f.prompts)
-        burst = max(1.0, sc.account_limit)
+        burst = max(1.0, sc.account_limit) if sc.counter == "bucket" else 0.0
         rate = (len(times) - burst) / (times[-1] - times[0])
         out["account used"] = f"{rate / sc.account_limit:.0%}"
     if ceiling:

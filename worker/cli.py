@@ -7,12 +7,15 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from worker import cli_dead as dead_letters
 from worker.errors import AstriaQueueError
+
+if TYPE_CHECKING:
+    from astria_local.sim_limit import Counter
 
 
 def _load_spec(value: str) -> Any:
@@ -249,6 +252,10 @@ def metrics(host: str, port: int) -> None:
 @click.option("--rate-limit", type=float, default=0.0,
               help="Account limit, requests per second (0: none).")
 @click.option("--rate-limit-burst", type=float, default=None)
+@click.option("--rate-limit-counter", type=click.Choice(["bucket", "fixed", "sliding"]),
+              default="bucket", show_default=True,
+              help="How the account limit is counted: a token bucket, per whole second, or in "
+                   "any one second.")
 @click.option("--rate-limit-methods", type=click.Choice(["ALL", "POST"]), default="ALL",
               show_default=True)
 @click.option("--no-retry-after", is_flag=True, help="The account limit's 429s omit Retry-After.")
@@ -260,7 +267,8 @@ def simulator(host: str, port: int, api_key: str, generation_seconds: float, pti
               faceid_tunes: str, flux_tunes: str, latency: float, latency_jitter: float,
               fault_slow: float,
               slow_seconds: float, slow_status: int | None, rate_limit: float,
-              rate_limit_burst: float | None, rate_limit_methods: str, no_retry_after: bool,
+              rate_limit_burst: float | None, rate_limit_counter: Counter,
+              rate_limit_methods: str, no_retry_after: bool,
               fault_429: float, fault_5xx: float, fault_504_after_create: float,
               fault_garbage: float) -> None:
     """Run the Astria simulator (point ASTRIA_BASE_URL at it)."""
@@ -275,7 +283,8 @@ def simulator(host: str, port: int, api_key: str, generation_seconds: float, pti
         latency_jitter=latency_jitter,
         fault_slow=fault_slow, slow_seconds=slow_seconds, slow_status=slow_status,
         rate_limit=rate_limit, rate_limit_burst=rate_limit_burst,
-        rate_limit_methods=rate_limit_methods, rate_limit_retry_after=not no_retry_after,
+        rate_limit_counter=rate_limit_counter, rate_limit_methods=rate_limit_methods,
+        rate_limit_retry_after=not no_retry_after,
         fault_429=fault_429, fault_5xx=fault_5xx, fault_504_after_create=fault_504_after_create,
         fault_garbage=fault_garbage,
     ), host=host, port=port)

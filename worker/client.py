@@ -167,7 +167,7 @@ class AstriaClient:
     def _request(self, kind: RequestKind, method: str, path: str, **kwargs: Any) -> Any:
         """One HTTP request; the decoded JSON body, or a typed AstriaError. Counted in the shared
         stats, and reported to the rate limiter: every answer but a 429 passed Astria's limit."""
-        started, sent_at = time.monotonic(), time.time()
+        started = time.monotonic()
         outcome, retry_after = "error", None
         try:
             response = self._send(method, path, **kwargs)
@@ -183,7 +183,7 @@ class AstriaClient:
                 self._stats.request(kind, method, outcome, time.monotonic() - started)
             if self._reports and outcome != "network":
                 if outcome == "429":
-                    self._reports.throttled(kind, retry_after, sent_at)
+                    self._reports.throttled(kind, retry_after)
                 else:
                     self._reports.ok(kind)
 

@@ -65,7 +65,6 @@ class Reports:
         self._ok: defaultdict[str, int] = defaultdict(int)
         self._throttled: defaultdict[str, int] = defaultdict(int)
         self._retry_after: defaultdict[str, float] = defaultdict(float)
-        self._sent: defaultdict[str, float] = defaultdict(float)
         self._unused: defaultdict[str, int] = defaultdict(int)
 
     def unused(self, kind: RequestKind, tokens: int) -> None:
@@ -77,22 +76,19 @@ class Reports:
         with self._lock:
             self._ok[kind] += 1
 
-    def throttled(self, kind: RequestKind, retry_after: float | None, sent_at: float) -> None:
-        """A 429 to a request sent at `sent_at` (wall clock): the limiter ignores it if it cut
-        the rate since."""
+    def throttled(self, kind: RequestKind, retry_after: float | None) -> None:
+        """A 429, with Astria's Retry-After if it gave one."""
         with self._lock:
             self._throttled[kind] += 1
             self._retry_after[kind] = max(self._retry_after[kind], retry_after or 0.0)
-            self._sent[kind] = max(self._sent[kind], sent_at)
 
     def take(self) -> dict[str, dict[str, float]]:
         with self._lock:
             report = {kind: {"ok": self._ok[kind], "throttled": self._throttled[kind],
-                             "retry_after": self._retry_after[kind], "sent": self._sent[kind],
+                             "retry_after": self._retry_after[kind],
                              "unused": self._unused[kind]}
                       for kind in set(self._ok) | set(self._throttled) | set(self._unused)}
-            for counts in (self._ok, self._throttled, self._retry_after, self._sent,
-                           self._unused):
+            for counts in (self._ok, self._throttled, self._retry_after, self._unused):
                 counts.clear()
         return report
 
@@ -103,7 +99,6 @@ class Reports:
                 self._ok[kind] += int(values["ok"])
                 self._throttled[kind] += int(values["throttled"])
                 self._retry_after[kind] = max(self._retry_after[kind], values["retry_after"])
-                self._sent[kind] = max(self._sent[kind], values["sent"])
                 self._unused[kind] += int(values["unused"])
 
 

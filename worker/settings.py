@@ -74,6 +74,8 @@ class Settings(BaseSettings):
 
     # Waiting for images (first poll near the generation time learnt from earlier jobs)
     astria_first_poll_seconds: float = Field(5.0, ge=0)
+    #: Before any generation time is learnt, interactive jobs look this soon, then backing off.
+    astria_cold_poll_seconds: float = Field(0.5, gt=0)
     astria_poll_interval: float = Field(5.0, gt=0)
     astria_poll_backoff: float = Field(1.5, ge=1)
     astria_poll_max_interval: float = Field(30.0, gt=0)

@@ -149,7 +149,7 @@ def record_prompt(rt: Runtime, lease: Lease, job: Job, prompts: list[Prompt],
     if target.rerouted:
         rt.stats.count("rerouted")
     now = time.time()
-    delay = first_poll_delay(rt.settings, rt.learnt.expected_generation_seconds())
+    delay = first_poll_delay(rt.settings, job.lane, rt.learnt.expected_generation_seconds())
     state = rt.jobs.created(
         lease, job, first_poll_at=now + delay,
         info={"prompt_id": first.id, "tune_id": tune_id,

@@ -133,7 +133,9 @@ def _later(rt: Runtime, lease: Lease, job: Job, retry_after: float,
             f"prompt {job.prompt_id} had no images after "
             f"{rt.settings.astria_job_deadline_seconds:g}s (ASTRIA_JOB_DEADLINE_SECONDS)")))
     polls = job.polls + 1
-    delay = max(next_poll_delay(rt.settings, polls), retry_after)
+    expected = rt.learnt.expected_generation_seconds()
+    delay = max(next_poll_delay(rt.settings, job.lane, expected, polls, now - job.submitted_at),
+                retry_after)
     fields: dict[str, object] = {"polls": polls}
     if len(done) > len(job.prompts_done):
         fields["prompts_done"] = Prompt.dumps(done)

@@ -101,21 +101,20 @@ def test_a_dead_workers_job_is_granted_again_when_its_lease_ends(make_store: Any
 
 
 def test_polls_go_on_credit_and_what_one_listing_saved_comes_back(make_store: Any) -> None:
-    """Polls of one tune share one listing request: a grant with a single token left hands out
-    a bucket's worth of due polls; the debt holds later polls back unless the listing's unused
-    tokens come back, so the request rate stays within the limit either way."""
+    """Polls of one tune share one listing request: a grant with tokens hands out half a second's
+    worth of due polls, the excess on credit; the debt holds later polls back unless the
+    listing's unused tokens come back, so the request rate stays within the limit either way."""
     store = make_store(astria_rate_limit_per_second=10, astria_rate_limit_burst=20)
     names = [f"w{i}" for i in range(20)]
     for name in names:
         store.register(name)
-    for step in range(4):  # 5 submit tokens (half a second's worth) per grant
+    for step in range(10):  # 2 submit tokens (the pacing bucket at 10/s) per grant
         granted = store.grant(100, now=1000.0 + step)
         for name in granted:
             lease, job = store.lease(name)
             store.jobs.created(lease, job, first_poll_at=1010.0, info={}, prompt_id=1,
                                tune_id=1)
-    assert len(store.grant(100, now=1010.0)) == 5  # the bucket's 5 tokens
-    assert len(store.grant(100, now=1010.1)) == 5  # one token, four on credit
-    assert store.grant(100, now=1010.2) == {}  # the debt is paid first
+    assert len(store.grant(100, now=1010.0)) == 5  # the bucket's 2 tokens, three on credit
+    assert store.grant(100, now=1010.1) == {}  # the debt is paid first
     store.dispatcher.reports.unused(RequestKind.POLL, 4)  # one listing answered all five
-    assert len(store.grant(100, now=1010.3)) == 5
+    assert len(store.grant(100, now=1010.2)) == 5

@@ -48,9 +48,24 @@ class Endpoint:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def read_request(self, sock: socket.socket) -> bytes:
-        data = sock.recv(65536)
-        self.requests.append(data)
-        return data
+        """One whole request (headers and a Content-Length body, however the client's segments
+        fall), recorded; b"" when the client closed the connection first."""
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return b""
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                       if line.lower().startswith(b"content-length:")), 0)
+        while len(body) < length:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+        self.requests.append(head + b"\r\n\r\n" + body)
+        return self.requests[-1]
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from worker.errors import InvalidSpec
 from worker.outcomes import generation_seconds
 from worker.polling import first_poll_delay, next_poll_delay
 from worker.prompt import read_prompt
-from worker.records import Job
+from worker.records import LANES, Job, Lane
 from worker.retry import astria_policy, next_attempt_in, webhook_policy
 from worker.routing import Target, route, unsupported_kind
 from worker.settings import Settings
@@ -45,15 +45,29 @@ def test_which_422s_re_route() -> None:
 
 
 def test_first_poll_at_the_expected_finish_and_later_with_callbacks() -> None:
-    assert first_poll_delay(S, None) == S.astria_first_poll_seconds
-    assert first_poll_delay(S, 20.0) == pytest.approx(21.0)
+    for lane in LANES:
+        assert first_poll_delay(S, lane, 20.0) == pytest.approx(21.0)
+    assert first_poll_delay(S, Lane.NORMAL, None) == S.astria_first_poll_seconds
     with_callbacks = Settings(astria_api_key="k",  # type: ignore[arg-type]
                               astria_callback_url="https://x.test/cb")
-    assert first_poll_delay(with_callbacks, 20.0) == pytest.approx(21.0 + 30.0)
+    assert first_poll_delay(with_callbacks, Lane.NORMAL, 20.0) == pytest.approx(21.0 + 30.0)
+    assert first_poll_delay(with_callbacks, Lane.INTERACTIVE, None) == pytest.approx(5.0 + 30.0)
+
+
+def test_interactive_jobs_look_early_and_often_until_a_generation_time_is_learnt() -> None:
+    """A cold start: 0.5 s, then backing off to the poll interval (one listing answers them)."""
+    assert first_poll_delay(S, Lane.INTERACTIVE, None) == S.astria_cold_poll_seconds
+    delays = [next_poll_delay(S, Lane.INTERACTIVE, None, n, 0.5) for n in range(1, 8)]
+    assert delays[:3] == [0.75, 1.125, 1.6875]
+    assert max(delays) == S.astria_poll_interval
+    assert next_poll_delay(S, Lane.BATCH, None, 1, 5.0) == S.astria_poll_interval
+    # learnt after the first look (0.5 s in): the next one at the expected finish
+    assert next_poll_delay(S, Lane.INTERACTIVE, 1.0, 1, 0.5) == pytest.approx(0.55)
+    assert next_poll_delay(S, Lane.INTERACTIVE, 1.0, 1, 1.1) == S.astria_poll_interval
 
 
 def test_polls_back_off_up_to_the_cap() -> None:
-    delays = [next_poll_delay(S, n) for n in range(1, 8)]
+    delays = [next_poll_delay(S, Lane.NORMAL, 20.0, n, 21.0) for n in range(1, 8)]
     assert delays[:3] == [5.0, 7.5, 11.25]
     assert max(delays) == S.astria_poll_max_interval
 
@@ -109,4 +123,4 @@ def test_a_learnt_generation_time_stays_in_range() -> None:
     assert far is not None and before is not None
     assert generation_seconds(job, far, 900) == 900
     assert generation_seconds(job, before, 900) == 0
-    assert first_poll_delay(S, 10**9) == S.astria_job_deadline_seconds
+    assert first_poll_delay(S, Lane.NORMAL, 10**9) == S.astria_job_deadline_seconds

@@ -1,0 +1,107 @@
+"""An Astria account in virtual time, for the limiter's tests: its rate limit counted as a token
+bucket, a fixed window or a sliding window, answers a latency later, and stray 429s.
+
+`drive` runs the real dispatcher (grant.lua and its limiter) against it: requests reach the
+account half a latency (± jitter) after they are granted and their answers come back half a
+latency later, when they are reported to the limiter, as the engine does; several hosts are
+several dispatchers sharing one Redis, each with its own reports.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from dataclasses import dataclass, field
+
+from astria_local.sim_limit import AccountLimit, Counter
+from tests.unit.conftest import Store
+from worker.dispatch import Dispatcher
+from worker.records import RequestKind
+from worker.store.types import Lease
+
+
+@dataclass
+class Account:
+    """The account: its limit (sim_limit.AccountLimit, the simulator's own), stray 429s, and the
+    time the limit is lifted."""
+
+    limit: float  #: requests a second (0: none)
+    counter: Counter = "bucket"
+    burst: float | None = None  #: the bucket's size (default: one second's worth)
+    retry_after: bool = True
+    stray: float = 0.0  #: the share of answers that are a 429 for no reason
+    lifted_at: float | None = None  #: when the limit is lifted (virtual time), if it is
+    rng: random.Random = field(default_factory=lambda: random.Random(7))
+    counted: AccountLimit | None = None
+
+    def admit(self, at: float) -> tuple[int, float | None]:
+        """The answer to a request arriving at `at`: (status, Retry-After)."""
+        if self.stray and self.rng.random() < self.stray:
+            return 429, 1.0 if self.retry_after else None
+        if self.lifted_at is not None and at >= self.lifted_at:
+            return 200, None
+        self.counted = self.counted or AccountLimit(self.limit, self.counter, self.burst)
+        wait = self.counted.admit(at)
+        if wait is None:
+            return 200, None
+        return 429, float(max(1, math.ceil(wait))) if self.retry_after else None
+
+
+@dataclass
+class Figures:
+    jobs: int
+    accepted: int
+    sent: int
+    throttled: int
+    seconds: float  #: from the first acceptance to the last
+    accepted_at: list[float]
+
+    @property
+    def rate(self) -> float:
+        return self.accepted / self.seconds if self.seconds else 0.0
+
+    @property
+    def share_429(self) -> float:
+        return self.throttled / self.sent if self.sent else 0.0
+
+
+def drive(store: Store, account: Account, *, jobs: int, hosts: int = 1, latency: float = 0.25,
+          jitter: float = 0.025, seconds: float = 300.0, step: float = 0.02,
+          seed: int = 11) -> Figures:
+    """Register `jobs` jobs and POST them through `hosts` dispatchers until all are accepted."""
+    rng = random.Random(seed)
+    for i in range(jobs):
+        store.register(f"j{i}")
+    dispatchers = [store.dispatcher] + [
+        Dispatcher(store.jobs.scripts, store.settings, store.keys) for _ in range(hosts - 1)]
+    answers: list[tuple[float, int, int, float | None]] = []
+    now = start = 1000.0
+    sent = accepted = throttled = 0
+    accepted_at: list[float] = []
+    while now < start + seconds and accepted < jobs:
+        while answers and answers[0][0] <= now:
+            _, host, status, wait = heapq.heappop(answers)
+            reports = dispatchers[host].reports
+            if status == 429:
+                reports.throttled(RequestKind.SUBMIT, wait)
+            else:
+                reports.ok(RequestKind.SUBMIT)
+        for host, dispatcher in enumerate(dispatchers):
+            grant = dispatcher.grant(256, now=now)
+            for unit in grant.units:
+                sent += 1
+                arrives = now + latency / 2 + rng.uniform(-jitter, jitter)
+                status, wait = account.admit(arrives)
+                lease, job = Lease(unit.id, grant.owner), store.jobs.load(unit.id)
+                if status == 200:
+                    accepted += 1
+                    accepted_at.append(arrives)
+                    store.jobs.release(lease, job, retire=True)
+                else:
+                    throttled += 1
+                    store.jobs.requeue(lease, job, at=now)
+                heapq.heappush(answers, (arrives + latency / 2, host, status, wait))
+        now += step
+    return Figures(jobs, accepted, sent, throttled, max(accepted_at) - min(accepted_at),
+                   accepted_at)
