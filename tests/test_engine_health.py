@@ -3,6 +3,7 @@ failing ends, and an engine that stopped beating is reported by both health chec
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 
@@ -52,6 +53,7 @@ def test_an_engine_that_stopped_beating_is_reported(make_stack: Callable[..., St
         stack.redis.hset(engines, engine, time.time() - 120)
     health = stack.cli("health", check=False)
     assert health.returncode == 1 and "engine stale: " in health.stdout
-    assert "(last beat 120s ago)" in health.stdout
+    beat = re.search(r"\(last beat (\d+)s ago\)", health.stdout)
+    assert beat and 120 <= int(beat.group(1)) < 180, health.stdout  # the CLI takes a while to start
     stale = requests.get(url + "/healthz", timeout=5)
     assert stale.status_code == 503 and stale.json()["engines"]["stale"]
