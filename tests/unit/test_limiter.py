@@ -24,16 +24,16 @@ def limited(make_store: Any, account: Account, *, jobs: int = 400, hosts: int = 
 def test_finds_the_account_limit_whatever_its_counter(make_store: Any, counter: str,
                                                       retry_after: bool) -> None:
     """5 POST/s counted as a token bucket, a fixed or a sliding window: at least 90% of it used,
-    under 10% of POSTs answered 429 (the first second, at the ceiling, included)."""
+    under 5% of POSTs answered 429 (the first two seconds, at the ceiling, included)."""
     figures = limited(make_store, Account(limit=5, counter=counter, retry_after=retry_after))
     assert figures.accepted == figures.jobs
-    assert figures.rate / 5 >= 0.9 and figures.share_429 < 0.10, figures
+    assert figures.rate / 5 >= 0.9 and figures.share_429 < 0.05, figures
 
 
 def test_hosts_share_the_account_limit(make_store: Any) -> None:
     """Three hosts, one sliding window of 5/s: the limit is the account's, found as by one host."""
     figures = limited(make_store, Account(limit=5, counter="sliding"), hosts=3)
-    assert figures.rate / 5 >= 0.9 and figures.share_429 < 0.10, figures
+    assert figures.rate / 5 >= 0.9 and figures.share_429 < 0.05, figures
 
 
 def test_stray_429s_are_not_a_limit(make_store: Any) -> None:
@@ -47,8 +47,9 @@ def test_stray_429s_are_not_a_limit(make_store: Any) -> None:
 
 @pytest.mark.parametrize("counter", COUNTERS)
 def test_the_rate_recovers_when_the_limit_is_lifted(make_store: Any, counter: str) -> None:
-    """5/s for 30 s, then no limit: 9 of our 10/s pass within 40 s of the lift (probes that pass
-    more than the limit we knew grow the rate by a quarter a window), not thousands of requests."""
+    """5/s for 30 s, then no limit: 9 of our 10/s pass within 40 s of the lift (a probe every
+    sixth window; one that passes above the bracket grows the rate by a quarter a window), not
+    thousands of requests."""
     figures = limited(make_store, Account(limit=5, counter=counter, lifted_at=1030.0), jobs=800)
     accepted = sorted(figures.accepted_at)
     seconds = [at for at in accepted if at >= 1030.0 and
@@ -84,10 +85,13 @@ def _answers_then_429s(store: Store, throttled: int, retry_after: float) -> None
 
 
 def test_retry_after_over_a_limit_pauses_every_worker(store: Store) -> None:
+    """9 answers in 10 a 429: a second after the first of them (what passes meanwhile is the
+    limit), the window closes and its Retry-After pauses every worker."""
     _answers_then_429s(store, throttled=9, retry_after=3.0)
-    assert store.grant(10, now=1001.1) == {}
-    assert store.grant(10, now=1004.0) == {}
-    assert store.grant(10, now=1004.3) != {}
+    store.grant(10, now=1001.1)  # the answers reach the limiter
+    assert store.grant(10, now=1002.2) == {}
+    assert store.grant(10, now=1005.0) == {}
+    assert store.grant(10, now=1005.3) != {}
 
 
 def test_a_stray_429_pauses_no_one(store: Store) -> None:

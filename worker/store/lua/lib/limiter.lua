@@ -1,43 +1,41 @@
 -- The adaptive rate limit of one kind of Astria request ('submit' or 'poll'), kept in the
 -- limiter hash as `<field>:<kind>` (fields: LIMITER_FIELDS), shared by every host.
 -- Astria does not say how it counts its limit (a token bucket, a fixed or a sliding window per
--- second) and answers 429 for other reasons too, so a 429 is not taken for the limit: what
--- passes is. Answers are counted in windows (at least WINDOW seconds and WINDOW_ANSWERS answers
--- at the rate; a window starts with its first answer after a pause, when nothing was in flight):
--- * `bw`, the rate Astria lets through, is the most that passed a second in the last HISTORY
---   windows whose every grant had requests waiting (the limiter, not the demand, was the
---   bottleneck). A window with at least OVER_ANSWERS answers, OVERSHOOT_COUNT of them 429 and
---   more than OVERSHOOT of them (a few stray 429s are not a limit) is over a limit: bw is what
---   it let through, the older windows are forgotten. Until one is seen, bw is unknown and the
---   rate is the ceiling (ASTRIA_RATE_LIMIT_PER_SECOND). Such a window closes after WINDOW
---   seconds already when a third of its answers are 429. A window below the probe's rate with
---   more than DENT of its answers 429 says bw was counted high (a bucket's burst, a window
---   counter's edge): the history is capped at the larger of what passed and SHRINK x bw.
--- * The rate cycles through CYCLE windows: a probe at PROBE x bw, a drain at DRAIN x bw, the
---   rest at CRUISE x bw, never above the ceiling nor below FLOOR of it. A probe that let through
---   more than PROBE_GAIN x bw is followed by a larger one (GROW x bw): a lifted limit is found
---   within a few windows, and stray 429s only lower what passes, which the next probe makes up.
+-- second) and answers 429 for other reasons too, so one 429 is not taken for the limit. Answers
+-- are counted in windows (at least WINDOW seconds and WINDOW_ANSWERS answers at the rate; a
+-- window starts with its first answer after a pause, when nothing was in flight). Only a window
+-- whose every grant had requests waiting (the limiter, not the demand, was the bottleneck), or
+-- one over a limit, teaches anything:
+-- * Until a limit is seen the rate is the ceiling (ASTRIA_RATE_LIMIT_PER_SECOND). A window with
+--   at least OVER_ANSWERS answers, OVERSHOOT_COUNT of them 429 and more than OVERSHOOT of them
+--   (a few stray 429s are not a limit) is over one. It closes a WINDOW after its first 429 once
+--   half its answers are 429, and brackets the limit: `hi`, its rate, fails; `lo`, what passed
+--   from its first 429 on (before it, a bucket's burst or a window's edge passed more), a
+--   STEP under hi at most, passes.
+-- * The rate is lo (between FLOOR x the ceiling and the ceiling). While the bracket is wider
+--   than CLOSE, every window probes at the lesser of STEP x lo and the bracket's middle; once it
+--   is closed, every CYCLE-th window probes at STEP x lo (a lifted limit is found within
+--   seconds). A probe ends at its first 429 (a failed probe costs a 429 or two): its rate is the
+--   new hi; a probe with none is the new lo, and one at or above hi forgets hi, so the rate
+--   grows by GROW a window until a probe fails.
+-- * 429s counted at lo since lo last fell (CRUISE_COUNT of them, more than CRUISE_DENT of the
+--   answers) say lo fails too: hi becomes lo, and lo what passed meanwhile (BACK x lo at most,
+--   BACK^2 x lo at least): a bucket's burst or a window's edge let a probe pass too high.
 -- * Tokens come at the rate, the bucket holding PACE seconds' worth (at least 1.5: grants are
 --   not exactly on time, and no fraction of a token may be lost): requests go out evenly, with
 --   no burst that a window counter at Astria would refuse.
 -- * Its Retry-After pauses the kind for everyone only after a window over a limit; a stray
 --   429's Retry-After is for its one request (its retry policy waits it out).
-local WINDOW, WINDOW_ANSWERS, HISTORY, OVERSHOOT, OVERSHOOT_COUNT, OVER_ANSWERS = 1.0, 20, 10, 0.2,
-  3, 10
-local PROBE, PROBE_GAIN, DRAIN, CRUISE, GROW, CYCLE, FLOOR, PACE, CREDIT = 1.1, 1.04, 0.95, 0.97,
-  1.25, 8, 0.02, 0.2, 0.5
-local DENT, SHRINK = 0.1, 0.95
-local LIMITER_FIELDS = {'rate', 'tokens', 'ts', 'pause', 'bw', 'hist', 'phase', 'wstart', 'wok',
-                       'wthr', 'wfull', 'hungry', 'wra'}
+local WINDOW, WINDOW_ANSWERS, OVERSHOOT, OVERSHOOT_COUNT, OVER_ANSWERS = 1.0, 20, 0.2, 3, 10
+local CRUISE_DENT, CRUISE_COUNT = 0.025, 3
+local STEP, CLOSE, BACK, GROW, CYCLE = 1.05, 1.02, 0.97, 1.25, 6
+local FLOOR, PACE, CREDIT = 0.02, 0.2, 0.5
+local LIMITER_FIELDS = {'rate', 'tokens', 'ts', 'pause', 'lo', 'hi', 'phase', 'probe', 'wstart',
+                       'wok', 'wthr', 'wfull', 'hungry', 'wra', 'lok', 'lthr', 'lsec',
+                       'wfirst', 'wlate'}
 
 local function bucket_size(rate, burst)
   return math.max(1, math.min(burst, math.max(1.5, rate * PACE)))
-end
-
-local function split_numbers(text)
-  local out = {}
-  for value in string.gmatch(text or '', '[^,]+') do out[#out + 1] = tonumber(value) end
-  return out
 end
 
 local function limiter_load(key, kind, ceiling, burst, now)
@@ -46,10 +44,13 @@ local function limiter_load(key, kind, ceiling, burst, now)
   local v = redis.call('HMGET', key, unpack(fields))
   local s = {key = key, kind = kind, ceiling = ceiling, burst = burst,
              rate = math.min(tonumber(v[1]) or ceiling, ceiling), ts = tonumber(v[3]) or now,
-             pause = tonumber(v[4]) or 0, bw = tonumber(v[5]), hist = split_numbers(v[6]),
-             phase = tonumber(v[7]) or 0, wstart = tonumber(v[8]) or 0,
-             wok = tonumber(v[9]) or 0, wthr = tonumber(v[10]) or 0, wfull = v[11] ~= '0',
-             was_hungry = v[12] == '1', wra = tonumber(v[13]) or 0, used = 0, hungry = false}
+             pause = tonumber(v[4]) or 0, lo = tonumber(v[5]), hi = tonumber(v[6]),
+             phase = tonumber(v[7]) or 0, probe = v[8] == '1', wstart = tonumber(v[9]) or 0,
+             wok = tonumber(v[10]) or 0, wthr = tonumber(v[11]) or 0, wfull = v[12] ~= '0',
+             was_hungry = v[13] == '1', wra = tonumber(v[14]) or 0, lok = tonumber(v[15]) or 0,
+             lthr = tonumber(v[16]) or 0, lsec = tonumber(v[17]) or 0,
+             wfirst = tonumber(v[18]) or 0, wlate = tonumber(v[19]) or 0, used = 0,
+             hungry = false}
   local elapsed = math.max(0, now - s.ts)
   s.tokens = math.min(bucket_size(s.rate, burst),
                       (tonumber(v[2]) or bucket_size(s.rate, burst)) + elapsed * s.rate)
@@ -57,13 +58,23 @@ local function limiter_load(key, kind, ceiling, burst, now)
   return s
 end
 
--- The rate of the window that starts now, from bw and the place in the cycle.
+-- The rate of the window that starts now, and whether it is a probe (see the top).
 local function limiter_pace(s)
-  if not s.bw then s.rate = s.ceiling; return end
-  local gain = CRUISE
-  if s.phase == 0 then gain = PROBE elseif s.phase == 1 then gain = DRAIN end
-  if s.phase < 0 then gain = GROW end
-  s.rate = math.max(s.ceiling * FLOOR, math.min(s.ceiling, gain * s.bw))
+  s.probe = false
+  if not s.lo then s.rate = s.ceiling; return end
+  local rate = s.lo
+  if not s.hi then
+    rate, s.probe = s.lo * GROW, true
+  elseif s.hi > s.lo * CLOSE then
+    rate, s.probe = math.min(s.lo * STEP, (s.lo + s.hi) / 2), true
+  elseif s.phase >= CYCLE - 1 then
+    rate, s.probe = s.lo * STEP, true
+  end
+  s.rate = math.max(s.ceiling * FLOOR, math.min(s.ceiling, rate))
+end
+
+local function limiter_settle(s, lo, hi)
+  s.lo, s.hi, s.lok, s.lthr, s.lsec = lo, hi, 0, 0, 0
 end
 
 -- A window clearly over a limit: enough answers, and more of them 429 than stray ones explain.
@@ -72,38 +83,48 @@ local function window_over(s)
   return answers >= OVER_ANSWERS and s.wthr >= OVERSHOOT_COUNT and s.wthr / answers > OVERSHOOT
 end
 
--- Close the window once it is long enough (sooner when most answers are 429), learn from it, and
--- pace the next one. Only a window whose every grant had requests waiting says what passes.
-local function limiter_close(s, now)
-  local seconds, answers = now - s.wstart, s.wok + s.wthr
-  if s.wstart == 0 then return end  -- the window starts with its first answer
-  local over = window_over(s)
-  if seconds < math.max(WINDOW, WINDOW_ANSWERS / s.rate)
-      and not (over and s.wthr * 2 > s.wok and seconds >= WINDOW) then
+-- Narrow the bracket [lo, hi] around the account's limit with what a window saw (see the top).
+local function limiter_learn(s, seconds, now, over)
+  if over then
+    local hi, passed = math.min(s.hi or s.rate, s.rate), s.wok / seconds
+    if s.wfirst > 0 and now - s.wfirst >= WINDOW then
+      -- what passed once the limit was met, not a bucket's burst or a window's edge before
+      passed = math.min(passed, s.wlate / (now - s.wfirst))
+    end
+    limiter_settle(s, math.min(passed, hi / STEP), hi)
+    s.phase = 0
     return
   end
-  local passed, previous = s.wok / math.max(seconds, WINDOW), s.bw
-  if over then
-    s.hist, s.bw, s.phase = {passed}, passed, 1  -- the limit is what passed: drain, then cruise
-  elseif s.wfull and answers > 0 then
-    table.insert(s.hist, passed)
-    while #s.hist > HISTORY do table.remove(s.hist, 1) end
-    if s.bw and s.phase > 0 and s.wthr >= OVERSHOOT_COUNT and s.wthr / answers > DENT then
-      -- 429s below the probe's rate: bw was counted high; lower what the history remembers
-      local cap = math.max(passed, s.bw * SHRINK)
-      for i, value in ipairs(s.hist) do s.hist[i] = math.min(value, cap) end
-    end
-    if s.bw then s.bw = math.max(unpack(s.hist)) end
-    if previous and s.phase <= 0 and passed > previous * PROBE_GAIN then
-      s.phase = -1  -- the probe let more through than the limit we knew: a larger one
-    else
-      s.phase = (math.max(s.phase, 0) + 1) % CYCLE
-    end
+  if not s.lo then return end  -- at the ceiling, no limit seen yet: a few 429s are stray ones
+  if not s.probe then
+    s.phase = s.phase + 1
+  elseif s.wthr > 0 then
+    s.hi, s.phase = math.min(s.hi or s.rate, s.rate), 0  -- the probe is above the limit
   else
-    s.phase = (math.max(s.phase, 0) + 1) % CYCLE
+    s.lo, s.hi, s.phase = s.rate, (s.hi and s.hi > s.rate) and s.hi or nil, 0
+  end
+  -- 429s beyond stray ones, counted since lo last fell, say lo is above the limit
+  s.lok, s.lthr, s.lsec = s.lok + s.wok, s.lthr + s.wthr, s.lsec + seconds
+  if s.lthr >= CRUISE_COUNT and s.lthr / (s.lok + s.lthr) > CRUISE_DENT then
+    local passed = math.max(s.lo * BACK * BACK, s.lok / s.lsec)
+    limiter_settle(s, math.min(s.lo * BACK, passed), math.min(s.hi or s.lo, s.lo))
+  end
+end
+
+-- Close the window once it is long enough (a probe at its first 429, a window over a limit a
+-- WINDOW after its first 429), learn from it, and pace the next one.
+local function limiter_close(s, now)
+  if s.wstart == 0 then return end  -- the window starts with its first answer
+  local seconds, over = now - s.wstart, window_over(s) and not s.probe
+  if seconds < math.max(WINDOW, WINDOW_ANSWERS / s.rate) and not (s.probe and s.wthr > 0)
+      and not (over and s.wthr * 2 > s.wok and now - s.wfirst >= WINDOW) then
+    return
+  end
+  if over or (s.wfull and s.wok + s.wthr > 0) then
+    limiter_learn(s, math.max(seconds, WINDOW), now, over)
   end
   limiter_pace(s)
-  s.wstart, s.wok, s.wthr, s.wfull = now, 0, 0, true
+  s.wstart, s.wok, s.wthr, s.wfull, s.wfirst, s.wlate = now, 0, 0, true, 0, 0
   if over and s.wra > 0 then
     s.pause = math.max(s.pause, now + s.wra)
     s.wstart = 0  -- nothing is sent meanwhile: the next window starts with its first answer
@@ -120,6 +141,8 @@ local function limiter_report(s, report, now)
     s.wstart = now - 0.5 / s.rate
   end
   s.wok, s.wthr = s.wok + ok, s.wthr + throttled
+  if s.wfirst == 0 and throttled > 0 then s.wfirst = now end
+  if s.wfirst > 0 then s.wlate = s.wlate + ok end
   s.wra = math.max(s.wra, tonumber(report.retry_after) or 0)
   s.wfull = s.wfull and s.was_hungry  -- every grant of the window had requests waiting
   limiter_close(s, now)
@@ -145,13 +168,13 @@ local function limiter_wait(s, now)
 end
 
 local function limiter_save(s)
-  local hist = {}
-  for i, value in ipairs(s.hist) do hist[i] = string.format('%.4f', value) end
   redis.call('HSET', s.key, 'rate:' .. s.kind, s.rate, 'tokens:' .. s.kind, s.tokens - s.used,
-             'ts:' .. s.kind, s.ts, 'pause:' .. s.kind, s.pause, 'bw:' .. s.kind, s.bw or '',
-             'hist:' .. s.kind, table.concat(hist, ','), 'phase:' .. s.kind, s.phase,
-             'wstart:' .. s.kind, s.wstart, 'wok:' .. s.kind, s.wok, 'wthr:' .. s.kind, s.wthr,
-             'wfull:' .. s.kind, s.wfull and 1 or 0, 'hungry:' .. s.kind,
-             s.hungry and 1 or 0, 'wra:' .. s.kind, s.wra)
+             'ts:' .. s.kind, s.ts, 'pause:' .. s.kind, s.pause, 'lo:' .. s.kind, s.lo or '',
+             'hi:' .. s.kind, s.hi or '', 'phase:' .. s.kind, s.phase,
+             'probe:' .. s.kind, s.probe and 1 or 0, 'wstart:' .. s.kind, s.wstart,
+             'wok:' .. s.kind, s.wok, 'wthr:' .. s.kind, s.wthr,
+             'wfull:' .. s.kind, s.wfull and 1 or 0, 'hungry:' .. s.kind, s.hungry and 1 or 0,
+             'wra:' .. s.kind, s.wra, 'lok:' .. s.kind, s.lok, 'lthr:' .. s.kind, s.lthr,
+             'lsec:' .. s.kind, s.lsec, 'wfirst:' .. s.kind, s.wfirst, 'wlate:' .. s.kind, s.wlate)
   redis.call('EXPIRE', s.key, 3600)
 end
