@@ -167,14 +167,16 @@ local function limiter_wait(s, now)
   return math.max(0, 1 - (s.tokens - s.used)) / s.rate
 end
 
+-- Every field of LIMITER_FIELDS, from the state of the same name (true/false as 1/0, none as '').
 local function limiter_save(s)
-  redis.call('HSET', s.key, 'rate:' .. s.kind, s.rate, 'tokens:' .. s.kind, s.tokens - s.used,
-             'ts:' .. s.kind, s.ts, 'pause:' .. s.kind, s.pause, 'lo:' .. s.kind, s.lo or '',
-             'hi:' .. s.kind, s.hi or '', 'phase:' .. s.kind, s.phase,
-             'probe:' .. s.kind, s.probe and 1 or 0, 'wstart:' .. s.kind, s.wstart,
-             'wok:' .. s.kind, s.wok, 'wthr:' .. s.kind, s.wthr,
-             'wfull:' .. s.kind, s.wfull and 1 or 0, 'hungry:' .. s.kind, s.hungry and 1 or 0,
-             'wra:' .. s.kind, s.wra, 'lok:' .. s.kind, s.lok, 'lthr:' .. s.kind, s.lthr,
-             'lsec:' .. s.kind, s.lsec, 'wfirst:' .. s.kind, s.wfirst, 'wlate:' .. s.kind, s.wlate)
+  s.tokens, s.used = s.tokens - s.used, 0
+  local args = {}
+  for _, name in ipairs(LIMITER_FIELDS) do
+    local value = s[name]
+    if type(value) == 'boolean' then value = value and 1 or 0 end
+    args[#args + 1] = name .. ':' .. s.kind
+    args[#args + 1] = value == nil and '' or value
+  end
+  redis.call('HSET', s.key, unpack(args))
   redis.call('EXPIRE', s.key, 3600)
 end
