@@ -112,6 +112,16 @@ def test_a_post_answered_with_several_prompts_gives_them_all(sim: AstriaSimulato
     assert len(prompts) == 3 and len({p.id for p in prompts}) == 3
 
 
+def test_a_post_answered_with_more_prompts_than_any_partner_model_makes_is_not_trusted(
+        sim: AstriaSimulator) -> None:
+    """17 prompts (MAX_PROMPTS is 16) is no answer to act on: the POST may have created
+    something, so the job goes to the listing instead of being decided from the body."""
+    knobs(sim, list_answer_tunes={"9": 17})
+    with pytest.raises(TransientError) as caught:
+        client(sim).create_prompt(9, {"text": "partner model"})
+    assert caught.value.maybe_created and "not a prompt object or a list" in str(caught.value)
+
+
 def test_a_connection_that_never_sent_anything_is_known_not_to_have_created() -> None:
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
