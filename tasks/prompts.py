@@ -18,6 +18,7 @@ from celery.exceptions import Reject
 from worker.accept import accept
 from worker.app import app
 from worker.constants import SUBMIT_TASK
+from worker.runtime import runtime
 
 log = logging.getLogger("astria.accept")
 
@@ -26,7 +27,7 @@ log = logging.getLogger("astria.accept")
 def submit_prompt(self: Any, *args: Any, **kwargs: Any) -> None:
     """Validate and register the job (its id is this task's id)."""
     try:
-        accept(self.request.id, args, kwargs, message_expires=self.request.expires)
+        accept(runtime(), self.request.id, args, kwargs, message_expires=self.request.expires)
     except redis.RedisError as exc:
         # Not registered: Redis is away, out of memory (OOM under maxmemory), read-only after a
         # failover, ... Nothing is recorded and the message is not acknowledged: it goes back to

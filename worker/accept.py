@@ -19,9 +19,9 @@ from typing import Any
 
 from worker.errors import InvalidSpec
 from worker.routing import route
-from worker.runtime import runtime
+from worker.runtime import Runtime
 from worker.spec import PromptSpec, parse_spec
-from worker.store.types import Registration
+from worker.store.types import Registered, Registration
 
 log = logging.getLogger("astria.accept")
 
@@ -60,22 +60,22 @@ def _post_by(expires_in: float | None, message_expires: Any, now: float) -> floa
     return min(limits, default=0.0)
 
 
-def _parse(raw_spec: Any) -> PromptSpec:
-    s = runtime().settings
+def _parse(rt: Runtime, raw_spec: Any) -> PromptSpec:
+    s = rt.settings
     return parse_spec(raw_spec, sdxl_base_tune_id=s.astria_sdxl_base_tune_id,
                       private_callbacks=s.webhook_allow_private_addresses)
 
 
-def accept(job_id: str, args: Any, kwargs: Any, *, message_expires: Any = None) -> None:
-    rt = runtime()
+def accept(rt: Runtime, job_id: str, args: Any, kwargs: Any, *,
+           message_expires: Any = None) -> None:
     raw_spec = kwargs.get("spec") if isinstance(kwargs, dict) else None
     try:
         raw_spec = spec_argument(args, kwargs)
-        spec = _parse(raw_spec)
+        spec = _parse(rt, raw_spec)
         route(rt.settings, spec, rt.learnt.known_route(spec.tune_id))  # e.g. a second LoRA
-        registration = register(job_id, spec, post_by=_post_by(spec.expires_in, message_expires,
-                                                                time.time()))
-        if registration.kind == "too_many":
+        post_by = _post_by(spec.expires_in, message_expires, time.time())
+        registration = register(rt, job_id, spec, post_by=post_by)
+        if registration.kind is Registered.TOO_MANY:
             raise InvalidSpec(f"idempotency_key: {rt.settings.idempotency_max_followers} jobs "
                               "already wait on this key's prompt (IDEMPOTENCY_MAX_FOLLOWERS)")
     except InvalidSpec as exc:
@@ -83,23 +83,23 @@ def accept(job_id: str, args: Any, kwargs: Any, *, message_expires: Any = None) 
         log.info("job %s rejected: %s", job_id, exc, extra={"job_id": job_id})
 
 
-def record_revoked_message(job_id: str, raw_spec: Any, reason: str) -> None:
+def record_revoked_message(rt: Runtime, job_id: str, raw_spec: Any, reason: str) -> None:
     """Celery discarded the job's message (revoked, or expired): the job still gets its record
     (state REVOKED, counted for its tenant, its webhook sent), when its spec is valid."""
     try:
-        spec = _parse(raw_spec)
+        spec = _parse(rt, raw_spec)
     except InvalidSpec:
         return  # the result backend already says REVOKED
-    register(job_id, spec, revoked_reason=reason)
+    register(rt, job_id, spec, revoked_reason=reason)
 
 
-def register(job_id: str, spec: PromptSpec, *, post_by: float = 0.0,
+def register(rt: Runtime, job_id: str, spec: PromptSpec, *, post_by: float = 0.0,
              revoked_reason: str = "revoked") -> Registration:
-    registration = runtime().registrations.register(  # a new job wakes the engines (pub/sub)
+    registration = rt.registrations.register(  # a new job wakes the engines (pub/sub)
         job_id, spec, post_by=post_by, revoked_reason=revoked_reason)
-    if registration.kind == "follower":
+    if registration.kind is Registered.FOLLOWER:
         log.info("job %s follows job %s (same idempotency_key)", job_id, registration.leader,
                  extra={"job_id": job_id})
-    elif registration.kind == "revoked":
+    elif registration.kind is Registered.REVOKED:
         log.info("job %s was revoked before it arrived", job_id, extra={"job_id": job_id})
     return registration

@@ -13,7 +13,7 @@ from __future__ import annotations
 import email.utils
 import os
 import time
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
 import requests
@@ -21,7 +21,6 @@ from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 
-from worker.dispatch import Reports
 from worker.errors import AstriaError, AstriaRejected, AstriaUnavailable
 from worker.prompt import MAX_PROMPTS, Prompt, read_prompt
 from worker.records import RequestKind
@@ -106,11 +105,20 @@ def _nothing_sent(exc: requests.ConnectionError) -> bool:
     return isinstance(reason, NewConnectionError)
 
 
+class AnswerReports(Protocol):
+    """Where the client tells the rate limiter how Astria answered (`worker.dispatch.Reports`):
+    every answer but a 429 passed Astria's limit."""
+
+    def ok(self, kind: RequestKind) -> None: ...
+
+    def throttled(self, kind: RequestKind, retry_after: float | None) -> None: ...
+
+
 class AstriaClient:
     """Talks to ASTRIA_BASE_URL only, with the Bearer key from settings."""
 
     def __init__(self, settings: Settings, stats: Stats | None = None,
-                 reports: Reports | None = None) -> None:
+                 reports: AnswerReports | None = None) -> None:
         self._settings = settings
         self._stats = stats
         self._reports = reports

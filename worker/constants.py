@@ -213,5 +213,14 @@ TENANT_COUNTS = ("enqueued", "SUCCESS", "FAILURE", "REVOKED", "cost_mc")
 
 def tenant_counter(tenant: str, lane: str) -> str:
     """The stats hash's fields of one tenant and lane start with this (then `|` and one of
-    TENANT_COUNTS)."""
+    TENANT_COUNTS); so do the job latency list's entries (then `|` and the seconds). The Lua
+    scripts append the last part to what they are given."""
     return f"t|{tenant}|{lane}"
+
+
+def read_tenant_counter(name: str) -> tuple[str, str, str] | None:
+    """(tenant, lane, last part) of a `tenant_counter(...)|<last>` name; None for another."""
+    parts = name.split("|")
+    if len(parts) != 4 or parts[0] != "t":
+        return None
+    return parts[1], parts[2], parts[3]

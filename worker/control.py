@@ -56,7 +56,8 @@ def _message_discarded(sender: Any = None, request: Any = None, expired: bool = 
     if expired:
         cancel_quietly([request.id], reason)
     try:
-        record_revoked_message(request.id, spec_argument(request.args, request.kwargs), reason)
+        spec = spec_argument(request.args, request.kwargs)
+        record_revoked_message(runtime(), request.id, spec, reason)
     except InvalidSpec:
         pass  # the result backend already says REVOKED
     except Exception:

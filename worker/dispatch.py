@@ -110,11 +110,10 @@ class Dispatcher:
         s = settings
         self._keys = {
             "due_submit": keys.due_submit, "due_poll": keys.due_poll, "due_local": keys.due_local,
-            **{f"ready_{lane}": keys.ready(lane) for lane in LANES},
-            **{f"turns_{lane}": keys.turns(lane) for lane in LANES},
             "queued": keys.queued, "expiry": keys.expiry, "leases": keys.leases,
             "inflight": keys.inflight, "inflight_jobs": keys.inflight_jobs,
             "limiter": keys.limiter, "dispatch": keys.dispatch,
+            "lanes": [key for lane in LANES for key in (keys.ready(lane), keys.turns(lane))],
         }
         self._policy: dict[str, Any] = {
             "lease_seconds": s.job_lease_seconds, "ceiling": s.astria_rate_limit_per_second,

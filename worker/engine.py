@@ -42,7 +42,7 @@ from worker.errors import InternalError, InvalidSpec
 from worker.fdlimit import raise_open_file_limit
 from worker.records import Job, JobState, RequestKind
 from worker.runtime import Runtime, runtime
-from worker.store.types import Lease, LeaseLost
+from worker.store.types import Lease, LeaseLost, Moved
 
 log = logging.getLogger("astria.engine")
 #: Most units one grant hands out: a slow process does not hoard work another could start.
@@ -205,11 +205,11 @@ class Engine:
                 [(lease, planned.job, planned.record) for lease, planned in plans])
             for (lease, planned), reply in zip(plans, replies, strict=True):
                 handled.add(lease.job_id)
-                if reply == "ok":
+                if reply is Moved.OK:
                     tasks.append(Work(f"job {lease.job_id}", partial(submit.send, rt, lease,
                                                                      planned),
                                       ((lease, planned.job),)))
-                elif reply == "not_durable":
+                elif reply is Moved.NOT_DURABLE:
                     rt.jobs.retract(lease, planned.job)
         for unit in grant.units:
             if unit.id not in handled:

@@ -29,6 +29,7 @@ from prometheus_client.core import (
     Metric,
 )
 
+from worker.constants import read_tenant_counter
 from worker.runtime import runtime
 from worker.stats import LATENCY_BUCKETS
 
@@ -49,8 +50,8 @@ class QueueCollector:
         cost = CounterMetricFamily("astria_queue_jobs_cost_mc", "Astria's cost_mc of jobs",
                                    labels=["tenant", "lane"])
         for name, value in sorted(counters.items()):
-            if name.startswith("t|"):
-                _, tenant, lane, what = name.split("|")
+            if read := read_tenant_counter(name):
+                tenant, lane, what = read
                 if what in _STATES:
                     jobs.add_metric([_STATES[what], tenant, lane], value)
                 elif what == "cost_mc":

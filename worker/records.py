@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import StrEnum
 from functools import cached_property
 from typing import Any, ClassVar
@@ -134,11 +134,16 @@ class Job:
     polls: int
     inline_image: bool  #: the spec's input_image_base64 is kept apart until the prompt exists
     step_failures: int  #: unexpected failures of this job's steps in a row (InternalError)
+    poll_now: float  #: a callback asked for a poll at this time (callback.lua, schedule.lua)
+    woken_at: float  #: when the last callback did (callbacks are spaced: callback.lua)
     # the end
     outcome: Outcome | None
+    finished_at: float  #: when the outcome was decided
     leader: str
     delete_prompt: bool
     prompt_deleted: bool
+    delete_error: str  #: why the prompt's DELETE failed for good (kept for operators)
+    redriven: int  #: times an operator re-drove the job (each run's webhook has its own id)
 
     @cached_property
     def spec(self) -> dict[str, Any]:
@@ -205,11 +210,22 @@ class Job:
             polls=whole("polls"),
             inline_image=flag("inline_image"),
             step_failures=whole("step_failures"),
+            poll_now=num("poll_now"),
+            woken_at=num("woken_at"),
             outcome=outcome_from_json(outcome) if outcome else None,
+            finished_at=num("finished_at"),
             leader=f.get("leader", ""),
             delete_prompt=flag("delete_prompt"),
             prompt_deleted=flag("prompt_deleted"),
+            delete_error=f.get("delete_error", ""),
+            redriven=whole("redriven"),
         )
+
+
+#: The names of a job hash's fields: the Job record's, `spec_json` stored as `spec` (its id is
+#: the hash's key). The store writes no other (`worker.store.types.job_fields`).
+JOB_HASH_FIELDS = frozenset(
+    {"spec" if f.name == "spec_json" else f.name for f in fields(Job) if f.name != "id"})
 
 
 def as_text(value: Any) -> str:

@@ -24,7 +24,7 @@ from typing import Any
 
 import redis
 
-from worker.constants import Keys
+from worker.constants import Keys, read_tenant_counter
 from worker.records import as_text
 
 LATENCY_SAMPLES = 2000
@@ -208,16 +208,17 @@ class Stats:
         """Counts, in flight, cost and latency per `tenant/lane`."""
         rows: dict[str, dict[str, Any]] = {}
         for name, value in counters.items():
-            if name.startswith("t|"):
-                _, tenant, lane, what = name.split("|")
+            if read := read_tenant_counter(name):
+                tenant, lane, what = read
                 row = rows.setdefault(f"{tenant}/{lane}", {"enqueued": 0, "SUCCESS": 0,
                                                           "FAILURE": 0, "REVOKED": 0,
                                                           "cost_mc": 0})
                 row[what] = int(value)
         latencies: defaultdict[str, list[float]] = defaultdict(list)
         for entry in job_latency:
-            _, tenant, lane, seconds = as_text(entry).split("|")
-            latencies[f"{tenant}/{lane}"].append(float(seconds))
+            if read := read_tenant_counter(as_text(entry)):
+                tenant, lane, seconds = read
+                latencies[f"{tenant}/{lane}"].append(float(seconds))
         for name, row in rows.items():
             done = latencies.get(name, [])
             row["latency_s"] = {"samples": len(done), "p50": percentile(done, 0.5),

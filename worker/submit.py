@@ -40,7 +40,7 @@ from worker.retry import astria_policy, listing_policy, next_attempt_in
 from worker.routing import Target, route, unsupported_kind
 from worker.runtime import Runtime
 from worker.spec import PromptSpec, parse_spec
-from worker.store.types import Lease
+from worker.store.types import Lease, Moved
 
 log = logging.getLogger("astria.submit")
 PAGE = 120
@@ -88,9 +88,9 @@ def post(rt: Runtime, lease: Lease, job: Job) -> None:
         outcomes.finish(rt, lease, job, outcomes.failure(exc))
         return
     recorded = rt.jobs.mark_posting(lease, job, **planned.record)
-    if recorded == "ok":
+    if recorded is Moved.OK:
         send(rt, lease, planned)
-    elif recorded == "not_durable":
+    elif recorded is Moved.NOT_DURABLE:
         rt.jobs.retract(lease, planned.job)
     else:
         log.info("job %s: cancelled before its POST; nothing sent", job.id)
@@ -161,7 +161,7 @@ def record_prompt(rt: Runtime, lease: Lease, job: Job, prompts: list[Prompt],
         deadline=now + rt.settings.astria_job_deadline_seconds, retry_attempt=0, retry_since=0,
         list_before=0, list_oldest=0)
     log.info("job %s: prompt %s created on tune %s%s", job.id, ",".join(map(str, ids)),
-             tune_id, "" if state == "waiting" else f" ({state})",
+             tune_id, "" if state is Moved.WAITING else f" ({state})",
              extra={"job_id": job.id, "prompt_id": first.id, "tune_id": tune_id})
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from worker.store.scripts import Scripts, load_source
+from worker.records import JOB_HASH_FIELDS
+from worker.store.scripts import Scripts, load_source, prelude
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("worker", "tasks", "astria_local")
@@ -83,10 +84,46 @@ def test_redis_keys_are_built_only_in_constants() -> None:
 
 
 @pytest.mark.parametrize("name", Scripts.NAMES)
-def test_each_script_declares_every_key_and_argument_it_reads(name: str) -> None:
+def test_each_script_reads_its_keys_and_arguments_by_name(name: str) -> None:
+    """Only the prelude generated from the header indexes KEYS and ARGV; every `KEY.<name>` and
+    `ARG.<name>` the script or its included pieces read is declared in its header (a misspelt
+    name would be a silent nil)."""
     source, signature = load_source(name)
-    for kind, declared, tail in (("KEYS", signature.keys, signature.keys_tail),
-                                 ("ARGV", signature.args, signature.args_tail)):
-        used = {int(i) for i in re.findall(rf"{kind}\[(\d+)\]", source.split("\n-- Returns")[-1])}
-        if not tail:
-            assert used <= set(range(1, len(declared) + 1)), (kind, used)
+    body = re.sub(r"--[^\n]*", "", source.removeprefix(prelude(signature)))  # no comments
+    assert re.findall(r"\b(?:KEYS|ARGV)\b", body) == []
+    for table, declared in (("KEY", signature.keys), ("ARG", signature.args)):
+        used = set(re.findall(rf"\b{table}\.(\w+)", body))
+        assert used <= set(declared), (table, sorted(used - set(declared)))
+
+
+def _job_hash_calls(source: str) -> list[tuple[str, list[str]]]:
+    """(command, arguments after the key) of each H* call on a job's hash in a Lua source."""
+    calls = []
+    for match in re.finditer(r"redis\.call\('(H[A-Z]+)', (?:KEY\.job|job|leader_job), ", source):
+        depth, args, current = 0, [], ""
+        for char in source[match.end():]:
+            if char == "(":
+                depth += 1
+            elif char == ")" and depth == 0:
+                break
+            elif char == ")":
+                depth -= 1
+            if char == "," and depth == 0:
+                args.append(current.strip())
+                current = ""
+            else:
+                current += char
+        calls.append((match.group(1), [*args, current.strip()]))
+    return calls
+
+
+def test_lua_reads_and_writes_only_fields_of_the_job_record() -> None:
+    """Every field name a script names on a job's hash is a field `Job` reads
+    (JOB_HASH_FIELDS); the Python side is checked as it writes (`job_fields`)."""
+    named = set()
+    for path in (ROOT / "worker" / "store" / "lua").rglob("*.lua"):
+        for command, args in _job_hash_calls(path.read_text()):
+            names = args[::2] if command in ("HSET", "HSETNX", "HINCRBY") else args
+            named |= {name.strip("'") for name in names if re.fullmatch(r"'\w+'", name)}
+    assert len(named) > 20  # the parser still finds them
+    assert named - JOB_HASH_FIELDS == set()

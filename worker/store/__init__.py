@@ -7,8 +7,17 @@ from worker.store.learnt import Learnt
 from worker.store.messages import DeadMessages
 from worker.store.registration import Registrations
 from worker.store.scripts import Script, Scripts
-from worker.store.types import Decided, Lease, LeaseLost, Registration
+from worker.store.types import (
+    CallbackTaken,
+    Decided,
+    Lease,
+    LeaseLost,
+    Moved,
+    Registered,
+    Registration,
+)
 from worker.store.webhooks import WebhookStore
 
-__all__ = ["DeadMessages", "Decided", "EngineRegistry", "JobStore", "Learnt", "Lease",
-           "LeaseLost", "Registration", "Registrations", "Script", "Scripts", "WebhookStore"]
+__all__ = ["CallbackTaken", "DeadMessages", "Decided", "EngineRegistry", "JobStore", "Learnt",
+           "Lease", "LeaseLost", "Moved", "Registered", "Registration", "Registrations", "Script",
+           "Scripts", "WebhookStore"]

@@ -35,12 +35,14 @@ from worker.settings import Settings
 from worker.store.learnt import Recent
 from worker.store.scripts import Batch, Scripts
 from worker.store.types import (
+    CallbackTaken,
     Decided,
     Ending,
     Later,
     Lease,
     LeaseLost,
-    flat_fields,
+    Moved,
+    job_fields,
 )
 
 log = logging.getLogger("astria.store")
@@ -154,27 +156,28 @@ class JobStore:
         return jobs
 
     # --- transitions of a job we hold -----------------------------------------------------------
-    def mark_posting(self, lease: Lease, job: Job, **fields: Any) -> str:
-        """Record a POST before it is sent: 'ok' (send it), 'revoked' (cancelled: send nothing)
-        or 'not_durable' (the record did not reach REDIS_WAIT_REPLICAS replicas: send nothing
+    def mark_posting(self, lease: Lease, job: Job, **fields: Any) -> Moved:
+        """Record a POST before it is sent: OK (send it), REVOKED (cancelled: send nothing)
+        or NOT_DURABLE (the record did not reach REDIS_WAIT_REPLICAS replicas: send nothing
         now, `retract` it)."""
         reply = self.mark_posting_many([(lease, job, fields)])[0]
-        if reply == "lost":
+        if reply is Moved.LOST:
             raise LeaseLost(job.id)
         return reply
 
-    def mark_posting_many(self, items: list[tuple[Lease, Job, Mapping[str, Any]]]) -> list[str]:
-        """`mark_posting` for several jobs in one round trip: 'ok', 'revoked', 'not_durable' or
-        'lost' each. A POST whose record a failover could take back is never sent: the record
+    def mark_posting_many(self, items: list[tuple[Lease, Job, Mapping[str, Any]]]
+                          ) -> list[Moved]:
+        """`mark_posting` for several jobs in one round trip: OK, REVOKED, NOT_DURABLE or LOST
+        each. A POST whose record a failover could take back is never sent: the record
         is how a lost answer finds its prompt instead of paying for another."""
         batch = self.batch(durable=True)
         now = time.time()
         for lease, job, fields in items:
             batch.add(self.scripts.mark_posting, keys=self._job_keys(job.id, job.lane),
                       args={"job_id": job.id, "owner": lease.owner, "now": now,
-                            "fields": flat_fields(fields)})
-        replies = [as_text(reply) for reply in batch.execute()]
-        return [r if r != "ok" or batch.durable else "not_durable" for r in replies]
+                            "fields": job_fields(fields)})
+        replies = [Moved(as_text(reply)) for reply in batch.execute()]
+        return [r if r is not Moved.OK or batch.durable else Moved.NOT_DURABLE for r in replies]
 
     def retract(self, lease: Lease, job: Job) -> None:
         """A recorded POST that was not sent (its record is not durable): back to its queue in
@@ -183,46 +186,47 @@ class JobStore:
         self.requeue(lease, job, at=time.time() + 1.0, pending_post=0)
 
     def created(self, lease: Lease, job: Job, *, first_poll_at: float, info: dict[str, Any],
-                **fields: Any) -> str:
-        """The job's prompt exists: wait for images ('waiting'); or, cancelled meanwhile, the
-        prompt is recorded ('revoked', or 'delete' when its DELETE is due)."""
+                **fields: Any) -> Moved:
+        """The job's prompt exists: wait for images (WAITING); or, cancelled meanwhile, the
+        prompt is recorded (REVOKED, or DELETE when its DELETE is due)."""
         keys = self._job_keys(job.id, job.lane)
         keys.update(result=self.keys.result(job.id), inline=self.keys.inline_image(job.id))
         batch = self.batch(durable=True)
         batch.add(self.scripts.created, keys=keys,
                   args={"job_id": job.id, "owner": lease.owner, "now": time.time(),
                         "first_poll_at": first_poll_at, "doc": self.results.waiting_prefix(info),
-                        "ttl": self.results.ttl, "fields": flat_fields(fields)})
-        reply = as_text(batch.execute()[0])
-        if reply == "lost":
+                        "ttl": self.results.ttl, "fields": job_fields(fields)})
+        reply = Moved(as_text(batch.execute()[0]))
+        if reply is Moved.LOST:
             raise LeaseLost(job.id)
         return reply
 
-    def requeue(self, lease: Lease, job: Job, *, at: float, **fields: Any) -> str:
+    def requeue(self, lease: Lease, job: Job, *, at: float, **fields: Any) -> Moved:
         """Back to the lane's queue (at `at`): the POST created nothing, or must be made again."""
         keys = self._job_keys(job.id, job.lane)
         keys["dispatch"] = self.keys.dispatch
-        reply = as_text(self.scripts.requeue(
+        reply = Moved(as_text(self.scripts.requeue(
             keys=keys, args={"job_id": job.id, "owner": lease.owner, "now": time.time(),
-                             "at": at, "fields": flat_fields(fields)}))
-        if reply == "lost":
+                             "at": at, "fields": job_fields(fields)})))
+        if reply is Moved.LOST:
             raise LeaseLost(job.id)
         return reply
 
-    def schedule(self, lease: Lease, job: Job, *, at: float, **fields: Any) -> str:
+    def schedule(self, lease: Lease, job: Job, *, at: float, **fields: Any) -> Moved:
         """Look at the job again at `at` with a non-POST request, and let go of it."""
         return self.schedule_many([Later(lease, job, at, fields)])[0]
 
-    def schedule_many(self, items: list[Later]) -> list[str]:
+    def schedule_many(self, items: list[Later]) -> list[Moved]:
         """`schedule` for several jobs in one round trip; LeaseLost if any was not ours."""
         batch = self.batch()
         now = time.time()
         for item in items:
             batch.add(self.scripts.schedule, keys=self._job_keys(item.job.id, item.job.lane),
                       args={"job_id": item.job.id, "owner": item.lease.owner, "now": now,
-                            "at": item.at, "fields": flat_fields(item.fields)})
-        replies = [as_text(reply) for reply in batch.execute()]
-        lost = [item.job.id for item, reply in zip(items, replies, strict=True) if reply == "lost"]
+                            "at": item.at, "fields": job_fields(item.fields)})
+        replies = [Moved(as_text(reply)) for reply in batch.execute()]
+        lost = [item.job.id for item, reply in zip(items, replies, strict=True)
+                if reply is Moved.LOST]
         if lost:
             raise LeaseLost(", ".join(lost))
         return replies
@@ -242,7 +246,7 @@ class JobStore:
         self.scripts.release(
             keys=self._job_keys(job.id, job.lane),
             args={"job_id": job.id, "owner": lease.owner, "retire": int(retire),
-                  "fields": flat_fields(fields)})
+                  "fields": job_fields(fields)})
 
     def finish(self, lease: Lease, job: Job, outcome: Outcome, *, seconds: float | None = None,
                cost_mc: int | None = None, **fields: Any) -> Decided:
@@ -271,35 +275,35 @@ class JobStore:
                             "cost": "" if e.cost_mc is None else e.cost_mc,
                             "webhook_url": job.webhook_url or "",
                             "webhook_type": webhook_type(outcome),
-                            "fields": flat_fields(e.fields)})
+                            "fields": job_fields(e.fields)})
         return [None if as_text(reply[0]) == "lost"
                 else Decided(outcome_from_json(as_text(reply[0])), int(reply[1]) == 1)
                 for reply in batch.execute()]
 
     # --- transitions from outside (producers, the callback receiver, operators) ----------------
     def cancel(self, job_id: str, *, reason: str = "revoked", delete_prompt: bool = False
-               ) -> str:
-        """Cancel a job (see lua/cancel.lua); returns 'revoked', or the state the job kept."""
+               ) -> JobState:
+        """Cancel a job (see lua/cancel.lua); returns REVOKED, or the final state it kept."""
         job = self.load(job_id)
         outcome = Revoked(reason)
         keys = {**self._job_keys(job_id, job.lane), **self.outcome_keys(job_id),
                 "live": self.keys.live(job.tenant), "revoked": self.keys.revoked,
                 "leader_followers": self.keys.followers(job.leader or job_id)}
         args = self.outcome_args(outcome, job.tenant, job.lane)
-        return as_text(self.scripts.cancel(
+        return JobState(as_text(self.scripts.cancel(
             keys=keys,
             args={"job_id": job_id, "now": time.time(), **args,
-                  "webhook_url": job.webhook_url or "", "delete_prompt": int(delete_prompt)}))
+                  "webhook_url": job.webhook_url or "", "delete_prompt": int(delete_prompt)})))
 
-    def callback(self, job_id: str, prompt_id: int) -> str:
+    def callback(self, job_id: str, prompt_id: int) -> CallbackTaken:
         """Astria called back for the job's prompt: due for its poll at once, or CALLBACK_SPACING
-        after the last callback ('queued'), or when its holder lets go ('held'); 'ignored' when
-        it waits for no such prompt."""
+        after the last callback (QUEUED), or when its holder lets go (HELD); IGNORED when it
+        waits for no such prompt."""
         k = self.keys
-        return as_text(self.scripts.callback(
+        return CallbackTaken(as_text(self.scripts.callback(
             keys={"job": k.job(job_id), "leases": k.leases, "due_poll": k.due_poll},
             args={"job_id": job_id, "prompt_id": str(prompt_id), "now": time.time(),
-                  "wake": k.wake, "spacing": CALLBACK_SPACING}))
+                  "wake": k.wake, "spacing": CALLBACK_SPACING})))
 
     def redrive(self, job_id: str) -> str:
         """Put a failed job back to work under the same id; it keeps its prompt id and its

@@ -23,7 +23,7 @@ from typing import Any
 
 import redis
 
-from worker.constants import tenant_counter
+from worker.constants import RESULT_KEY_PREFIX, tenant_counter
 from worker.errors import InvalidSpec
 from worker.records import (
     Failed,
@@ -38,7 +38,7 @@ from worker.records import (
 from worker.results import webhook_type
 from worker.spec import TENANT_PATTERN, PromptSpec, parse_spec
 from worker.store.jobs import JobStore
-from worker.store.types import Registration, flat_fields
+from worker.store.types import Registered, Registration, job_fields
 
 #: What is kept of an invalid spec: enough to see what was sent, never megabytes.
 MAX_STORED_SPEC_CHARS = 16_384
@@ -109,28 +109,30 @@ class Registrations:
                       "expiry": k.expiry, "revoked": k.revoked,
                       "dispatch": k.dispatch, "result": k.result(job_id), "stats": k.stats,
                       "webhooks_due": k.webhooks_due, "inline": k.inline_image(job_id),
-                      "tenants": k.tenants},
+                      "tenants": k.tenants, "followers": k.followers(job_id), "dead": k.dead,
+                      "generation": k.generation_seconds, "latency": k.job_latency},
                 args={"job_id": job_id, "now": now,
                       "retention": store.settings.job_retention_seconds, "lane": lane,
                       "member": f"{spec.tenant}|{seq}|{job_id}", "post_by": post_by,
                       "leader_id": leader, "webhook_url": spec.callback or "",
-                      "revoked_outcome": outcome_to_json(Revoked(revoked_reason)),
-                      "revoked_doc": store.results.revoked_prefix(revoked_reason),
-                      "result_ttl": store.results.ttl,
+                      "outcome": outcome_to_json(Revoked(revoked_reason)),
+                      "doc": store.results.revoked_prefix(revoked_reason),
+                      "ttl": store.results.ttl, "result_prefix": RESULT_KEY_PREFIX,
+                      "token_prefix": k.token(""),
                       "counter": tenant_counter(spec.tenant, lane),
                       "webhook_prefix": k.webhook(""), "wake": k.wake,
                       "inline_image": spec.input_image_base64 or "",
                       "max_followers": store.settings.idempotency_max_followers,
-                      "fields": flat_fields(fields)},
+                      "fields": job_fields(fields)},
             )
             reply = batch.execute()[0]
-            kind = as_text(reply[0])
-            if kind == "retry":  # the key's leader changed under us: read it again
+            kind = Registered(as_text(reply[0]))
+            if kind is Registered.RETRY:  # the key's leader changed under us: read it again
                 continue
-            if kind == "follower" and as_text(reply[2]):
+            if kind is Registered.FOLLOWER and as_text(reply[2]):
                 self._deliver_late(job_id, as_text(reply[1]), outcome_from_json(as_text(reply[2])),
                                    spec.callback)
-            return Registration(kind, as_text(reply[1]) if kind == "follower" else None)
+            return Registration(kind, as_text(reply[1]) if kind is Registered.FOLLOWER else None)
         raise redis.RedisError(f"job {job_id}: idempotency key kept changing")
 
     def _deliver_late(self, job_id: str, leader: str, outcome: Outcome,
@@ -159,6 +161,6 @@ class Registrations:
             keys=keys,
             args={"job_id": job_id, "now": time.time(),
                   **store.outcome_args(outcome, tenant, lane), "webhook_url": webhook_url,
-                  "fields": flat_fields({"status": JobState.FAILED, "spec": stored_spec(raw_spec),
+                  "fields": job_fields({"status": JobState.FAILED, "spec": stored_spec(raw_spec),
                                          "tenant": tenant, "lane": lane})},
         )

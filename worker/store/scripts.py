@@ -8,8 +8,11 @@ A script's header names its KEYS and ARGV, one per line, and that header is also
 
 `Script.__call__(keys={"job": ...}, args={"job_id": ..., "fields": [...]})` orders the values by
 those names and refuses a missing or unknown one, so no caller can pass arguments in the wrong
-order. `--!include NAME` pulls in a shared piece from `lua/lib/NAME.lua` (once, however many
-pieces include it; a piece may include others).
+order. The script reads them by the same names: a prelude generated from the header binds
+`KEY.job`, `ARG.job_id` and `ARG.fields` (the tail, as a list), so no body indexes `KEYS[n]` or
+`ARGV[n]` (tests/unit/test_structure.py checks it). `--!include NAME` pulls in a shared piece
+from `lua/lib/NAME.lua` (once, however many pieces include it; a piece may include others); a
+piece reads the same `KEY` and `ARG` names, which each script that includes it declares.
 """
 
 from __future__ import annotations
@@ -74,11 +77,27 @@ def _expand(source: str, included: set[str]) -> str:
     return _INCLUDE.sub(include, source)
 
 
+def prelude(signature: Signature) -> str:
+    """Lua that binds the header's names: `KEY.<name>`, `ARG.<name>`, a tail as a list."""
+    lines = []
+    for table, array, names, tail in (("KEY", "KEYS", signature.keys, signature.keys_tail),
+                                      ("ARG", "ARGV", signature.args, signature.args_tail)):
+        fixed = names[:-1] if tail else names
+        bound = ", ".join(f"{name} = {array}[{i}]" for i, name in enumerate(fixed, 1))
+        lines.append(f"local {table} = {{{bound}}}")
+        if tail:
+            lines.append(f"{table}.{names[-1]} = {{}}")
+            lines.append(f"for i = {len(names)}, #{array} do "
+                         f"{table}.{names[-1]}[i - {len(names) - 1}] = {array}[i] end")
+    return "\n".join(lines) + "\n"
+
+
 @cache
 def load_source(name: str) -> tuple[str, Signature]:
-    """The script's text with its includes, and its signature (read from its own header)."""
+    """The script's text with its prelude and includes, and its signature (from its header)."""
     source = _read(f"{name}.lua")
-    return _expand(source, set()), parse_signature(source)
+    signature = parse_signature(source)
+    return prelude(signature) + _expand(source, set()), signature
 
 
 def _ordered(names: tuple[str, ...], tail: bool, given: Mapping[str, Any], what: str

@@ -18,9 +18,9 @@
 -- ARGV[9] ttl
 -- Returns the dead message's id
 --!include common
-local processing, stream, job, result = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local raw, kept, reason, queue, task_id = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local size, max_entries, doc, ttl = ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+local processing, stream, job, result = KEY.processing, KEY.dead_messages, KEY.job, KEY.result
+local raw, kept, reason, queue, task_id = ARG.raw, ARG.kept, ARG.reason, ARG.queue, ARG.task_id
+local size, max_entries, doc, ttl = ARG.size, ARG.max_entries, ARG.doc, ARG.ttl
 redis.call('LREM', processing, 1, raw)
 local id = redis.call('XADD', stream, 'MAXLEN', '~', max_entries, '*', 'reason', reason,
                       'queue', queue, 'task_id', task_id, 'bytes', size,

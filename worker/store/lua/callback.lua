@@ -14,9 +14,9 @@
 -- ARGV[5] spacing          seconds
 -- Returns 'queued' | 'held' | 'ignored' (the job waits for no such prompt)
 --!include common
-local job, leases, due_poll = KEYS[1], KEYS[2], KEYS[3]
-local id, prompt_id, now, wake = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
-local spacing = tonumber(ARGV[5])
+local job, leases, due_poll = KEY.job, KEY.leases, KEY.due_poll
+local id, prompt_id, now, wake = ARG.job_id, ARG.prompt_id, tonumber(ARG.now), ARG.wake
+local spacing = tonumber(ARG.spacing)
 local f = redis.call('HMGET', job, 'status', 'prompt_id', 'woken_at')
 if f[1] ~= 'waiting' or f[2] ~= prompt_id then return 'ignored' end
 local at = math.max(now, tonumber(f[3] or '0') + spacing)

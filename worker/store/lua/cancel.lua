@@ -41,35 +41,29 @@
 --!include common
 --!include job
 --!include decide
-local id, now = ARGV[1], tonumber(ARGV[2])
-local status = redis.call('HGET', J.job, 'status')
+local id, now = ARG.job_id, tonumber(ARG.now)
+local status = redis.call('HGET', KEY.job, 'status')
 if not status then
-  redis.call('ZADD', KEYS[20], now, id)
-  redis.call('ZREMRANGEBYSCORE', KEYS[20], '-inf', now - tonumber(ARGV[3]))
-  write_result(KEYS[13], ARGV[5], id, ARGV[6])
+  redis.call('ZADD', KEY.revoked, now, id)
+  redis.call('ZREMRANGEBYSCORE', KEY.revoked, '-inf', now - tonumber(ARG.retention))
+  write_result(KEY.result, ARG.doc, id, ARG.ttl)
   return 'revoked'
 end
 if status ~= 'queued' and status ~= 'waiting' and status ~= 'follower' then return status end
 
-local e = {id = id, job = J.job, followers = KEYS[12], result = KEYS[13], live = KEYS[14],
-           dead = KEYS[15], stats = KEYS[16], generation = KEYS[17], latency = KEYS[18],
-           webhooks_due = KEYS[19], now = ARGV[2], retention = ARGV[3], outcome = ARGV[4],
-           status = 'revoked', doc = ARGV[5], ttl = ARGV[6], result_prefix = ARGV[7],
-           counter = ARGV[8], state = 'REVOKED', error = '', seconds = '', cost = '',
-           webhook_prefix = ARGV[9], webhook_url = ARGV[10], webhook_type = 'job.revoked',
-           token_prefix = ARGV[12], inline = KEYS[22],
-           created_at = redis.call('HGET', J.job, 'created_at')}
+local d = {status = 'revoked', state = 'REVOKED', error = '', seconds = '', cost = '',
+           webhook_type = 'job.revoked', created_at = redis.call('HGET', KEY.job, 'created_at')}
 if status == 'follower' then
-  redis.call('HDEL', KEYS[21], id)  -- it no longer shares the leader's outcome
-  decide(e)
+  redis.call('HDEL', KEY.leader_followers, id)  -- it no longer shares the leader's outcome
+  decide(d)
   return 'revoked'
 end
-if ARGV[11] == '1' then redis.call('HSET', J.job, 'delete_prompt', 1) end
-decide(e)
-if leased(J.leases, id, now) then return 'revoked' end  -- its holder settles it
-if tonumber(redis.call('HGET', J.job, 'pending_post') or '0') > 0 then
+if ARG.delete_prompt == '1' then redis.call('HSET', KEY.job, 'delete_prompt', 1) end
+decide(d)
+if leased(KEY.leases, id, now) then return 'revoked' end  -- its holder settles it
+if tonumber(redis.call('HGET', KEY.job, 'pending_post') or '0') > 0 then
   -- a POST's answer was lost: keep looking for the prompt, to record it (created.lua)
-  redis.call('ZADD', J.due_poll, now, id)
+  redis.call('ZADD', KEY.due_poll, now, id)
   return 'revoked'
 end
 settle_revoked(id, now)

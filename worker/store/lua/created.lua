@@ -25,17 +25,17 @@
 -- Returns 'waiting' | 'delete' | 'revoked' | 'lost'
 --!include common
 --!include job
-local id, owner = ARGV[1], ARGV[2]
-if not owns(J.leases, id, owner) then return 'lost' end
-hset_from(J.job, 7)
-redis.call('DEL', KEYS[13])
-if redis.call('HGET', J.job, 'status') ~= 'queued' then
-  return settle_revoked(id, tonumber(ARGV[3]))
+local id, owner = ARG.job_id, ARG.owner
+if not owns(KEY.leases, id, owner) then return 'lost' end
+hset_fields(KEY.job, ARG.fields)
+redis.call('DEL', KEY.inline)
+if redis.call('HGET', KEY.job, 'status') ~= 'queued' then
+  return settle_revoked(id, tonumber(ARG.now))
 end
-redis.call('HSET', J.job, 'status', 'waiting')
-redis.call('HDEL', J.queued, id)
-redis.call('ZREM', J.expiry, id)
-redis.call('ZADD', J.due_poll, ARGV[4], id)
-redis.call('HDEL', J.leases, id)
-write_result(KEYS[12], ARGV[5], id, ARGV[6])
+redis.call('HSET', KEY.job, 'status', 'waiting')
+redis.call('HDEL', KEY.queued, id)
+redis.call('ZREM', KEY.expiry, id)
+redis.call('ZADD', KEY.due_poll, ARG.first_poll_at, id)
+redis.call('HDEL', KEY.leases, id)
+write_result(KEY.result, ARG.doc, id, ARG.ttl)
 return 'waiting'

@@ -14,9 +14,7 @@
 -- ARGV[9] webhook_type
 -- Returns 1
 --!include common
---!include decide
-write_result(KEYS[2], ARGV[5], ARGV[1], ARGV[6])
-queue_webhook({id = ARGV[2], job = KEYS[1], webhooks_due = KEYS[3], now = ARGV[3],
-               retention = ARGV[4], webhook_prefix = ARGV[7], webhook_type = ARGV[9]},
-              ARGV[1], ARGV[8])
+--!include webhook
+write_result(KEY.result, ARG.doc, ARG.job_id, ARG.ttl)
+queue_webhook(ARG.webhook_type, ARG.leader, ARG.job_id, ARG.webhook_url)
 return 1

@@ -45,21 +45,15 @@
 --!include common
 --!include job
 --!include decide
-local id, owner = ARGV[1], ARGV[2]
-if not owns(J.leases, id, owner) then return {'lost'} end
-hset_from(J.job, 19)
-local f = redis.call('HMGET', J.job, 'status', 'created_at', 'outcome')
-local e = {id = id, job = J.job, followers = KEYS[12], result = KEYS[13], live = KEYS[14],
-           dead = KEYS[15], stats = KEYS[16], generation = KEYS[17], latency = KEYS[18],
-           webhooks_due = KEYS[19], now = ARGV[3], retention = ARGV[4], outcome = ARGV[5],
-           status = ARGV[6], doc = ARGV[7], ttl = ARGV[8], result_prefix = ARGV[9],
-           counter = ARGV[10], state = ARGV[11], error = ARGV[12], seconds = ARGV[13],
-           cost = ARGV[14], webhook_prefix = ARGV[15], webhook_url = ARGV[16],
-           webhook_type = ARGV[17], token_prefix = ARGV[18], inline = KEYS[20],
-           created_at = f[2], existing = f[3]}
-local outcome, new, followers = decide(e)
+local id, owner = ARG.job_id, ARG.owner
+if not owns(KEY.leases, id, owner) then return {'lost'} end
+hset_fields(KEY.job, ARG.fields)
+local f = redis.call('HMGET', KEY.job, 'status', 'created_at', 'outcome')
+local d = {status = ARG.status, state = ARG.state, error = ARG.error, seconds = ARG.seconds,
+           cost = ARG.cost, webhook_type = ARG.webhook_type, created_at = f[2], existing = f[3]}
+local outcome, new, followers = decide(d)
 if f[1] == 'revoked' then
-  settle_revoked(id, tonumber(ARGV[3]))
+  settle_revoked(id, tonumber(ARG.now))
 elseif f[1] == 'waiting' then
   retire_waiting(id)
 else

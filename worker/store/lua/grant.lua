@@ -8,25 +8,20 @@
 -- KEYS[1] due_submit          jobs waiting out a back-off before rejoining their queue
 -- KEYS[2] due_poll            jobs due for a non-POST request (or at their lease's end)
 -- KEYS[3] due_local           jobs due for a step without any request
--- KEYS[4] ready_interactive   the lanes' queues, in lane order
--- KEYS[5] ready_normal
--- KEYS[6] ready_batch
--- KEYS[7] turns_interactive   the lanes' tenant turns, in lane order
--- KEYS[8] turns_normal
--- KEYS[9] turns_batch
--- KEYS[10] queued             job -> lane|member, for jobs without a prompt
--- KEYS[11] expiry             job -> the time it must be sent by
--- KEYS[12] leases
--- KEYS[13] inflight           tenant -> prompts in flight
--- KEYS[14] inflight_jobs      job -> tenant
--- KEYS[15] limiter
--- KEYS[16] dispatch           lane credits and clocks
+-- KEYS[4] queued              job -> lane|member, for jobs without a prompt
+-- KEYS[5] expiry              job -> the time it must be sent by
+-- KEYS[6] leases
+-- KEYS[7] inflight            tenant -> prompts in flight
+-- KEYS[8] inflight_jobs       job -> tenant
+-- KEYS[9] limiter
+-- KEYS[10] dispatch           lane credits and clocks
+-- KEYS[11...] lanes           each lane's queue and tenant turns, in lane order: ready, turns, ...
 -- ARGV[1] owner               the caller's lease owner token
 -- ARGV[2] room                most units the caller can take now
 -- ARGV[3] lease_seconds
 -- ARGV[4] ceiling             requests per second of each kind, at most
 -- ARGV[5] burst
--- ARGV[6] lanes               the lane names, comma separated, in KEYS order
+-- ARGV[6] lanes               the lane names, comma separated, in the order of KEYS lanes
 -- ARGV[7] shares              JSON {lane: least share of POSTs while higher lanes have a backlog}
 -- ARGV[8] weights             JSON {tenant: weight}
 -- ARGV[9] caps                JSON {tenant: most prompts in flight}
@@ -36,18 +31,22 @@
 -- Returns {seconds until more may be due, the time it used (Redis's clock), id, kind, ...}.
 --!include common
 --!include limiter
-local owner, room, lease_seconds = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local ceiling, burst = tonumber(ARGV[4]), tonumber(ARGV[5])
-local shares, weights, caps = cjson.decode(ARGV[7]), cjson.decode(ARGV[8]), cjson.decode(ARGV[9])
-local default_cap, report = tonumber(ARGV[10]), cjson.decode(ARGV[11])
-local now = clock(ARGV[12])
+local owner, room, lease_seconds = ARG.owner, tonumber(ARG.room), tonumber(ARG.lease_seconds)
+local ceiling, burst = tonumber(ARG.ceiling), tonumber(ARG.burst)
+local shares, weights = cjson.decode(ARG.shares), cjson.decode(ARG.weights)
+local caps = cjson.decode(ARG.caps)
+local default_cap, report = tonumber(ARG.default_cap), cjson.decode(ARG.report)
+local now = clock(ARG.now)
 local lease_end = now + lease_seconds
-local due_submit, due_poll, due_local = KEYS[1], KEYS[2], KEYS[3]
-local ready, turns = {KEYS[4], KEYS[5], KEYS[6]}, {KEYS[7], KEYS[8], KEYS[9]}
-local queued, expiry, leases, inflight = KEYS[10], KEYS[11], KEYS[12], KEYS[13]
-local inflight_jobs, dispatch = KEYS[14], KEYS[16]
+local due_submit, due_poll, due_local = KEY.due_submit, KEY.due_poll, KEY.due_local
+local ready, turns = {}, {}
+for i = 1, #KEY.lanes, 2 do
+  ready[#ready + 1], turns[#turns + 1] = KEY.lanes[i], KEY.lanes[i + 1]
+end
+local queued, expiry, leases, inflight = KEY.queued, KEY.expiry, KEY.leases, KEY.inflight
+local inflight_jobs, dispatch = KEY.inflight_jobs, KEY.dispatch
 local names, index = {}, {}
-for name in string.gmatch(ARGV[6], '[^,]+') do names[#names + 1] = name; index[name] = #names end
+for name in string.gmatch(ARG.lanes, '[^,]+') do names[#names + 1] = name; index[name] = #names end
 
 local units = {}
 local function left() return room - #units / 2 end
@@ -60,7 +59,7 @@ end
 
 local limits = {}
 for _, kind in ipairs({'submit', 'poll'}) do
-  limits[kind] = limiter_load(KEYS[15], kind, ceiling, burst, now)
+  limits[kind] = limiter_load(KEY.limiter, kind, ceiling, burst, now)
   limiter_report(limits[kind], report[kind] or {}, now)
 end
 

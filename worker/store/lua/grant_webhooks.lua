@@ -19,11 +19,13 @@
 -- Returns {seconds until more may be due, id, id, ...}
 --!include common
 --!include destination
-local due = KEYS[1]
-local room, now = tonumber(ARGV[1]), clock(ARGV[2])
-local lease_end = now + tonumber(ARGV[3])
-local per_destination, failures_to_hold = tonumber(ARGV[4]), tonumber(ARGV[5])
-local retry_for, webhook_prefix, destination_prefix = tonumber(ARGV[6]), ARGV[7], ARGV[8]
+local due = KEY.webhooks_due
+local room, now = tonumber(ARG.room), clock(ARG.now)
+local lease_end = now + tonumber(ARG.lease_seconds)
+local per_destination = tonumber(ARG.per_destination)
+local failures_to_hold = tonumber(ARG.failures_to_hold)
+local retry_for, webhook_prefix = tonumber(ARG.retry_for), ARG.webhook_prefix
+local destination_prefix = ARG.destination_prefix
 --: a webhook held back by its destination's in-flight cap looks again this much later
 local RECHECK = 1
 
@@ -47,7 +49,7 @@ if room > 0 then
         not_before = now + RECHECK
       else
         redis.call('ZADD', inflight, lease_end, id)
-        redis.call('EXPIRE', inflight, math.ceil(tonumber(ARGV[3])) + 60)
+        redis.call('EXPIRE', inflight, math.ceil(tonumber(ARG.lease_seconds)) + 60)
       end
     end
     if not_before then
@@ -61,6 +63,8 @@ end
 
 local wait = 3600  -- with no free thread the caller looks again when one is freed
 local first = redis.call('ZRANGE', due, 0, 0, 'WITHSCORES')
-if room > #granted and #first > 0 then wait = math.max(0, math.min(wait, tonumber(first[2]) - now)) end
+if room > #granted and #first > 0 then
+  wait = math.max(0, math.min(wait, tonumber(first[2]) - now))
+end
 table.insert(granted, 1, tostring(wait))
 return granted

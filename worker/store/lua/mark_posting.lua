@@ -19,11 +19,11 @@
 -- Returns 'ok' | 'lost' | 'revoked'
 --!include common
 --!include job
-local id, owner = ARGV[1], ARGV[2]
-if not owns(J.leases, id, owner) then return 'lost' end
-if redis.call('HGET', J.job, 'status') ~= 'queued' then
-  settle_revoked(id, tonumber(ARGV[3]))
+local id, owner = ARG.job_id, ARG.owner
+if not owns(KEY.leases, id, owner) then return 'lost' end
+if redis.call('HGET', KEY.job, 'status') ~= 'queued' then
+  settle_revoked(id, tonumber(ARG.now))
   return 'revoked'
 end
-hset_from(J.job, 4)
+hset_fields(KEY.job, ARG.fields)
 return 'ok'

@@ -25,14 +25,9 @@
 -- Returns 1, or 0 when the job was recorded before
 --!include common
 --!include decide
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'created_at', ARGV[2], 'post_attempts', 0)
-hset_from(KEYS[1], 12)
-decide({id = ARGV[1], job = KEYS[1], followers = KEYS[2], result = KEYS[3], live = KEYS[4],
-        dead = KEYS[5], stats = KEYS[6], generation = KEYS[7], latency = KEYS[8],
-        webhooks_due = KEYS[9], now = ARGV[2], retention = ARGV[3], outcome = ARGV[4],
-        status = 'failed', doc = ARGV[5], ttl = ARGV[6], result_prefix = ARGV[7],
-        counter = ARGV[8], state = 'FAILURE', error = 'InvalidSpec', seconds = '', cost = '',
-        webhook_prefix = ARGV[9], webhook_url = ARGV[10], webhook_type = 'job.failed',
-        token_prefix = ARGV[11], inline = KEYS[10], created_at = ARGV[2]})
+if redis.call('EXISTS', KEY.job) == 1 then return 0 end
+redis.call('HSET', KEY.job, 'created_at', ARG.now, 'post_attempts', 0)
+hset_fields(KEY.job, ARG.fields)
+decide({status = 'failed', state = 'FAILURE', error = 'InvalidSpec', seconds = '',
+        cost = '', webhook_type = 'job.failed', created_at = ARG.now})
 return 1

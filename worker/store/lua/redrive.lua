@@ -28,37 +28,37 @@
 -- Returns 'redriven', or the state the job kept ('missing' when there is none)
 --!include common
 --!include job
-local id, now = ARGV[1], ARGV[2]
-redis.call('PUBLISH', ARGV[7], 'redrive')
-local status = redis.call('HGET', J.job, 'status')
+local id, now = ARG.job_id, ARG.now
+redis.call('PUBLISH', ARG.wake, 'redrive')
+local status = redis.call('HGET', KEY.job, 'status')
 if status ~= 'failed' then return status or 'missing' end
-local f = redis.call('HMGET', J.job, 'prompt_id', 'pending_post', 'token')
-redis.call('HDEL', J.job, 'outcome', 'finished_at', 'poll_now', 'woken_at', 'step_failures',
+local f = redis.call('HMGET', KEY.job, 'prompt_id', 'pending_post', 'token')
+redis.call('HDEL', KEY.job, 'outcome', 'finished_at', 'poll_now', 'woken_at', 'step_failures',
            'ambiguous_posts')
-if f[3] then redis.call('SET', ARGV[8] .. f[3], id, 'EX', ARGV[9]) end
-redis.call('HINCRBY', J.job, 'redriven', 1)
-redis.call('HSET', J.job, 'retry_attempt', 0, 'retry_since', 0, 'list_before', 0,
+if f[3] then redis.call('SET', ARG.token_prefix .. f[3], id, 'EX', ARG.retention) end
+redis.call('HINCRBY', KEY.job, 'redriven', 1)
+redis.call('HSET', KEY.job, 'retry_attempt', 0, 'retry_since', 0, 'list_before', 0,
            'list_oldest', 0)
-redis.call('PERSIST', J.job)
-redis.call('ZREM', KEYS[12], id)
-redis.call('SADD', KEYS[13], id)
-redis.call('DEL', KEYS[14])
+redis.call('PERSIST', KEY.job)
+redis.call('ZREM', KEY.dead, id)
+redis.call('SADD', KEY.live, id)
+redis.call('DEL', KEY.result)
 local function count_inflight()
-  redis.call('HSET', J.inflight_jobs, id, ARGV[6])
-  redis.call('HINCRBY', J.inflight, ARGV[6], 1)
+  redis.call('HSET', KEY.inflight_jobs, id, ARG.tenant)
+  redis.call('HINCRBY', KEY.inflight, ARG.tenant, 1)
 end
 if f[1] then
-  redis.call('HSET', J.job, 'status', 'waiting', 'deadline', ARGV[3], 'polls', 0)
+  redis.call('HSET', KEY.job, 'status', 'waiting', 'deadline', ARG.deadline, 'polls', 0)
   count_inflight()
-  redis.call('ZADD', J.due_poll, now, id)
+  redis.call('ZADD', KEY.due_poll, now, id)
   return 'redriven'
 end
-redis.call('HSET', J.job, 'status', 'queued')
-redis.call('HSET', J.queued, id, ARGV[4] .. '|' .. ARGV[5])
+redis.call('HSET', KEY.job, 'status', 'queued')
+redis.call('HSET', KEY.queued, id, ARG.lane .. '|' .. ARG.member)
 if tonumber(f[2] or '0') > 0 then
   count_inflight()
-  redis.call('ZADD', J.due_poll, now, id)
+  redis.call('ZADD', KEY.due_poll, now, id)
 else
-  join_ready(J.ready, J.turns, KEYS[15], ARGV[4], ARGV[5])
+  join_ready(KEY.ready, KEY.turns, KEY.dispatch, ARG.lane, ARG.member)
 end
 return 'redriven'

@@ -20,6 +20,10 @@
 -- KEYS[15] webhooks_due
 -- KEYS[16] inline           the job's inline image
 -- KEYS[17] tenants          tenant -> when it last registered a job
+-- KEYS[18] followers        the job's own followers (lib/decide.lua; none yet)
+-- KEYS[19] dead
+-- KEYS[20] generation
+-- KEYS[21] latency
 -- ARGV[1] job_id
 -- ARGV[2] now
 -- ARGV[3] retention         seconds a record is kept
@@ -28,43 +32,39 @@
 -- ARGV[6] post_by           0: no expires_in
 -- ARGV[7] leader_id         the leader read before the call ('' when none)
 -- ARGV[8] webhook_url       the spec's callback, '' when none
--- ARGV[9] revoked_outcome   the outcome JSON of a job cancelled beforehand
--- ARGV[10] revoked_doc      its result document up to the task_id
--- ARGV[11] result_ttl
+-- ARGV[9] outcome           the outcome JSON of a job cancelled beforehand (lib/decide.lua)
+-- ARGV[10] doc              its result document up to the task_id
+-- ARGV[11] ttl              the result document's time to live
 -- ARGV[12] counter          the stats field of this tenant and lane, without its last part
 -- ARGV[13] webhook_prefix   a webhook's hash is webhook_prefix .. message id
 -- ARGV[14] wake             the pub/sub channel that wakes the engines
 -- ARGV[15] inline_image     the spec's input_image_base64, '' when none
 -- ARGV[16] max_followers
--- ARGV[17...] fields        the record: name, value, ...
+-- ARGV[17] result_prefix
+-- ARGV[18] token_prefix
+-- ARGV[19...] fields        the record: name, value, ...
 -- Returns {'new'} | {'exists'} | {'revoked'} | {'retry'} | {'too_many'}
 --       | {'follower', leader, outcome or ''}.
 --!include common
 --!include decide
-local job, idem, leader_job, leader_followers = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local token, live, ready, turns, queued = KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
-local expiry, revoked, dispatch, result, stats = KEYS[10], KEYS[11], KEYS[12], KEYS[13], KEYS[14]
-local webhooks_due, inline, tenants = KEYS[15], KEYS[16], KEYS[17]
-local id, now, retention, lane, member = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local post_by, leader_id, webhook_url = tonumber(ARGV[6]), ARGV[7], ARGV[8]
-local counter, webhook_prefix, wake = ARGV[12], ARGV[13], ARGV[14]
-local inline_image, max_followers = ARGV[15], tonumber(ARGV[16])
-local FIELDS = 17
+local job, idem, leader_job, leader_followers = KEY.job, KEY.idem, KEY.leader, KEY.leader_followers
+local token, live, ready, turns, queued = KEY.token, KEY.live, KEY.ready, KEY.turns, KEY.queued
+local expiry, revoked, dispatch = KEY.expiry, KEY.revoked, KEY.dispatch
+local result, stats = KEY.result, KEY.stats
+local webhooks_due, inline, tenants = KEY.webhooks_due, KEY.inline, KEY.tenants
+local id, now, retention, lane, member = ARG.job_id, ARG.now, ARG.retention, ARG.lane, ARG.member
+local post_by, leader_id, webhook_url = tonumber(ARG.post_by), ARG.leader_id, ARG.webhook_url
+local counter, webhook_prefix, wake = ARG.counter, ARG.webhook_prefix, ARG.wake
+local inline_image, max_followers = ARG.inline_image, tonumber(ARG.max_followers)
 
 if redis.call('HSETNX', job, 'status', 'queued') == 0 then return {'exists'} end
 local tenant = split2(member)
 redis.call('ZADD', tenants, now, tenant)
 
 if redis.call('ZSCORE', revoked, id) then
-  redis.call('HSET', job, 'status', 'revoked', 'outcome', ARGV[9], 'finished_at', now,
-             unpack(ARGV, FIELDS))
-  redis.call('EXPIRE', job, retention)
-  write_result(result, ARGV[10], id, ARGV[11])
-  redis.call('HINCRBY', stats, 'outcome:REVOKED', 1)
-  redis.call('HINCRBY', stats, counter .. '|REVOKED', 1)
-  queue_webhook({id = id, job = job, webhooks_due = webhooks_due, now = now,
-                 retention = retention, webhook_prefix = webhook_prefix,
-                 webhook_type = 'job.revoked'}, id, webhook_url)
+  hset_fields(job, ARG.fields)
+  decide({status = 'revoked', state = 'REVOKED', error = '', seconds = '', cost = '',
+          webhook_type = 'job.revoked'})
   return {'revoked'}
 end
 
@@ -80,7 +80,7 @@ if idem ~= job then
       redis.call('DEL', job)
       return {'too_many'}
     end
-    redis.call('HSET', job, 'status', 'follower', 'leader', leader, unpack(ARGV, FIELDS))
+    redis.call('HSET', job, 'status', 'follower', 'leader', leader, unpack(ARG.fields))
     redis.call('EXPIRE', job, retention)
     if outcome then return {'follower', leader, outcome} end
     redis.call('HSET', leader_followers, id, webhook_url)
@@ -90,7 +90,7 @@ if idem ~= job then
   redis.call('SET', idem, id, 'EX', retention)
 end
 
-redis.call('HSET', job, unpack(ARGV, FIELDS))
+redis.call('HSET', job, unpack(ARG.fields))
 if inline_image ~= '' then
   redis.call('SET', inline, inline_image, 'EX', retention)
   redis.call('HSET', job, 'inline_image', 1)

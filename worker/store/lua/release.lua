@@ -18,8 +18,8 @@
 -- Returns 1, or 0 when the job was not ours
 --!include common
 --!include job
-local id, owner = ARGV[1], ARGV[2]
-if not owns(J.leases, id, owner) then return 0 end
-hset_from(J.job, 4)
-if ARGV[3] == '1' then retire(id) else redis.call('HDEL', J.leases, id) end
+local id, owner = ARG.job_id, ARG.owner
+if not owns(KEY.leases, id, owner) then return 0 end
+hset_fields(KEY.job, ARG.fields)
+if ARG.retire == '1' then retire(id) else redis.call('HDEL', KEY.leases, id) end
 return 1

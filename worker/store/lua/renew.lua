@@ -8,11 +8,12 @@
 -- ARGV[2...] held           job id, owner, job id, owner, ...
 -- Returns how many leases were renewed
 --!include common
-local leases, due_poll, due_local = KEYS[1], KEYS[2], KEYS[3]
-local lease_end = ARGV[1]
+local leases, due_poll, due_local = KEY.leases, KEY.due_poll, KEY.due_local
+local lease_end = ARG.lease_end
 local renewed = 0
-for i = 2, #ARGV, 2 do
-  local id, owner = ARGV[i], ARGV[i + 1]
+local held = ARG.held
+for i = 1, #held, 2 do
+  local id, owner = held[i], held[i + 1]
   if owns(leases, id, owner) then
     redis.call('HSET', leases, id, owner .. '|' .. lease_end)
     redis.call('ZADD', due_poll, 'XX', lease_end, id)

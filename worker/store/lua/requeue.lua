@@ -22,19 +22,19 @@
 -- Returns 'ok' | 'lost' | 'revoked'
 --!include common
 --!include job
-local id, owner, now, at = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-if not owns(J.leases, id, owner) then return 'lost' end
-hset_from(J.job, 5)
-if redis.call('HGET', J.job, 'status') ~= 'queued' then return settle_revoked(id, now) end
-redis.call('HDEL', J.leases, id)
-redis.call('ZREM', J.due_poll, id)
-release_inflight(J.inflight, J.inflight_jobs, id)
-local post_by = tonumber(redis.call('HGET', J.job, 'post_by') or '0')
-if post_by > 0 then redis.call('ZADD', J.expiry, post_by, id) end
+local id, owner, now, at = ARG.job_id, ARG.owner, tonumber(ARG.now), tonumber(ARG.at)
+if not owns(KEY.leases, id, owner) then return 'lost' end
+hset_fields(KEY.job, ARG.fields)
+if redis.call('HGET', KEY.job, 'status') ~= 'queued' then return settle_revoked(id, now) end
+redis.call('HDEL', KEY.leases, id)
+redis.call('ZREM', KEY.due_poll, id)
+release_inflight(KEY.inflight, KEY.inflight_jobs, id)
+local post_by = tonumber(redis.call('HGET', KEY.job, 'post_by') or '0')
+if post_by > 0 then redis.call('ZADD', KEY.expiry, post_by, id) end
 if at > now then
-  redis.call('ZADD', J.due_submit, at, id)
+  redis.call('ZADD', KEY.due_submit, at, id)
 else
-  local lane, member = split2(redis.call('HGET', J.queued, id))
-  join_ready(J.ready, J.turns, KEYS[12], lane, member)
+  local lane, member = split2(redis.call('HGET', KEY.queued, id))
+  join_ready(KEY.ready, KEY.turns, KEY.dispatch, lane, member)
 end
 return 'ok'

@@ -21,16 +21,16 @@
 -- Returns 'ok' | 'lost' | 'revoked' | 'delete'
 --!include common
 --!include job
-local id, owner, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
-if not owns(J.leases, id, owner) then return 'lost' end
-hset_from(J.job, 5)
-local f = redis.call('HMGET', J.job, 'status', 'pending_post', 'poll_now')
+local id, owner, now = ARG.job_id, ARG.owner, tonumber(ARG.now)
+if not owns(KEY.leases, id, owner) then return 'lost' end
+hset_fields(KEY.job, ARG.fields)
+local f = redis.call('HMGET', KEY.job, 'status', 'pending_post', 'poll_now')
 if f[1] == 'revoked' and tonumber(f[2] or '0') == 0 then return settle_revoked(id, now) end
-redis.call('HDEL', J.leases, id)
+redis.call('HDEL', KEY.leases, id)
 if f[3] then
-  redis.call('HDEL', J.job, 'poll_now')
-  redis.call('ZADD', J.due_poll, math.min(tonumber(ARGV[4]), tonumber(f[3])), id)
+  redis.call('HDEL', KEY.job, 'poll_now')
+  redis.call('ZADD', KEY.due_poll, math.min(tonumber(ARG.at), tonumber(f[3])), id)
 else
-  redis.call('ZADD', J.due_poll, ARGV[4], id)
+  redis.call('ZADD', KEY.due_poll, ARG.at, id)
 end
 return 'ok'

@@ -23,10 +23,12 @@
 -- ARGV[11] answered          1 when the destination answered (with any status), else 0
 -- Returns 1, or 0 when the webhook is gone
 --!include destination
-local webhook, due, dead = KEYS[1], KEYS[2], KEYS[3]
-local id, now, result, next_at, error = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
-local destination_prefix, failures_to_hold = ARGV[7], tonumber(ARGV[8])
-local hold_base, hold_max, answered = tonumber(ARGV[9]), tonumber(ARGV[10]), ARGV[11] == '1'
+local webhook, due, dead = KEY.webhook, KEY.webhooks_due, KEY.webhooks_dead
+local id, now, result = ARG.message_id, tonumber(ARG.now), ARG.result
+local next_at, error = ARG.next_at, ARG.error
+local destination_prefix, failures_to_hold = ARG.destination_prefix, tonumber(ARG.failures_to_hold)
+local hold_base, hold_max = tonumber(ARG.hold_base), tonumber(ARG.hold_max)
+local answered = ARG.answered == '1'
 if redis.call('EXISTS', webhook) == 0 then
   redis.call('ZREM', due, id)
   return 0
@@ -47,7 +49,7 @@ if dest then
     redis.call('EXPIRE', state, 86400)
   end
 end
-redis.call('HSETNX', webhook, 'body', ARGV[6])
+redis.call('HSETNX', webhook, 'body', ARG.body)
 redis.call('HSETNX', webhook, 'first_attempt_at', now)
 redis.call('HINCRBY', webhook, 'attempts', 1)
 redis.call('HSET', webhook, 'last_attempt_at', now, 'last_error', error)

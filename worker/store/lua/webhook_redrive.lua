@@ -7,11 +7,11 @@
 -- ARGV[2] now
 -- ARGV[3] retention
 -- Returns 'redriven', or the webhook's status ('missing' when it is gone)
-local status = redis.call('HGET', KEYS[1], 'status')
+local status = redis.call('HGET', KEY.webhook, 'status')
 if status ~= 'dead' then return status or 'missing' end
-redis.call('HSET', KEYS[1], 'status', 'pending', 'created_at', ARGV[2])
-redis.call('HDEL', KEYS[1], 'first_attempt_at')
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+redis.call('HSET', KEY.webhook, 'status', 'pending', 'created_at', ARG.now)
+redis.call('HDEL', KEY.webhook, 'first_attempt_at')
+redis.call('EXPIRE', KEY.webhook, ARG.retention)
+redis.call('ZREM', KEY.webhooks_dead, ARG.message_id)
+redis.call('ZADD', KEY.webhooks_due, ARG.now, ARG.message_id)
 return 'redriven'

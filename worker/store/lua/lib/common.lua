@@ -18,8 +18,9 @@ local function leased(leases, id, now)
   return tonumber(string.sub(v, string.find(v, '|', 1, true) + 1)) > now
 end
 
-local function hset_from(key, from)
-  if #ARGV > from then redis.call('HSET', key, unpack(ARGV, from)) end
+-- HSET of a list of field names and values (a script's ARG.fields), when it has any.
+local function hset_fields(key, fields)
+  if #fields > 0 then redis.call('HSET', key, unpack(fields)) end
 end
 
 local function split2(value)

@@ -1,71 +1,63 @@
 --!include common
---!include destination
--- decide(e): record a job's outcome once and deliver it. `e` holds the job's keys and values:
---   id, job, followers, result, live, dead, stats, generation, latency, webhooks_due, inline,
---   now, retention, outcome, status, doc, ttl, result_prefix, counter, state, error, seconds,
---   cost, webhook_prefix, webhook_url, webhook_type, token_prefix, created_at, and existing: the
---   outcome already recorded (false for none) when the caller read it, else nil
+--!include webhook
+-- decide(d): record a job's outcome once and deliver it. The script names these KEYS and ARGV
+-- (tests/unit/test_structure.py checks it):
+--   KEY: job, followers, result, live, dead, stats, generation, latency, webhooks_due, inline
+--   ARG: job_id, now, retention, outcome, doc, ttl, result_prefix, counter, webhook_prefix,
+--        webhook_url, token_prefix
+-- and `d` holds what differs by decision: status, state, error, seconds, cost, webhook_type,
+-- created_at, and existing: the outcome already recorded (false for none) when the caller read
+-- it, else nil.
 -- Writes the result document for the job and each follower (their keys are made from
--- result_prefix: followers are only known here), queues the webhooks (their hashes are
--- webhook_prefix .. message id, likewise), ends the job's callback token (token_prefix .. token),
--- drops its inline image (kept a day more for a failed job, which a redrive may POST again),
--- keeps the record for `retention`, and only then counts it: a counter that cannot be
--- incremented is skipped (redis.pcall), it never stops a decision half-way.
+-- result_prefix: followers are only known here), queues the webhooks, ends the job's callback
+-- token (token_prefix .. token), drops its inline image (kept a day more for a failed job, which
+-- a redrive may POST again), keeps the record for `retention`, and only then counts it: a
+-- counter that cannot be incremented is skipped (redis.pcall), it never stops a decision
+-- half-way.
 -- Returns the outcome as recorded (an earlier decision wins), whether it is new, the followers.
 local FAILED_INLINE_IMAGE_SECONDS = 86400
 
-local function queue_webhook(e, job_id, url)
-  if url == '' then return end
-  local message = 'msg_' .. job_id
-  local redriven = redis.call('HGET', e.job, 'redriven')
-  if redriven and job_id == e.id then message = message .. '_' .. redriven end
-  local key = e.webhook_prefix .. message
-  redis.call('HSET', key, 'url', url, 'dest', destination(url), 'job_id', job_id, 'source', e.id,
-             'type', e.webhook_type, 'created_at', e.now, 'attempts', 0, 'status', 'pending')
-  redis.call('EXPIRE', key, e.retention)
-  redis.call('ZADD', e.webhooks_due, e.now, message)
-end
-
-local function count(e)
-  redis.pcall('HINCRBY', e.stats, 'outcome:' .. e.state, 1)
-  redis.pcall('HINCRBY', e.stats, e.counter .. '|' .. e.state, 1)
-  if e.error ~= '' then redis.pcall('HINCRBY', e.stats, 'error:' .. e.error, 1) end
-  if e.cost ~= '' then redis.pcall('HINCRBY', e.stats, e.counter .. '|cost_mc', e.cost) end
-  local seconds = tonumber(e.seconds)
+local function count(d)
+  redis.pcall('HINCRBY', KEY.stats, 'outcome:' .. d.state, 1)
+  redis.pcall('HINCRBY', KEY.stats, ARG.counter .. '|' .. d.state, 1)
+  if d.error ~= '' then redis.pcall('HINCRBY', KEY.stats, 'error:' .. d.error, 1) end
+  if d.cost ~= '' then redis.pcall('HINCRBY', KEY.stats, ARG.counter .. '|cost_mc', d.cost) end
+  local seconds = tonumber(d.seconds)
   if seconds then
-    local old = tonumber(redis.call('GET', e.generation))
+    local old = tonumber(redis.call('GET', KEY.generation))
     if old then seconds = old * 0.8 + seconds * 0.2 end
-    redis.call('SET', e.generation, tostring(seconds))
+    redis.call('SET', KEY.generation, tostring(seconds))
   end
-  local created = tonumber(e.created_at)
+  local created = tonumber(d.created_at)
   if created and created > 0 then
-    local kept = redis.call('LPUSH', e.latency, e.counter .. '|' .. (tonumber(e.now) - created))
-    if kept > 5100 then redis.call('LTRIM', e.latency, 0, 4999) end
+    local seconds_since = tonumber(ARG.now) - created
+    local kept = redis.call('LPUSH', KEY.latency, ARG.counter .. '|' .. seconds_since)
+    if kept > 5100 then redis.call('LTRIM', KEY.latency, 0, 4999) end
   end
 end
 
-local function decide(e)
-  local outcome = e.existing
-  if outcome == nil then outcome = redis.call('HGET', e.job, 'outcome') end
-  local followers = redis.call('HGETALL', e.followers)
+local function decide(d)
+  local outcome = d.existing
+  if outcome == nil then outcome = redis.call('HGET', KEY.job, 'outcome') end
+  local followers = redis.call('HGETALL', KEY.followers)
   if outcome then return outcome, 0, followers end
-  redis.call('HSET', e.job, 'outcome', e.outcome, 'status', e.status, 'finished_at', e.now)
-  redis.call('SREM', e.live, e.id)
-  if e.status == 'failed' then redis.call('ZADD', e.dead, e.now, e.id) end
-  write_result(e.result, e.doc, e.id, e.ttl)
-  queue_webhook(e, e.id, e.webhook_url)
+  redis.call('HSET', KEY.job, 'outcome', ARG.outcome, 'status', d.status, 'finished_at', ARG.now)
+  redis.call('SREM', KEY.live, ARG.job_id)
+  if d.status == 'failed' then redis.call('ZADD', KEY.dead, ARG.now, ARG.job_id) end
+  write_result(KEY.result, ARG.doc, ARG.job_id, ARG.ttl)
+  queue_webhook(d.webhook_type, ARG.job_id, ARG.job_id, ARG.webhook_url)
   for i = 1, #followers, 2 do
-    write_result(e.result_prefix .. followers[i], e.doc, followers[i], e.ttl)
-    queue_webhook(e, followers[i], followers[i + 1])
+    write_result(ARG.result_prefix .. followers[i], ARG.doc, followers[i], ARG.ttl)
+    queue_webhook(d.webhook_type, ARG.job_id, followers[i], followers[i + 1])
   end
-  local token = redis.call('HGET', e.job, 'token')
-  if token then redis.call('DEL', e.token_prefix .. token) end
-  if e.status == 'failed' then
-    redis.call('EXPIRE', e.inline, FAILED_INLINE_IMAGE_SECONDS)
+  local token = redis.call('HGET', KEY.job, 'token')
+  if token then redis.call('DEL', ARG.token_prefix .. token) end
+  if d.status == 'failed' then
+    redis.call('EXPIRE', KEY.inline, FAILED_INLINE_IMAGE_SECONDS)
   else
-    redis.call('DEL', e.inline)
+    redis.call('DEL', KEY.inline)
   end
-  redis.call('EXPIRE', e.job, e.retention)
-  count(e)
-  return e.outcome, 1, followers
+  redis.call('EXPIRE', KEY.job, ARG.retention)
+  count(d)
+  return ARG.outcome, 1, followers
 end
