@@ -19,7 +19,7 @@ from celery.result import AsyncResult
 
 from astria_local.redis_server import ThrowawayRedis
 from astria_local.simulator import AstriaSimulator, SimConfig
-from worker.app import app
+from worker.broker.app import app
 from worker.constants import SUBMIT_TASK
 from worker.errors import ConfigError, InvalidSpec
 from worker.producer import enqueue

@@ -21,7 +21,7 @@ from astria_local.simulator import SimConfig
 from astria_local.webhook_endpoint import WebhookEndpoint
 from bench.run import TUNED, Pool, Run, done_at, wait_all
 from worker.constants import Keys
-from worker.stats import percentile
+from worker.store.stats import percentile
 
 SECRET = "whsec_" + base64.b64encode(b"bench-hostile-webhooks-key-32byt").decode()
 #: A 4 MiB data URL: 3 MiB of image bytes, base64.

@@ -17,7 +17,7 @@ from typing import Any
 
 from astria_local.simulator import SimConfig
 from bench.run import Pool, Run, done_at, wait_all
-from worker.stats import percentile
+from worker.store.stats import percentile
 
 GENERATION, LATENCY = 1.0, 0.25
 

@@ -21,7 +21,7 @@ from celery import Celery
 
 from astria_local.redis_server import free_port
 from astria_local.simulator import AstriaSimulator, SimConfig
-from worker.stats import percentile
+from worker.store.stats import percentile
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -199,8 +199,8 @@ class Run:
         if callbacks:
             port = free_port()
             self.env["ASTRIA_CALLBACK_URL"] = f"http://127.0.0.1:{port}/astria/callback"
-            self.procs += start(["gunicorn", "-c", "python:worker.gunicorn_conf",
-                                 "worker.receiver:app"],
+            self.procs += start(["gunicorn", "-c", "python:worker.edge.gunicorn_conf",
+                                 "worker.edge.receiver:app"],
                                 {**self.env, "CALLBACK_HOST": "127.0.0.1",
                                  "CALLBACK_PORT": str(port), "CALLBACK_WORKERS": "1"})
         self.workers = start(pool.args("worker"), self.env, pool.processes)

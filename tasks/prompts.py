@@ -1,4 +1,4 @@
-"""The public task. Its work is in `worker.accept`.
+"""The public task. Its work is in `worker.flow.accept`.
 
 `astria.submit_prompt` is what producers send (by name, with `kwargs={"spec": ...}`). It only
 reads its arguments, validates and registers the job; its POST, polls and outcome follow from
@@ -15,9 +15,9 @@ from typing import Any
 import redis
 from celery.exceptions import Reject
 
-from worker.accept import accept
-from worker.app import app
+from worker.broker.app import app
 from worker.constants import SUBMIT_TASK
+from worker.flow.accept import accept
 from worker.runtime import runtime
 
 log = logging.getLogger("astria.accept")

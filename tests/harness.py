@@ -26,9 +26,9 @@ from celery.result import AsyncResult
 from astria_local.redis_server import free_port
 from astria_local.simulator import AstriaSimulator, SimConfig
 from worker.constants import Keys
-from worker.results import ResultFormat
 from worker.settings import Settings
 from worker.store.jobs import JobStore
+from worker.store.results import ResultFormat
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "sk-test-" + uuid.uuid4().hex  # a key that must never show up anywhere
@@ -171,8 +171,8 @@ def start_callback_receiver(stack: Stack) -> str:
     port = free_port()
     log = Path(f"/tmp/astria-test-callbacks-{stack.prefix}.log")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "python:worker.gunicorn_conf",
-         "worker.receiver:app"],
+        [sys.executable, "-m", "gunicorn", "-c", "python:worker.edge.gunicorn_conf",
+         "worker.edge.receiver:app"],
         cwd=ROOT, env={**os.environ, **stack.env, "CALLBACK_HOST": "127.0.0.1",
                        "CALLBACK_PORT": str(port), "CALLBACK_WORKERS": "1"},
         stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,

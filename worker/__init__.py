@@ -3,8 +3,8 @@
 `celery -A worker worker` starts a worker (this package's `app`). The public surface:
 """
 
-from worker.app import app
-from worker.client import AstriaClient
+from worker.astria.client import AstriaClient
+from worker.broker.app import app
 from worker.constants import QUEUE, SUBMIT_TASK
 from worker.errors import (
     AstriaError,
@@ -19,11 +19,11 @@ from worker.errors import (
     PromptFailed,
     PromptTimeout,
 )
+from worker.flow.webhooks import verify as verify_webhook
 from worker.producer import cancel, cancel_tenant, check_spec, enqueue, job_result, outcome
 from worker.records import JobState, Lane
 from worker.settings import Settings, get_settings
 from worker.spec import PromptSpec, parse_spec
-from worker.webhooks import verify as verify_webhook
 
 __all__ = [
     "QUEUE",

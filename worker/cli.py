@@ -101,8 +101,8 @@ def health(timeout: float) -> None:
     code 0 when all is well (an engine that stopped beating while none beats is not)."""
     import requests
 
-    from worker import health as pool_health
-    from worker.app import app
+    from worker.broker.app import app
+    from worker.edge import health as pool_health
     from worker.runtime import runtime
 
     rt = runtime()
@@ -146,7 +146,7 @@ def batch(specs: Path, out: Path | None, dry_run: bool, timeout: float) -> None:
     """Enqueue a JSONL file of specs, show progress, write the outcomes as JSONL."""
     import time
 
-    from worker.app import app
+    from worker.broker.app import app
     from worker.constants import SUBMIT_TASK
     from worker.errors import InvalidSpec
     from worker.producer import check_spec, job_result
@@ -221,7 +221,7 @@ def metrics(host: str, port: int) -> None:
     """Serve Prometheus metrics of the whole pool on /metrics (where no receiver runs)."""
     from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-    from worker import metrics as pool_metrics
+    from worker.edge import metrics as pool_metrics
 
     class Quiet(WSGIRequestHandler):
         def log_message(self, format: str, *args: Any) -> None:
@@ -304,7 +304,7 @@ def callbacks(host: str, port: int) -> None:
 def run_receiver(host: str, port: int) -> None:
     """Exec gunicorn with the receiver's settings: the Procfile's own command."""
     os.environ.update(CALLBACK_HOST=host, CALLBACK_PORT=str(port))
-    args = ["gunicorn", "-c", "python:worker.gunicorn_conf", "worker.receiver:app"]
+    args = ["gunicorn", "-c", "python:worker.edge.gunicorn_conf", "worker.edge.receiver:app"]
     os.execvp(sys.executable, [sys.executable, "-m", *args])
 
 

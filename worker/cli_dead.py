@@ -1,8 +1,8 @@
 """`astria-queue dead ...` and `astria-queue webhooks ...`: what failed, kept for an operator.
 
 Failed jobs (`dead list | redrive`), broker messages that could not be read (`dead messages
-list | redrive | purge`, `worker.intake`) and webhooks whose deliveries ran out (`webhooks list |
-redrive`). Each list prints JSON lines, newest first.
+list | redrive | purge`, `worker.broker.intake`) and webhooks whose deliveries ran out
+(`webhooks list | redrive`). Each list prints JSON lines, newest first.
 """
 
 from __future__ import annotations

@@ -179,7 +179,7 @@ class Keys:
     @property
     def tenants(self) -> str:
         """Sorted set: tenant -> when it last registered a job (stats of idle tenants are
-        pruned, `worker.housekeeping`)."""
+        pruned, `worker.flow.housekeeping`)."""
         return f"{self.prefix}:tenants"
 
     @property
@@ -189,7 +189,8 @@ class Keys:
 
     @property
     def dead_messages(self) -> str:
-        """Stream: broker messages that could not be read, with their reason (`worker.intake`)."""
+        """Stream: broker messages that could not be read, with their reason
+        (`worker.broker.intake`)."""
         return f"{self.prefix}:dead:messages"
 
     def inline_image(self, job_id: str) -> str:

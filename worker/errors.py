@@ -40,7 +40,7 @@ class InvalidMessage(AstriaQueueError):
 
 class DestinationRefused(AstriaQueueError):
     """A webhook destination is, or resolves to, an address webhooks may not reach (loopback,
-    private, link-local, ...; see `worker.addresses`), or does not resolve. Never retried."""
+    private, link-local, ...; see `worker.net.addresses`), or does not resolve. Never retried."""
 
 
 class AstriaError(AstriaQueueError):
@@ -66,7 +66,7 @@ class PromptTimeout(AstriaQueueError):
 
 
 class InternalError(AstriaQueueError):
-    """The job's steps failed unexpectedly STEP_FAILURE_LIMIT times (`worker.engine`; a bug, or
+    """The job's steps failed unexpectedly STEP_FAILURE_LIMIT times (`worker.flow.engine`; a bug, or
     an answer nothing anticipated): the job ends instead of taking a thread at every lease for
     ever. The worker log has each traceback; `astria-queue dead redrive` resumes the job (it
     keeps its prompt)."""

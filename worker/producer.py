@@ -14,10 +14,10 @@ from typing import Any
 
 from celery.result import AsyncResult
 
-from worker.addresses import resolved_problem
-from worker.app import app
+from worker.broker.app import app
 from worker.constants import SUBMIT_TASK
 from worker.errors import InvalidSpec
+from worker.net.addresses import resolved_problem
 from worker.runtime import runtime
 from worker.spec import PromptSpec, parse_spec
 

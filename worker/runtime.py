@@ -5,28 +5,31 @@ from __future__ import annotations
 from functools import cached_property, lru_cache
 
 import redis
+from requests.adapters import BaseAdapter
 
-from worker.client import AstriaClient
-from worker.clock import RedisClock
-from worker.connections import redis_client
+from worker.astria.client import AstriaClient
 from worker.constants import Keys
-from worker.dispatch import Dispatcher
-from worker.egress import Egress
-from worker.results import ResultFormat
+from worker.net.egress import Egress
 from worker.settings import Settings, get_settings
-from worker.stats import Stats
+from worker.store.clock import RedisClock
+from worker.store.connections import redis_client
+from worker.store.dispatch import Dispatcher
 from worker.store.engines import EngineRegistry
 from worker.store.jobs import JobStore
 from worker.store.learnt import Learnt
 from worker.store.messages import DeadMessages
 from worker.store.registration import Registrations
+from worker.store.results import ResultFormat
 from worker.store.scripts import Scripts
+from worker.store.stats import Stats
 from worker.store.webhooks import WebhookStore
 
 
 class Runtime:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, astria_transport: BaseAdapter | None = None) -> None:
+        """`astria_transport`: the Astria client's HTTP seam (tests answer in-process)."""
         self.settings = settings
+        self._astria_transport = astria_transport
         self.redis: redis.Redis = redis_client(settings)
         self.keys = Keys(settings.key_prefix)
         self.clock = RedisClock(self.redis)
@@ -44,7 +47,8 @@ class Runtime:
     @cached_property
     def astria(self) -> AstriaClient:
         """The Astria client (needs ASTRIA_API_KEY; producers and the CLI mostly do not)."""
-        return AstriaClient(self.settings, self.stats, self.dispatcher.reports)
+        return AstriaClient(self.settings, self.stats, self.dispatcher.reports,
+                            self._astria_transport)
 
     @cached_property
     def egress(self) -> Egress:

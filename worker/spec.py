@@ -2,8 +2,8 @@
 
 Field names are Astria's own `prompt[...]` names, so a spec reads like Astria's docs; our own keys
 (`tune_id`, `lora_strength`, `idempotency_key`, `priority`, `tenant`, `expires_in`) are never sent
-as prompt fields, and neither is `callback`: that is the producer's webhook (`worker.webhooks`),
-while Astria calls our own receiver.
+as prompt fields, and neither is `callback`: that is the producer's webhook
+(`worker.flow.webhooks`), while Astria calls our own receiver.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from pydantic import (
     model_validator,
 )
 
-from worker.addresses import url_host_problem
 from worker.errors import InvalidSpec
+from worker.net.addresses import url_host_problem
 from worker.records import Lane
 
 MAX_TEXT_CHARS = 4000
@@ -85,7 +85,7 @@ def _http_url(value: str | None) -> str | None:
 
 def _webhook_url(value: str, allow_private: bool) -> str:
     """A producer's webhook URL: no credentials in it (they would be stored and listed), and a
-    host that may receive webhooks (`worker.addresses`)."""
+    host that may receive webhooks (`worker.net.addresses`)."""
     parts = urlsplit(value)
     if parts.username is not None or parts.password is not None:
         raise ValueError("must not carry credentials (user:password@)")
@@ -255,7 +255,7 @@ def parse_spec(data: Any, *, sdxl_base_tune_id: int = 666678,
     """Validate a producer's spec; raise InvalidSpec naming every bad field and its rule.
 
     `private_callbacks` admits a `callback` on a private or local address (see
-    `worker.addresses`; WEBHOOK_ALLOW_PRIVATE_ADDRESSES)."""
+    `worker.net.addresses`; WEBHOOK_ALLOW_PRIVATE_ADDRESSES)."""
     if not isinstance(data, dict):
         raise InvalidSpec(f"spec: must be a JSON object, got {type(data).__name__}")
     try:

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 from astria_local.sim_limit import AccountLimit, Counter
 from tests.unit.conftest import Store
-from worker.dispatch import Dispatcher
 from worker.records import RequestKind
+from worker.store.dispatch import Dispatcher
 from worker.store.types import Lease
 
 

@@ -11,13 +11,13 @@ import pytest
 import redis
 
 from worker.constants import Keys
-from worker.dispatch import Dispatcher
 from worker.records import Job
-from worker.results import ResultFormat
 from worker.settings import Settings
 from worker.spec import parse_spec
+from worker.store.dispatch import Dispatcher
 from worker.store.jobs import JobStore
 from worker.store.registration import Registrations
+from worker.store.results import ResultFormat
 from worker.store.types import Lease, Registration
 from worker.store.webhooks import WebhookStore
 

@@ -6,8 +6,8 @@ import socket
 
 import pytest
 
-from worker.addresses import resolve_checked, resolved_problem, url_host_problem
 from worker.errors import DestinationRefused, InvalidSpec
+from worker.net.addresses import resolve_checked, resolved_problem, url_host_problem
 from worker.spec import parse_spec
 
 REFUSED = [

@@ -11,7 +11,7 @@ from typing import Any
 
 from tests.unit.conftest import Store
 from worker.errors import InvalidSpec
-from worker.housekeeping import run_if_due
+from worker.flow.housekeeping import run_if_due
 from worker.records import Failed, Succeeded
 from worker.runtime import Runtime
 from worker.store.registration import MAX_STORED_SPEC_CHARS

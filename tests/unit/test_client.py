@@ -9,9 +9,9 @@ import pytest
 import requests
 
 from astria_local.simulator import AstriaSimulator, SimConfig
-from worker.client import AstriaClient, TransientError
+from worker.astria.client import AstriaClient, TransientError
+from worker.astria.retry import advised_wait
 from worker.errors import AstriaRejected
-from worker.retry import advised_wait
 from worker.settings import Settings
 
 

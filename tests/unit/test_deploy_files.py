@@ -49,8 +49,8 @@ def test_the_procfile_uses_standard_commands() -> None:
     commands = procfile()
     assert set(commands) == {"worker", "callbacks", "flower"}
     assert commands["worker"][:4] == ["celery", "-A", "worker", "worker"]
-    assert commands["callbacks"][:3] == ["gunicorn", "-c", "python:worker.gunicorn_conf"]
-    assert commands["callbacks"][3] == "worker.receiver:app"
+    assert commands["callbacks"][:3] == ["gunicorn", "-c", "python:worker.edge.gunicorn_conf"]
+    assert commands["callbacks"][3] == "worker.edge.receiver:app"
 
 
 def test_the_image_starts_the_recommended_worker_and_leaves_local_tools_out() -> None:
@@ -67,7 +67,7 @@ def test_prometheus_scrapes_the_receiver_and_the_dashboard_uses_real_metrics() -
     assert scrape["static_configs"][0]["targets"] == ["callbacks:8080"]
     dashboard = json.loads((ROOT / "deploy/grafana/dashboards/astria-queue.json").read_text())
     exported = set(re.findall(r'"(astria_queue_\w+)"',
-                              (ROOT / "worker/metrics.py").read_text()))
+                              (ROOT / "worker/edge/metrics.py").read_text()))
     for panel in dashboard["panels"]:
         for target in panel["targets"]:
             for name in re.findall(r"astria_queue_\w+", target["expr"]):
@@ -83,7 +83,7 @@ def test_committed_schema_is_current() -> None:
 
 
 def test_the_sentinel_variant_reaches_redis_through_three_sentinels() -> None:
-    from worker.connections import sentinel_hosts
+    from worker.store.connections import sentinel_hosts
 
     override = compose("docker-compose.sentinel.yml")["services"]
     env = override["worker"]["environment"]

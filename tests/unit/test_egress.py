@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import trustme
 
-from worker import egress
-from worker.addresses import resolve_checked
-from worker.egress import ANSWER_BYTES, Egress, tls_context
+from worker.net import egress
+from worker.net.addresses import resolve_checked
+from worker.net.egress import ANSWER_BYTES, Egress, tls_context
 
 Handler = Callable[[socket.socket], None]
 DEADLINE = 1.0

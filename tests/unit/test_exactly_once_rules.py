@@ -13,18 +13,18 @@ import redis
 
 from astria_local.redis_server import ThrowawayRedis
 from tests.unit.conftest import Store
-from worker.client import TransientError
-from worker.clock import RedisClock
+from worker.astria.client import TransientError
+from worker.astria.retry import astria_policy, next_attempt_in
+from worker.astria.routing import Target, route, unsupported_kind
 from worker.constants import Keys
-from worker.dispatch import Dispatcher
 from worker.errors import ConfigError
-from worker.results import ResultFormat
-from worker.retry import astria_policy, next_attempt_in
-from worker.routing import Target, route, unsupported_kind
 from worker.settings import Settings, load_settings
 from worker.spec import parse_spec
+from worker.store.clock import RedisClock
+from worker.store.dispatch import Dispatcher
 from worker.store.jobs import JobStore
 from worker.store.registration import Registrations
+from worker.store.results import ResultFormat
 from worker.store.types import Lease
 from worker.store.webhooks import WebhookStore
 

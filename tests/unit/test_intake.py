@@ -14,9 +14,9 @@ import redis
 from celery import Celery
 
 from tests.unit.conftest import Store
-from worker.intake import MAX_MESSAGE_BYTES, problem
-from worker.results import ResultFormat
+from worker.broker.intake import MAX_MESSAGE_BYTES, problem
 from worker.store.messages import MAX_KEPT_BYTES, DeadMessages
+from worker.store.results import ResultFormat
 
 
 @pytest.fixture

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from worker.client import TransientError
+from worker.astria.client import TransientError
+from worker.astria.polling import first_poll_delay, next_poll_delay
+from worker.astria.prompt import read_prompt
+from worker.astria.retry import astria_policy, next_attempt_in, webhook_policy
+from worker.astria.routing import Target, route, unsupported_kind
 from worker.errors import InvalidSpec
-from worker.outcomes import generation_seconds
-from worker.polling import first_poll_delay, next_poll_delay
-from worker.prompt import read_prompt
+from worker.flow.outcomes import generation_seconds
 from worker.records import LANES, Job, Lane
-from worker.retry import astria_policy, next_attempt_in, webhook_policy
-from worker.routing import Target, route, unsupported_kind
 from worker.settings import Settings
 from worker.spec import parse_spec
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from worker.accept import spec_argument
 from worker.errors import ConfigError, InvalidSpec
+from worker.flow.accept import spec_argument
 from worker.settings import load_settings
 from worker.spec import MAX_TEXT_CHARS, parse_spec
 

@@ -1,5 +1,5 @@
-"""The shape of the code: no import cycles, small modules, every Redis key named in one place,
-every Lua script declaring what it uses."""
+"""The shape of the code: layers that import only downwards, no import cycles, small modules,
+every Redis key named in one place, every Lua script reading what its header declares."""
 
 from __future__ import annotations
 
@@ -127,3 +127,43 @@ def test_lua_reads_and_writes_only_fields_of_the_job_record() -> None:
             named |= {name.strip("'") for name in names if re.fullmatch(r"'\w+'", name)}
     assert len(named) > 20  # the parser still finds them
     assert named - JOB_HASH_FIELDS == set()
+
+
+#: The layers, lowest first: a module imports from its own layer and those below, never above
+#: (each package's __init__ says the same in words).
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("worker.errors", "worker.records", "worker.settings", "worker.constants", "worker.logs",
+     "worker.fdlimit"),  # the core: names, records, settings
+    ("worker.net",),  # HTTP to producers' endpoints
+    ("worker.spec",),  # what a producer may ask for
+    ("worker.astria",),  # Astria and its rules
+    ("worker.store",),  # Redis: every read and write, the dispatcher's grant
+    ("worker.runtime",),  # what a process needs, built once
+    ("worker.flow",),  # a job's life
+    ("worker.edge",),  # what listens: receiver, metrics, health
+    ("worker.broker",),  # Celery
+    ("worker", "worker.producer", "worker.cli", "worker.cli_dead", "tasks", "astria_local"),
+)
+
+
+def layer(module: str) -> int:
+    """The index in LAYERS of the longest prefix that names the module's layer."""
+    best, rank = "", -1
+    for i, names in enumerate(LAYERS):
+        for name in names:
+            if (module == name or module.startswith(name + ".")) and len(name) > len(best):
+                best, rank = name, i
+    assert rank >= 0, f"{module} has no layer in LAYERS"
+    return rank
+
+
+def test_no_module_imports_a_layer_above_its_own() -> None:
+    mods = modules()
+    upward = sorted(f"{name} -> {target}" for name, path in mods.items()
+                    for target in imports(name, path, set(mods)) if layer(target) > layer(name))
+    assert upward == []
+
+
+def test_at_most_a_dozen_modules_at_the_top_of_worker() -> None:
+    top = sorted(path.name for path in (ROOT / "worker").glob("*.py"))
+    assert len(top) <= 12, top

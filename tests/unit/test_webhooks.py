@@ -8,8 +8,8 @@ import json
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
+from worker.flow.webhooks import event_body, signed_headers, verify
 from worker.records import Failed, Revoked, Succeeded
-from worker.webhooks import event_body, signed_headers, verify
 
 SECRET = "whsec_" + base64.b64encode(b"a-key-of-more-than-16-bytes").decode()
 

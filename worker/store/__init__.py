@@ -1,5 +1,7 @@
-"""The store: every job's durable state in Redis, changed only by Lua scripts; and the records
-around jobs (registrations, webhooks, dead messages, engines' heartbeats)."""
+"""The store owns Redis: every job's durable state, changed only by its Lua scripts, the
+dispatcher's grant, the records around jobs (registrations, webhooks, dead messages, engines'
+heartbeats, counters, results) and the connections. May import the layers below: core, spec,
+net, astria."""
 
 from worker.store.engines import EngineRegistry
 from worker.store.jobs import JobStore

@@ -1,9 +1,9 @@
 """Engines' heartbeats: which worker hosts are working, as Redis sees it.
 
-Each engine (`worker.engine`) writes the time of its last successful grant, at most every few
+Each engine (`worker.flow.engine`) writes the time of its last successful grant, at most every few
 seconds, under its id (`host:pid`), and removes it when it stops cleanly. A beat older than
 STALE_SECONDS means an engine that stopped working (or a worker killed without a clean stop): the
-health checks (`worker.health`) report it; beats older than FORGET_SECONDS are pruned.
+health checks (`worker.edge.health`) report it; beats older than FORGET_SECONDS are pruned.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Celery messages only *trigger* work. Once registered, the truth is the job's hash plus its place
 in the dispatch structures (`worker.constants.Keys`): its lane's queue while it waits for its
 POST, a due set while it waits for anything else. Whoever works on a job holds its lease (granted
-by `worker.dispatch`), and every transition is one Lua script checked against that lease: two
+by `worker.store.dispatch`), and every transition is one Lua script checked against that lease: two
 workers can never both record a prompt or both decide an outcome, and a worker that dies leaves
 the job due again when its lease ends.
 """
@@ -30,9 +30,9 @@ from worker.records import (
     outcome_from_json,
     outcome_to_json,
 )
-from worker.results import ResultFormat, outcome_status, webhook_type
 from worker.settings import Settings
 from worker.store.learnt import Recent
+from worker.store.results import ResultFormat, outcome_status, webhook_type
 from worker.store.scripts import Batch, Scripts
 from worker.store.types import (
     CallbackTaken,

@@ -13,8 +13,8 @@ from typing import Generic, TypeVar, cast
 
 import redis
 
+from worker.astria.routing import ROUTE_KINDS, RouteKind
 from worker.constants import Keys
-from worker.routing import ROUTE_KINDS, RouteKind
 
 T = TypeVar("T")
 CACHE_SECONDS = 2.0

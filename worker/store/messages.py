@@ -1,8 +1,8 @@
-"""Dead messages: broker messages that could not be read (`worker.intake`), kept with their
+"""Dead messages: broker messages that could not be read (`worker.broker.intake`), kept with their
 reason for an operator to list, send again or purge (`astria-queue dead messages ...`).
 
 They live in a Redis stream: at most MAX_ENTRIES, and pruned past JOB_RETENTION_SECONDS
-(`worker.housekeeping`). Of each, the first MAX_KEPT_BYTES are kept; a message cut so cannot be
+(`worker.flow.housekeeping`). Of each, the first MAX_KEPT_BYTES are kept; a message cut so cannot be
 sent again (it would not be the same message). Sending one again pushes it back onto the queue
 it came from: a message rejected by an older release's stricter rule, say, once a fixed release
 runs.
@@ -17,7 +17,7 @@ import redis
 
 from worker.constants import QUEUE, Keys
 from worker.records import Failed, as_text
-from worker.results import ResultFormat
+from worker.store.results import ResultFormat
 from worker.store.scripts import Scripts
 
 MAX_ENTRIES = 10_000

@@ -35,9 +35,9 @@ from worker.records import (
     outcome_from_json,
     outcome_to_json,
 )
-from worker.results import webhook_type
 from worker.spec import TENANT_PATTERN, PromptSpec, parse_spec
 from worker.store.jobs import JobStore
+from worker.store.results import webhook_type
 from worker.store.types import Registered, Registration, job_fields
 
 #: What is kept of an invalid spec: enough to see what was sent, never megabytes.

@@ -10,17 +10,18 @@ webhook cannot be lost between the two. A worker then POSTs:
     {"type": "job.succeeded" | "job.failed" | "job.revoked", "timestamp": "<the outcome's time>",
      "data": <the outcome, with job_id> | {"job_id", "error", "message"} | {"job_id", "reason"}}
 
-A non-2xx answer or a timeout is retried under the same id and body (`worker.retry.webhook_policy`:
-first retry within WEBHOOK_FIRST_RETRY_SECONDS, then exponential back-off with jitter, for
-WEBHOOK_RETRY_FOR_SECONDS); the waits are due times in Redis, never a sleeping worker. Deliveries
-that ran out are dead letters: `astria-queue webhooks list`, `astria-queue webhooks redrive`.
-Signing and verifying use the `standardwebhooks` package, the specification's own.
+A non-2xx answer or a timeout is retried under the same id and body
+(`worker.astria.retry.webhook_policy`: first retry within WEBHOOK_FIRST_RETRY_SECONDS, then
+exponential back-off with jitter, for WEBHOOK_RETRY_FOR_SECONDS); the waits are due times in Redis,
+never a sleeping worker. Deliveries that ran out are dead letters: `astria-queue webhooks list`,
+`astria-queue webhooks redrive`. Signing and verifying use the `standardwebhooks` package, the
+specification's own.
 
 An endpoint is whatever a producer wrote, so deliveries cannot take the pool: they run on their
 own WEBHOOK_CONCURRENCY threads, each attempt within a total deadline on a checked address
-(`worker.egress`), a few attempts in flight per destination, and a destination that keeps not
+(`worker.net.egress`), a few attempts in flight per destination, and a destination that keeps not
 answering is held back (`worker.store.webhooks`). A destination that is not public is refused and
-the webhook is dead at once (`worker.addresses`).
+the webhook is dead at once (`worker.net.addresses`).
 """
 
 from __future__ import annotations
@@ -34,9 +35,9 @@ from typing import Any
 
 from standardwebhooks import Webhook as Signer
 
+from worker.astria.retry import next_attempt_in, webhook_policy
 from worker.errors import AstriaQueueError
 from worker.records import Failed, Outcome, Succeeded
-from worker.retry import next_attempt_in, webhook_policy
 from worker.runtime import Runtime
 
 log = logging.getLogger("astria.webhooks")
@@ -76,7 +77,7 @@ def verify(headers: Mapping[str, str], body: bytes | str, secret: str) -> Any:
 
 
 def deliver(rt: Runtime, message_id: str) -> None:
-    """One delivery attempt of a queued webhook (`worker.egress`: checked address, total
+    """One delivery attempt of a queued webhook (`worker.net.egress`: checked address, total
     deadline, a few KiB of answer); the result goes back to Redis."""
     hook = rt.webhooks.load(message_id)
     now = time.time()

@@ -9,16 +9,16 @@ prompt makes the job due for its poll at once: the outcome comes from Astria's o
 or one listing for many prompts of a tune, paid from the poll budget). Polling stays the fallback
 (Astria does not retry callbacks). No body of any shape or size can finish, stall or fail a job.
 
-It is served by gunicorn with gevent workers (`worker.gunicorn_conf`): each connection is a
+It is served by gunicorn with gevent workers (`worker.edge.gunicorn_conf`): each connection is a
 greenlet, not a thread, and a request whose headers do not arrive within the keep-alive timeout,
 or whose body does not arrive within BODY_TIMEOUT, is dropped, so idle or half-sent connections
 cost little and cannot crowd out Astria's callbacks. Bodies over MAX_BODY are refused (413). The
 token never reaches a log: no line here carries the URL, an unexpected error answers 500 without
-it, and gunicorn's own lines are redacted (`worker.gunicorn_conf`).
+it, and gunicorn's own lines are redacted (`worker.edge.gunicorn_conf`).
 
     POST <any path>?token=...   Astria's callback
-    GET  /healthz               200 when Redis answers and an engine beats (`worker.health`)
-    GET  /metrics               Prometheus text for the whole pool (`worker.metrics`)
+    GET  /healthz               200 when Redis answers and an engine beats (`worker.edge.health`)
+    GET  /metrics               Prometheus text for the whole pool (`worker.edge.metrics`)
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs
 
-from worker import health, metrics
+from worker.edge import health, metrics
 from worker.runtime import runtime
 
 log = logging.getLogger("astria.receiver")

@@ -1,9 +1,9 @@
 """HTTP to producers' webhook endpoints: one attempt, bounded in every direction.
 
 A producer's endpoint is whatever its URL says, and it may be slow or hostile. Every attempt:
-- connects only to an address `worker.addresses` allows, the very one it checked: the name is not
-  resolved again by the connection (no DNS rebinding); TLS still verifies the certificate for the
-  name in the URL. The name is resolved on one of RESOLVERS threads, waited for within the
+- connects only to an address `worker.net.addresses` allows, the very one it checked: the name is
+  not resolved again by the connection (no DNS rebinding); TLS still verifies the certificate for
+  the name in the URL. The name is resolved on one of RESOLVERS threads, waited for within the
   deadline (a resolver cannot be told to give up, so a slow one is left behind, not waited on);
 - ends by a total deadline however the endpoint trickles: each socket operation, the TLS handshake
   included, waits at most the time left (`_DeadlineSocket`, `_DeadlineSSLSocket`);
@@ -35,8 +35,8 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import HTTPError, NameResolutionError, NewConnectionError, SSLError
 
-from worker.addresses import resolve_checked
 from worker.errors import DestinationRefused
+from worker.net.addresses import resolve_checked
 
 #: Bytes of an answer read at most (the rest is never read: the connection is closed).
 ANSWER_BYTES = 4096

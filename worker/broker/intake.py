@@ -4,7 +4,7 @@ The queue is a Redis list anyone with the URL can push to. kombu and Celery assu
 message: `not json`, an envelope without `properties`, a body that is not base64, or headers with
 a task name and no id make them raise inside the consumer, and the worker exits ("Unrecoverable
 error"); since the loss-proof transport puts the message back, every worker that takes it dies
-too. So the transport (`worker.transport`) checks each message first with `problem()`, and a
+too. So the transport (`worker.broker.transport`) checks each message first with `problem()`, and a
 message that fails is moved once to the dead messages (`worker.store.messages`) with its reason,
 logged once, and never delivered. When its task id can be read, that job ends in FAILURE with an
 InvalidMessage, so a producer waiting on it gets an answer.
@@ -20,7 +20,7 @@ through the same transport), Celery's protocol 2 (or 1):
 - no ETA (`countdown`/`eta`): Celery would hold the message in the worker's memory until then;
   a job's `expires_in` (or Celery's `expires`) is how a producer bounds its wait. `expires`,
   `timelimit`, `retries` and the string headers have the types Celery expects.
-What the arguments themselves are is the task's to judge (`worker.accept`).
+What the arguments themselves are is the task's to judge (`worker.flow.accept`).
 """
 
 from __future__ import annotations

@@ -9,10 +9,10 @@ Why these settings (see README "Exactly once and crash safety"):
 - `visibility_timeout` (BROKER_VISIBILITY_TIMEOUT) exceeds `task_time_limit`; nothing we schedule
   lives in the broker (jobs wait in Redis' queues and due sets), so it need not exceed anything
   else.
-- `worker.transport` consumes with an atomic move, so no message is lost between kombu's pop and
-  its bookkeeping; it wants one queue and no priority steps.
+- `worker.broker.transport` consumes with an atomic move, so no message is lost between kombu's
+  pop and its bookkeeping; it wants one queue and no priority steps.
 
-Every worker runs one `Engine` (`worker.engine`), where the Astria requests are made: in the
+Every worker runs one `Engine` (`worker.flow.engine`), where the Astria requests are made: in the
 first prefork child (index 0), or in the worker's own process with the threads, gevent or solo
 pool. The other pool processes only validate and register jobs. The engine is not in prefork's
 main process because that one consumes the broker for every child: it is busy enough (measured:
@@ -30,12 +30,15 @@ from celery import Celery, bootsteps
 from celery.signals import worker_init, worker_process_init, worker_process_shutdown
 from kombu.entity import Queue
 
-from worker import control, engine, health, logs  # noqa: F401  (revoke hook, JSON log format)
-from worker.connections import sentinel_hosts
+from worker import logs  # noqa: F401  (JSON log format)
+from worker.broker import control  # noqa: F401  (the revoke hook)
 from worker.constants import QUEUE
+from worker.edge import health
 from worker.errors import ConfigError
+from worker.flow import engine
 from worker.runtime import runtime
 from worker.settings import Settings, get_settings
+from worker.store.connections import sentinel_hosts
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -50,9 +53,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "max_connections": 64,
     }
     backend_options: dict[str, Any] = {"retry_policy": {"timeout": 30.0}}
-    transport = "worker.transport:Transport"
+    transport = "worker.broker.transport:Transport"
     if settings.redis_url.startswith("sentinel://"):
-        transport = "worker.transport:SentinelTransport"
+        transport = "worker.broker.transport:SentinelTransport"
         transport_options["master_name"] = settings.redis_sentinel_master
         backend_options["master_name"] = settings.redis_sentinel_master
         _, _, password = sentinel_hosts(settings.redis_url)

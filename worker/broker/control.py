@@ -20,9 +20,9 @@ from celery.signals import task_revoked
 from celery.utils.functional import maybe_list
 from celery.worker import control
 
-from worker.accept import record_revoked_message, spec_argument
 from worker.constants import SUBMIT_TASK
 from worker.errors import InvalidSpec
+from worker.flow.accept import record_revoked_message, spec_argument
 from worker.runtime import runtime
 
 log = logging.getLogger("astria.control")

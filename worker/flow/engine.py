@@ -1,24 +1,24 @@
 """`Engine`: the I/O layer of a worker, where Astria requests and webhooks are made.
 
-Celery's pool only validates and registers jobs (`worker.accept`). Every HTTP request runs here,
-on two thread pools: WORKER_HTTP_CONCURRENCY threads for Astria (sharing one connection pool: a
-request in flight costs a thread blocked on a socket, not a process, so one 2-core host keeps
+Celery's pool only validates and registers jobs (`worker.flow.accept`). Every HTTP request runs
+here, on two thread pools: WORKER_HTTP_CONCURRENCY threads for Astria (sharing one connection pool:
+a request in flight costs a thread blocked on a socket, not a process, so one 2-core host keeps
 hundreds in flight) and WEBHOOK_CONCURRENCY threads for producers' webhooks, so that no producer's
 endpoint can hold a thread an Astria request needs. Nothing here sleeps for a back-off, a
 Retry-After, a rate limit or a grace period: those are due times in Redis, and the dispatcher loop
 only hands out work that may run now.
 
-The loop asks the dispatcher (`worker.dispatch`) for as many units as each pool has free threads,
-loads the granted jobs in one round trip, records their POSTs in another, and hands each unit to
-its pool (`worker.steps`; polls of one tune go together, `worker.wait.poll`). It sleeps until
-the next token or due time, a free thread, or a message on the wake channel, which a registration,
-a callback or a redrive publishes from any process.
+The loop asks the dispatcher (`worker.store.dispatch`) for as many units as each pool has free
+threads and hands the work the decision table makes of them (`worker.flow.steps.plan`: which
+step each job needs, which run together) to the pools; it knows nothing of job states. It sleeps
+until the next token or due time, a free thread, or a message on the wake channel, which a
+registration, a callback or a redrive publishes from any process. While a task runs, the leases
+of the jobs it holds are renewed.
 
 Nothing may end the loop quietly: any error is logged and the loop backs off (up to
 MAX_BACKOFF seconds) and goes on. After each grant it beats (`worker.store.engines`), so that
-`astria-queue health` and the receiver's `/healthz` see an engine that stopped working. A job
-whose steps fail unexpectedly STEP_FAILURE_LIMIT times ends with an InternalError rather than
-taking a thread at every lease for ever.
+`astria-queue health` and the receiver's `/healthz` see an engine that stopped working. A task
+that fails unexpectedly counts against the jobs it holds (`worker.flow.steps.step_failed`).
 """
 
 from __future__ import annotations
@@ -29,20 +29,17 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
 from functools import partial
 
 import redis
 
-from worker import housekeeping, outcomes, steps, submit, wait, webhooks
-from worker.dispatch import Grant
-from worker.errors import InternalError, InvalidSpec
 from worker.fdlimit import raise_open_file_limit
-from worker.records import Job, JobState, RequestKind
+from worker.flow import housekeeping, steps
+from worker.flow.steps import Work
 from worker.runtime import Runtime, runtime
-from worker.store.types import Lease, LeaseLost, Moved
+from worker.store.dispatch import Grant
+from worker.store.types import Lease, LeaseLost
 
 log = logging.getLogger("astria.engine")
 #: Most units one grant hands out: a slow process does not hoard work another could start.
@@ -54,18 +51,6 @@ GATHER_SECONDS = 0.05
 MAX_BACKOFF = 30.0
 #: Seconds between two heartbeats.
 HEARTBEAT_SECONDS = 5.0
-#: Unexpected failures of one job's steps after which the job ends with an InternalError.
-STEP_FAILURE_LIMIT = 5
-
-@dataclass(frozen=True)
-class Work:
-    """One task for a pool: what it is (for the log), the call, and the jobs it holds (their
-    leases are renewed while it runs; an unexpected failure counts against each)."""
-
-    what: str
-    call: Callable[[], object]
-    holds: tuple[tuple[Lease, Job], ...] = ()
-
 
 class Slots:
     """A thread pool and how many of its threads are taken."""
@@ -181,7 +166,7 @@ class Engine:
 
     def _beat(self) -> None:
         """Tell health checks that this engine works, and run the pool's housekeeping when it
-        is due (one engine does it, `worker.housekeeping`)."""
+        is due (one engine does it, `worker.flow.housekeeping`)."""
         now = time.time()
         if now - self._beat_at >= HEARTBEAT_SECONDS:
             self._beat_at = now
@@ -190,36 +175,11 @@ class Engine:
                                              partial(housekeeping.run_if_due, self._rt))])
 
     def _start(self, grant: Grant) -> None:
-        """Load the granted jobs in one round trip, record their POSTs in another, and hand
-        the units to the pools; polls of waiting prompts on one tune go as one listing."""
-        loaded = self._rt.jobs.load_many([u.id for u in grant.units]) if grant.units else {}
-        grant = replace(grant, units=[u for u in grant.units if u.id in loaded])
-        rt, tasks, handled = self._rt, list[Work](), set[str]()
-        for group in self._poll_groups(grant, loaded):
-            tasks.append(Work(f"polls of {len(group)} jobs", partial(wait.poll, rt, group),
-                              tuple(group)))
-            handled |= {lease.job_id for lease, _ in group}
-        plans = self._plans(grant, loaded)
-        if plans:
-            replies = rt.jobs.mark_posting_many(
-                [(lease, planned.job, planned.record) for lease, planned in plans])
-            for (lease, planned), reply in zip(plans, replies, strict=True):
-                handled.add(lease.job_id)
-                if reply is Moved.OK:
-                    tasks.append(Work(f"job {lease.job_id}", partial(submit.send, rt, lease,
-                                                                     planned),
-                                      ((lease, planned.job),)))
-                elif reply is Moved.NOT_DURABLE:
-                    rt.jobs.retract(lease, planned.job)
-        for unit in grant.units:
-            if unit.id not in handled:
-                lease, job = Lease(unit.id, grant.owner), loaded[unit.id]
-                tasks.append(Work(f"job {unit.id}", partial(steps.run, rt, unit.kind, lease, job),
-                                  ((lease, job),)))
-        self._submit(self._astria, tasks)
-        self._submit(self._hooks, [Work(f"webhook {message_id}",
-                                        partial(webhooks.deliver, rt, message_id))
-                                   for message_id in grant.webhooks])
+        """Hand the grant's work to the pools, as the decision table (`worker.flow.steps`)
+        says."""
+        work, hooks = steps.plan(self._rt, grant)
+        self._submit(self._astria, work)
+        self._submit(self._hooks, hooks)
 
     def _submit(self, slots: Slots, tasks: list[Work]) -> None:
         with self._changed:
@@ -240,34 +200,10 @@ class Engine:
                 if slots.busy == slots.size - 1:  # the loop waits for a free thread only then
                     self._changed.notify_all()
 
-    @staticmethod
-    def _poll_groups(grant: Grant, loaded: dict[str, Job]) -> list[list[tuple[Lease, Job]]]:
-        by_tune: dict[int, list[tuple[Lease, Job]]] = {}
-        for unit in grant.units:
-            job = loaded[unit.id]
-            if unit.kind is RequestKind.POLL and job.status is JobState.WAITING and job.prompt_id:
-                by_tune.setdefault(job.tune_id, []).append((Lease(unit.id, grant.owner), job))
-        return list(by_tune.values())
-
-    def _plans(self, grant: Grant, loaded: dict[str, Job]) -> list[tuple[Lease, submit.Plan]]:
-        """The POSTs of this grant that can be recorded together (the rest, such as a spec
-        that breaks a rule, take their own path)."""
-        plans = []
-        for unit in grant.units:
-            job = loaded[unit.id]
-            if (unit.kind is RequestKind.SUBMIT and job.status is JobState.QUEUED
-                    and not job.pending_post and not (job.post_by and time.time() >= job.post_by)):
-                try:
-                    plans.append((Lease(unit.id, grant.owner), submit.plan(self._rt, job)))
-                except InvalidSpec:
-                    continue
-        return plans
-
     # --- each task, on a thread of its pool -----------------------------------------------------
     def _guarded(self, work: Work) -> None:
-        """A lost lease means another worker has the job; any other failure leaves each job it
-        holds due again when its lease ends, or, the STEP_FAILURE_LIMIT-th time, ends it with
-        an InternalError."""
+        """A lost lease means another worker has the job; any other failure counts against each
+        job it holds (`steps.step_failed`)."""
         try:
             work.call()
         except LeaseLost:
@@ -278,16 +214,7 @@ class Engine:
             if not isinstance(exc, redis.RedisError):
                 for lease, job in work.holds:
                     with contextlib.suppress(Exception):
-                        self._step_failed(lease, job, exc)
-
-    def _step_failed(self, lease: Lease, job: Job, exc: Exception) -> None:
-        failures = job.step_failures + 1
-        if failures < STEP_FAILURE_LIMIT:
-            self._rt.jobs.release(lease, job, step_failures=failures)
-            return
-        outcomes.finish(self._rt, lease, job, outcomes.failure(InternalError(
-            f"the worker failed on this job {failures} times (last: {type(exc).__name__}); "
-            "see the worker log")), step_failures=failures)
+                        steps.step_failed(self._rt, lease, job, exc)
 
 
 _engine: Engine | None = None

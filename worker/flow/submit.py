@@ -1,11 +1,13 @@
 """Submit: create a job's prompt at Astria, exactly once.
 
-`post` routes the job (`worker.routing`), records the POST in the job (`mark_posting`), sends it
-once and acts on the answer: a prompt -> the job waits for images; the documented pti/faceid 422
--> the route is learnt and the job rejoins its queue for the base tune; another 4xx -> failure;
-429, 503 or a refused connection (nothing was created) -> the retry policy decides when the job
-rejoins its queue; 500, 502, 504, a timeout, a dropped connection or a body that is not a prompt
-(the prompt may exist) -> `reconcile` looks for it before anything is sent again.
+`plan` routes a job (`worker.astria.routing`) and makes the record of its POST; `record_posts`
+writes the records of a grant's POSTs in one round trip (`mark_posting`) before any is sent;
+`send` sends one once and acts on the answer: a prompt -> the job waits for images; the
+documented pti/faceid/lora 422 -> the route is learnt and the job rejoins its queue for the base
+tune; another 4xx -> failure; 429, 503 or a refused connection (nothing was created) -> the
+retry policy decides when the job rejoins its queue; 500, 502, 504, a timeout, a dropped
+connection or a body that is not a prompt (the prompt may exist) -> `reconcile` looks for it
+before anything is sent again.
 
 `reconcile` pages Astria's listing of the tune back in time, one page per step (each page is a
 request the dispatcher grants), for the prompts carrying this job's marker: its callback token
@@ -30,14 +32,14 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlencode
 
-from worker import outcomes
-from worker.client import TransientError
+from worker.astria.client import TransientError
+from worker.astria.polling import first_poll_delay
+from worker.astria.prompt import Prompt
+from worker.astria.retry import astria_policy, listing_policy, next_attempt_in
+from worker.astria.routing import Target, route, unsupported_kind
 from worker.errors import AstriaRejected, AstriaUnavailable, InvalidSpec
-from worker.polling import first_poll_delay
-from worker.prompt import Prompt
+from worker.flow import outcomes
 from worker.records import Job
-from worker.retry import astria_policy, listing_policy, next_attempt_in
-from worker.routing import Target, route, unsupported_kind
 from worker.runtime import Runtime
 from worker.spec import PromptSpec, parse_spec
 from worker.store.types import Lease, Moved
@@ -80,20 +82,28 @@ def plan(rt: Runtime, job: Job) -> Plan:
     return Plan(spec, target, replace(job, **record), record)
 
 
-def post(rt: Runtime, lease: Lease, job: Job) -> None:
-    """Create the job's prompt: route, record, POST once, then act on the answer."""
-    try:
-        planned = plan(rt, job)
-    except InvalidSpec as exc:
-        outcomes.finish(rt, lease, job, outcomes.failure(exc))
-        return
-    recorded = rt.jobs.mark_posting(lease, job, **planned.record)
-    if recorded is Moved.OK:
-        send(rt, lease, planned)
-    elif recorded is Moved.NOT_DURABLE:
-        rt.jobs.retract(lease, planned.job)
-    else:
-        log.info("job %s: cancelled before its POST; nothing sent", job.id)
+def refuse(rt: Runtime, lease: Lease, job: Job, exc: InvalidSpec) -> None:
+    """A job whose spec breaks a rule (found when it is routed) fails; nothing is sent."""
+    outcomes.finish(rt, lease, job, outcomes.failure(exc))
+
+
+def record_posts(rt: Runtime, planned: list[tuple[Lease, Plan]]) -> list[tuple[Lease, Plan]]:
+    """Record the POSTs before they are sent, in one round trip; those to send now. A record
+    that did not reach the replicas is retracted (nothing sent: a failover could take it back,
+    and the record is how a lost answer finds its prompt); a job cancelled meanwhile, or no
+    longer ours, sends nothing."""
+    if not planned:
+        return []
+    replies = rt.jobs.mark_posting_many([(lease, p.job, p.record) for lease, p in planned])
+    ready = []
+    for (lease, p), reply in zip(planned, replies, strict=True):
+        if reply is Moved.OK:
+            ready.append((lease, p))
+        elif reply is Moved.NOT_DURABLE:
+            rt.jobs.retract(lease, p.job)
+        elif reply is Moved.REVOKED:
+            log.info("job %s: cancelled before its POST; nothing sent", p.job.id)
+    return ready
 
 
 def send(rt: Runtime, lease: Lease, planned: Plan) -> None:

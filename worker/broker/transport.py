@@ -11,16 +11,16 @@ connection that broke mid-read) is pushed back onto its queue by any worker's pe
 The worst case is a message delivered twice, which our tasks are built to absorb.
 
 It needs one Redis key per consume call: `priority_steps` is `[0]` and the worker consumes a single
-queue (the default `celery`), which `worker.app` configures. Producers are unchanged: any
+queue (the default `celery`), which `worker.broker.app` configures. Producers are unchanged: any
 `redis://` producer, in any language, pushes to the same list. A producer that sets Celery's
 `priority=` makes kombu push to `celery\x06\x16<N>` instead, which no worker reads: the sweep, and
 an idle consumer, move such messages onto the queue (a job's priority is its spec's `priority`).
 `SentinelTransport` is the same consumer on kombu's Sentinel channel (a `sentinel://` REDIS_URL).
 
-Each message is checked before kombu reads it (`worker.intake`): one that cannot be read is moved
-to the dead messages (`worker.store.messages`) instead of stopping the worker, and so is one whose
-delivery still raises. A Redis out of memory (`maxmemory` reached) or read-only (a replica just
-demoted) pauses consumption for a second rather than ending the worker.
+Each message is checked before kombu reads it (`worker.broker.intake`): one that cannot be read is
+moved to the dead messages (`worker.store.messages`) instead of stopping the worker, and so is one
+whose delivery still raises. A Redis out of memory (`maxmemory` reached) or read-only (a replica
+just demoted) pauses consumption for a second rather than ending the worker.
 """
 
 from __future__ import annotations
@@ -41,12 +41,12 @@ from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 from kombu.utils.objects import cached_property
 
-from worker import intake
-from worker.connections import FollowingSentinelConnection
+from worker.broker import intake
 from worker.constants import QUEUE, Keys
-from worker.results import ResultFormat
 from worker.settings import get_settings
+from worker.store.connections import FollowingSentinelConnection
 from worker.store.messages import DeadMessages
+from worker.store.results import ResultFormat
 
 log = logging.getLogger("astria.intake")
 #: The priority lists kombu's Redis transport may push to (priorities 1-9; 0 is the queue).

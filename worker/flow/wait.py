@@ -4,9 +4,9 @@ Between steps a waiting job is a score in a due set. `poll` looks at the prompts
 waiting jobs of one tune: one GET for a single prompt, else Astria's listing (newest first, 120 a
 page), which answers many at once, with a GET for each prompt it did not show. A job whose POST
 created several prompts waits for all of them; those done are kept on the job between looks.
-Each job's outcome, or its next look (`worker.polling` says when), goes to Redis in one round
+Each job's outcome, or its next look (`worker.astria.polling` says when), goes to Redis in one round
 trip. `delete` removes the prompts of a job cancelled with `--delete-prompt`. Astria's callback
-(`worker.receiver`) only makes a job due for its poll at once: the outcome always comes from
+(`worker.edge.receiver`) only makes a job due for its poll at once: the outcome always comes from
 Astria's own answer.
 """
 
@@ -15,13 +15,13 @@ from __future__ import annotations
 import logging
 import time
 
-from worker import outcomes
-from worker.client import TransientError
+from worker.astria.client import TransientError
+from worker.astria.polling import next_poll_delay
+from worker.astria.prompt import Prompt
+from worker.astria.retry import advised_wait, astria_policy, next_attempt_in
 from worker.errors import AstriaRejected, PromptTimeout
-from worker.polling import next_poll_delay
-from worker.prompt import Prompt
+from worker.flow import outcomes
 from worker.records import Job, RequestKind
-from worker.retry import advised_wait, astria_policy, next_attempt_in
 from worker.runtime import Runtime
 from worker.store.types import Ending, Later, Lease
 

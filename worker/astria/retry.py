@@ -21,7 +21,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from worker.client import TransientError
+from worker.astria.client import TransientError
 from worker.settings import Settings
 
 #: Astria's advice for a 500: back off, starting at 30 s. Followed as it is: nothing here has

@@ -1,9 +1,10 @@
-"""gunicorn settings of the receiver: `gunicorn -c python:worker.gunicorn_conf worker.receiver:app`.
+"""gunicorn settings of the receiver:
+`gunicorn -c python:worker.edge.gunicorn_conf worker.edge.receiver:app`.
 
 gevent workers: one greenlet per connection, so thousands of idle connections cost memory, not
 threads. A request whose headers do not arrive within `keepalive` seconds is dropped (gunicorn
 bounds each request read by it), as is a kept-alive connection idle for as long; the body is
-bounded by the app (`worker.receiver`). SIGTERM stops accepting and lets requests in flight
+bounded by the app (`worker.edge.receiver`). SIGTERM stops accepting and lets requests in flight
 finish within `graceful_timeout`. gunicorn's own log lines go through `RedactTokens`: a line about
 a request it could not serve prints the request's URL, and a callback URL carries a job's token.
 """

@@ -1,12 +1,12 @@
 """Accept: a new job's first delivery. Read its arguments, validate its spec and register it in
 its lane's queue.
 
-When the job's POST goes out is the dispatcher's decision (`worker.dispatch`), not this task's:
-no worker slot waits for a rate limit or for Astria. Registering publishes on the wake channel,
-so an idle engine (`worker.engine`) asks for work at once. Anything wrong with what the producer
-sent ends the job at once with an InvalidSpec that names what and the rule, and nothing is sent
-to Astria: task arguments other than `kwargs={"spec": {...}}` (a single positional argument is
-taken too), a spec that breaks a rule, an idempotency key that already has
+When the job's POST goes out is the dispatcher's decision (`worker.store.dispatch`), not this
+task's: no worker slot waits for a rate limit or for Astria. Registering publishes on the wake
+channel, so an idle engine (`worker.flow.engine`) asks for work at once. Anything wrong with what
+the producer sent ends the job at once with an InvalidSpec that names what and the rule, and nothing
+is sent to Astria: task arguments other than `kwargs={"spec": {...}}` (a single positional argument
+is taken too), a spec that breaks a rule, an idempotency key that already has
 IDEMPOTENCY_MAX_FOLLOWERS jobs waiting on it.
 """
 
@@ -17,8 +17,8 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from worker.astria.routing import route
 from worker.errors import InvalidSpec
-from worker.routing import route
 from worker.runtime import Runtime
 from worker.spec import PromptSpec, parse_spec
 from worker.store.types import Registered, Registration

@@ -1,7 +1,7 @@
 """`AstriaClient`: Astria's prompt endpoints over `requests`, one request per call, typed errors.
 
 It never waits and never retries: whether and when to try again is decided by the retry policy
-(`worker.retry`) and waited for in Redis (a due time), so no worker slot sleeps. A POST in
+(`worker.astria.retry`) and waited for in Redis (a due time), so no worker slot sleeps. A POST in
 particular is made exactly once per call, because a retried POST can create a second billed
 prompt. One requests transport adapter per process: its connection pool is shared by every
 thread. Requests go straight to it, built as `PreparedRequest`s: a `Session` would only add
@@ -17,15 +17,14 @@ from typing import Any, Protocol
 from urllib.parse import urlencode
 
 import requests
-from requests.adapters import HTTPAdapter
+from requests.adapters import BaseAdapter, HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 
+from worker.astria.prompt import MAX_PROMPTS, Prompt, read_prompt
 from worker.errors import AstriaError, AstriaRejected, AstriaUnavailable
-from worker.prompt import MAX_PROMPTS, Prompt, read_prompt
 from worker.records import RequestKind
 from worker.settings import Settings
-from worker.stats import Stats
 
 #: Astria's error text is cut at this length: it reaches the job, the result, a webhook, a log.
 MAX_ERROR_TEXT = 300
@@ -78,7 +77,8 @@ def error_text(response: requests.Response) -> str:
 
 
 def _as_prompt(body: Any, method: str) -> Prompt:
-    """The prompt in an answer (`worker.prompt`); an answer that is not one is a failed answer."""
+    """The prompt in an answer (`worker.astria.prompt`); an answer that is not one is a failed
+    answer."""
     prompt = read_prompt(body)
     if prompt is None:
         raise TransientError(f"{method}: answer is not a prompt object")
@@ -106,19 +106,28 @@ def _nothing_sent(exc: requests.ConnectionError) -> bool:
 
 
 class AnswerReports(Protocol):
-    """Where the client tells the rate limiter how Astria answered (`worker.dispatch.Reports`):
-    every answer but a 429 passed Astria's limit."""
+    """Where the client tells the rate limiter how Astria answered
+    (`worker.store.dispatch.Reports`): every answer but a 429 passed Astria's limit."""
 
     def ok(self, kind: RequestKind) -> None: ...
 
     def throttled(self, kind: RequestKind, retry_after: float | None) -> None: ...
 
 
+class RequestCounts(Protocol):
+    """Where the client counts its requests (`worker.store.stats.Stats`)."""
+
+    def request(self, kind: RequestKind, method: str, outcome: str, seconds: float) -> None: ...
+
+
 class AstriaClient:
     """Talks to ASTRIA_BASE_URL only, with the Bearer key from settings."""
 
-    def __init__(self, settings: Settings, stats: Stats | None = None,
-                 reports: AnswerReports | None = None) -> None:
+    def __init__(self, settings: Settings, stats: RequestCounts | None = None,
+                 reports: AnswerReports | None = None, transport: BaseAdapter | None = None
+                 ) -> None:
+        """`transport` is requests' own seam (an adapter): tests answer in-process through it,
+        as httpx's MockTransport does; by default, one pooled HTTPAdapter."""
         self._settings = settings
         self._stats = stats
         self._reports = reports
@@ -133,8 +142,8 @@ class AstriaClient:
         if settings.astria_workspace_id:
             self._headers["X-Workspace-Id"] = settings.astria_workspace_id
         # One pool for every thread of the process: as many connections as requests in flight.
-        self._adapter = HTTPAdapter(pool_connections=4,
-                                    pool_maxsize=settings.worker_http_concurrency)
+        self._adapter = transport or HTTPAdapter(pool_connections=4,
+                                                 pool_maxsize=settings.worker_http_concurrency)
 
     # --- the endpoints --------------------------------------------------------------------------
     def create_prompt(self, tune_id: int, fields: dict[str, Any]) -> list[Prompt]:

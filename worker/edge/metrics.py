@@ -1,6 +1,6 @@
 """Prometheus metrics of the whole pool, read from Redis at every scrape.
 
-Every figure lives in Redis (`worker.stats`, the dispatch structures), so any one process can
+Every figure lives in Redis (`worker.store.stats`, the dispatch structures), so any one process can
 export them for all workers: `GET /metrics` on the receiver, or `astria-queue metrics --port N`
 where no receiver runs. Metric names start with `astria_queue_`:
 
@@ -31,7 +31,7 @@ from prometheus_client.core import (
 
 from worker.constants import read_tenant_counter
 from worker.runtime import runtime
-from worker.stats import LATENCY_BUCKETS
+from worker.store.stats import LATENCY_BUCKETS
 
 _STATES = {"enqueued": "enqueued", "SUCCESS": "succeeded", "FAILURE": "failed",
            "REVOKED": "revoked"}

@@ -1,5 +1,5 @@
 """Result: how a job ends. Its outcome is built here and decided once by `JobStore.finish`, which
-also delivers it to the result backend (`worker.results`) and queues its webhooks."""
+also delivers it to the result backend (`worker.store.results`) and queues its webhooks."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import time
 from typing import Any
 
 from worker import errors
+from worker.astria.prompt import Prompt
 from worker.errors import AstriaQueueError, PromptFailed
-from worker.prompt import Prompt
 from worker.records import Failed, Job, Outcome, Revoked, Succeeded
 from worker.runtime import Runtime
 from worker.store.types import Decided, Ending, Lease

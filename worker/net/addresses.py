@@ -12,7 +12,7 @@ IPv4-mapped, 6to4, Teredo, NAT64). It is checked twice:
   would parse it (`getaddrinfo` with `AI_NUMERICHOST`, so `0x7f.1` and `2130706433` are 127.0.0.1),
   and names that are local by definition (`localhost`, `*.localhost`). `worker.enqueue` also
   resolves the name;
-- at every delivery (`worker.egress`): the name is resolved, every address checked, and the
+- at every delivery (`worker.net.egress`): the name is resolved, every address checked, and the
   connection goes to a checked address, so a name that resolves elsewhere the second time cannot
   rebind it.
 

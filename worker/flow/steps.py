@@ -1,0 +1,135 @@
+"""The decision table: for the units of one grant, the step each job's record calls for, and
+which steps run together. The engine (`worker.flow.engine`) runs the `Work` this returns on its
+threads and knows nothing of job states.
+
+The dispatcher grants a job for a kind of request (`RequestKind`); what the job needs is read
+from its record, so a worker that took over a job from a dead one does the right thing: a job
+with an unanswered POST looks for its prompt, never POSTs blindly.
+
+    job's record                             unit            step                  runs
+    QUEUED, a POST unanswered                any             submit.reconcile      alone
+    QUEUED, past its post_by                 any             outcomes.expire       alone
+    QUEUED                                   expire          outcomes.expire       alone
+    QUEUED                                   submit          submit.send           recorded with
+                                                                                   the grant's other
+                                                                                   POSTs, each sent
+                                                                                   on its own thread
+    QUEUED                                   poll, local     back to its queue     alone
+                                                             (taken over before
+                                                             its POST)
+    WAITING, a prompt known                  poll            wait.poll             one listing per
+                                                                                   tune
+    WAITING                                  other           wait.poll             alone
+    REVOKED, a POST unanswered               any             submit.reconcile      alone
+    REVOKED, its DELETE asked and not made   any             wait.delete           alone
+    REVOKED, otherwise; decided; gone        any             retire                alone
+    a webhook                                                webhooks.deliver      webhook threads
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+from worker.errors import InternalError, InvalidSpec
+from worker.flow import outcomes, submit, wait, webhooks
+from worker.records import Job, JobState, RequestKind
+from worker.runtime import Runtime
+from worker.store.dispatch import Grant
+from worker.store.types import Lease
+
+log = logging.getLogger("astria.steps")
+#: Unexpected failures of one job's steps after which the job ends with an InternalError.
+STEP_FAILURE_LIMIT = 5
+
+Step = Callable[[Runtime, Lease, Job], None]
+
+
+@dataclass(frozen=True)
+class Work:
+    """One task for a pool: what it is (for the log), the call, and the jobs it holds (their
+    leases are renewed while it runs; an unexpected failure counts against each)."""
+
+    what: str
+    call: Callable[[], object]
+    holds: tuple[tuple[Lease, Job], ...] = ()
+
+
+def _requeue(rt: Runtime, lease: Lease, job: Job) -> None:
+    rt.jobs.requeue(lease, job, at=time.time())
+
+
+def _retire(rt: Runtime, lease: Lease, job: Job) -> None:
+    rt.jobs.release(lease, job, retire=True)
+
+
+def _poll_one(rt: Runtime, lease: Lease, job: Job) -> None:
+    wait.poll(rt, [(lease, job)])
+
+
+def _step(kind: RequestKind, job: Job) -> Step | None:
+    """The table above, for one job; None for a POST (they are recorded together)."""
+    if job.status is JobState.QUEUED:
+        if job.pending_post:
+            return submit.reconcile
+        if kind is RequestKind.EXPIRE or (job.post_by and time.time() >= job.post_by):
+            return outcomes.expire
+        return None if kind is RequestKind.SUBMIT else _requeue
+    if job.status is JobState.WAITING:
+        return _poll_one
+    if job.status is JobState.REVOKED:
+        if job.pending_post:
+            return submit.reconcile
+        if job.delete_prompt and job.prompt_id and not job.prompt_deleted:
+            return wait.delete
+    return _retire
+
+
+def plan(rt: Runtime, grant: Grant) -> tuple[list[Work], list[Work]]:
+    """The grant's work: for the Astria threads, and for the webhook threads. Its jobs are
+    loaded in one round trip and its POSTs recorded in another (`submit.record_posts`)."""
+    loaded = rt.jobs.load_many([u.id for u in grant.units]) if grant.units else {}
+    work: list[Work] = []
+    polls: dict[int, list[tuple[Lease, Job]]] = {}
+    posts: list[tuple[Lease, Job]] = []
+    for unit in grant.units:
+        if (job := loaded.get(unit.id)) is None:
+            continue  # unreadable: due again when its lease ends
+        lease, step = Lease(unit.id, grant.owner), _step(unit.kind, job)
+        if step is None:
+            posts.append((lease, job))
+        elif step is _poll_one and unit.kind is RequestKind.POLL and job.prompt_id:
+            polls.setdefault(job.tune_id, []).append((lease, job))
+        else:
+            work.append(Work(f"job {job.id}", partial(step, rt, lease, job), ((lease, job),)))
+    work += [Work(f"polls of {len(group)} jobs", partial(wait.poll, rt, group), tuple(group))
+             for group in polls.values()]
+    planned = []
+    for lease, job in posts:
+        try:
+            planned.append((lease, submit.plan(rt, job)))
+        except InvalidSpec as exc:
+            work.append(Work(f"job {job.id}", partial(submit.refuse, rt, lease, job, exc),
+                             ((lease, job),)))
+    work += [Work(f"job {lease.job_id}", partial(submit.send, rt, lease, ready),
+                  ((lease, ready.job),))
+             for lease, ready in submit.record_posts(rt, planned)]
+    hooks = [Work(f"webhook {message_id}", partial(webhooks.deliver, rt, message_id))
+             for message_id in grant.webhooks]
+    return work, hooks
+
+
+def step_failed(rt: Runtime, lease: Lease, job: Job, exc: Exception) -> None:
+    """A step failed unexpectedly: the job is due again when its lease ends, or, the
+    STEP_FAILURE_LIMIT-th time in a row, ends with an InternalError rather than taking a thread
+    at every lease for ever."""
+    failures = job.step_failures + 1
+    if failures < STEP_FAILURE_LIMIT:
+        rt.jobs.release(lease, job, step_failures=failures)
+        return
+    outcomes.finish(rt, lease, job, outcomes.failure(InternalError(
+        f"the worker failed on this job {failures} times (last: {type(exc).__name__}); "
+        "see the worker log")), step_failures=failures)
