@@ -179,7 +179,7 @@ class Keys:
     @property
     def tenants(self) -> str:
         """Sorted set: tenant -> when it last registered a job (stats of idle tenants are
-        pruned, `worker.flow.housekeeping`)."""
+        pruned, `worker.store.housekeeping`)."""
         return f"{self.prefix}:tenants"
 
     @property

@@ -15,6 +15,7 @@ from worker.store.clock import RedisClock
 from worker.store.connections import redis_client
 from worker.store.dispatch import Dispatcher
 from worker.store.engines import EngineRegistry
+from worker.store.housekeeping import Housekeeping
 from worker.store.jobs import JobStore
 from worker.store.learnt import Learnt
 from worker.store.messages import DeadMessages
@@ -43,6 +44,8 @@ class Runtime:
                                      settings.job_retention_seconds)
         self.engines = EngineRegistry(self.redis, self.keys)
         self.dead_messages = DeadMessages(self.redis, self.keys, self.results)
+        self.housekeeping = Housekeeping(self.redis, self.keys, settings.job_retention_seconds,
+                                         self.dead_messages, self.engines)
 
     @cached_property
     def astria(self) -> AstriaClient:

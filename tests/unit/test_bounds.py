@@ -11,7 +11,6 @@ from typing import Any
 
 from tests.unit.conftest import Store
 from worker.errors import InvalidSpec
-from worker.flow.housekeeping import run_if_due
 from worker.records import Failed, Succeeded
 from worker.runtime import Runtime
 from worker.store.registration import MAX_STORED_SPEC_CHARS
@@ -107,8 +106,8 @@ def test_housekeeping_prunes_idle_tenants_and_old_dead_letters(store: Store) -> 
     store.redis.zadd(store.keys.tenants, {"gone": long_ago, "busy": long_ago})
     store.redis.zadd(store.keys.dead, {"ancient": long_ago})
     store.redis.delete(store.keys.live("gone"))  # its job's record expired with retention
-    assert run_if_due(rt, now=now)
-    assert not run_if_due(rt, now=now)  # once per HOUSEKEEPING_SECONDS, for every engine
+    assert rt.housekeeping.run_if_due(now=now)
+    assert not rt.housekeeping.run_if_due(now=now)  # once per HOUSEKEEPING_SECONDS, for all
     fields = {k.decode() for k in store.redis.hkeys(store.keys.stats)}
     assert not any(f.startswith("t|gone|") for f in fields)
     assert "t|busy|normal|enqueued" in fields  # a job of busy is live

@@ -30,12 +30,11 @@ import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 
 import redis
 
 from worker.fdlimit import raise_open_file_limit
-from worker.flow import housekeeping, steps
+from worker.flow import steps
 from worker.flow.steps import Work
 from worker.runtime import Runtime, runtime
 from worker.store.dispatch import Grant
@@ -166,13 +165,12 @@ class Engine:
 
     def _beat(self) -> None:
         """Tell health checks that this engine works, and run the pool's housekeeping when it
-        is due (one engine does it, `worker.flow.housekeeping`)."""
+        is due (one engine does it, `worker.store.housekeeping`)."""
         now = time.time()
         if now - self._beat_at >= HEARTBEAT_SECONDS:
             self._beat_at = now
             self._rt.engines.beat(self.id, now)
-            self._submit(self._astria, [Work("housekeeping",
-                                             partial(housekeeping.run_if_due, self._rt))])
+            self._submit(self._astria, [Work("housekeeping", self._rt.housekeeping.run_if_due)])
 
     def _start(self, grant: Grant) -> None:
         """Hand the grant's work to the pools, as the decision table (`worker.flow.steps`)

@@ -2,8 +2,8 @@
 reason for an operator to list, send again or purge (`astria-queue dead messages ...`).
 
 They live in a Redis stream: at most MAX_ENTRIES, and pruned past JOB_RETENTION_SECONDS
-(`worker.flow.housekeeping`). Of each, the first MAX_KEPT_BYTES are kept; a message cut so cannot be
-sent again (it would not be the same message). Sending one again pushes it back onto the queue
+(`worker.store.housekeeping`). Of each, the first MAX_KEPT_BYTES are kept; a message cut so cannot
+be sent again (it would not be the same message). Sending one again pushes it back onto the queue
 it came from: a message rejected by an older release's stricter rule, say, once a fixed release
 runs.
 """
