@@ -51,6 +51,7 @@ MAX_BACKOFF = 30.0
 #: Seconds between two heartbeats.
 HEARTBEAT_SECONDS = 5.0
 
+
 class Slots:
     """A thread pool and how many of its threads are taken."""
 
