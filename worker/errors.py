@@ -66,7 +66,7 @@ class PromptTimeout(AstriaQueueError):
 
 
 class InternalError(AstriaQueueError):
-    """The job's steps failed unexpectedly STEP_FAILURE_LIMIT times (`worker.flow.engine`; a bug, or
+    """The job's steps failed unexpectedly STEP_FAILURE_LIMIT times (`worker.flow.steps`; a bug, or
     an answer nothing anticipated): the job ends instead of taking a thread at every lease for
     ever. The worker log has each traceback; `astria-queue dead redrive` resumes the job (it
     keeps its prompt)."""

@@ -173,3 +173,23 @@ def test_astria_user_error_fails_the_job_with_astrias_words(flow: Callable[..., 
     outcome = f.job(job_id).outcome
     assert isinstance(outcome, Failed) and outcome.error == "PromptFailed"
     assert "flagged as NSFW" in outcome.message
+
+
+def test_a_garbled_post_answer_is_looked_for_in_the_listing_never_paid_twice(
+        flow: Callable[..., Flow]) -> None:
+    """A 200 whose body is not a prompt (a proxy's page, a broken id, megabytes of junk): the
+    prompt may exist, so it is looked for before anything is sent again."""
+    seeds: dict[str, int] = {}
+
+    def astria(call: Call) -> Answer:
+        if call.method == "POST":
+            return 200, {"id": "not-a-number", "images": ["javascript:alert(1)"] * 1000}
+        return 200, [prompt(61, seed=seeds["seed"])]
+
+    f = flow(astria)
+    job_id = f.enqueue()
+    seeds["seed"] = f.job(job_id).seed
+    f.run_due()
+    assert f.job(job_id).pending_post and f.job(job_id).status is JobState.QUEUED
+    f.run_due(later=2)
+    assert f.job(job_id).prompt_id == 61 and len(f.astria.posts()) == 1

@@ -28,7 +28,6 @@ with an unanswered POST looks for its prompt, never POSTs blindly.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,7 +40,6 @@ from worker.runtime import Runtime
 from worker.store.dispatch import Grant
 from worker.store.types import Lease
 
-log = logging.getLogger("astria.steps")
 #: Unexpected failures of one job's steps after which the job ends with an InternalError.
 STEP_FAILURE_LIMIT = 5
 

@@ -92,10 +92,14 @@ class JobStore:
                 "latency": k.job_latency, "webhooks_due": k.webhooks_due,
                 "inline": k.inline_image(job_id)}
 
-    def outcome_args(self, outcome: Outcome, tenant: str, lane: Lane) -> dict[str, Any]:
+    def outcome_args(self, outcome: Outcome, tenant: str, lane: Lane, *, doc: str | None = None
+                     ) -> dict[str, Any]:
+        """The ARGV of a decision (lib/decide.lua); `doc`, its result document when the caller
+        has it made already."""
         return {"retention": self.settings.job_retention_seconds,
                 "outcome": outcome_to_json(outcome),
-                "doc": self.results.outcome_prefix(outcome), "ttl": self.results.ttl,
+                "doc": self.results.outcome_prefix(outcome) if doc is None else doc,
+                "ttl": self.results.ttl,
                 "result_prefix": RESULT_KEY_PREFIX, "counter": tenant_counter(tenant, lane),
                 "webhook_prefix": self.keys.webhook(""), "token_prefix": self.keys.token("")}
 

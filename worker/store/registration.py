@@ -23,7 +23,6 @@ from typing import Any
 
 import redis
 
-from worker.constants import RESULT_KEY_PREFIX, tenant_counter
 from worker.errors import InvalidSpec
 from worker.records import (
     Failed,
@@ -33,7 +32,6 @@ from worker.records import (
     Revoked,
     as_text,
     outcome_from_json,
-    outcome_to_json,
 )
 from worker.spec import TENANT_PATTERN, PromptSpec, parse_spec
 from worker.store.jobs import JobStore
@@ -96,31 +94,25 @@ class Registrations:
                   "post_by": post_by, "seed": seed, "token": secrets.token_urlsafe(16),
                   "post_attempts": 0, "polls": 0}
         idem = k.idempotency(spec.idempotency_key) if spec.idempotency_key else k.job(job_id)
+        # what a job cancelled before it arrived is decided with (register.lua, lib/decide.lua)
+        revoked = Revoked(revoked_reason)
+        decision_keys = {**store.outcome_keys(job_id), "live": k.live(spec.tenant)}
+        decision_args = store.outcome_args(revoked, spec.tenant, lane,
+                                           doc=store.results.revoked_prefix(revoked_reason))
         for _ in range(10):
             leader = as_text(store.redis.get(idem) or "") if spec.idempotency_key else ""
             batch = store.batch(durable=True)
             batch.add(
                 store.scripts.register,
-                keys={"job": k.job(job_id), "idem": idem,
+                keys={**decision_keys, "job": k.job(job_id), "idem": idem,
                       "leader": k.job(leader) if leader else k.job(job_id),
                       "leader_followers": k.followers(leader or job_id),
-                      "token": k.token(str(fields["token"])), "live": k.live(spec.tenant),
-                      "ready": k.ready(lane), "turns": k.turns(lane), "queued": k.queued,
-                      "expiry": k.expiry, "revoked": k.revoked,
-                      "dispatch": k.dispatch, "result": k.result(job_id), "stats": k.stats,
-                      "webhooks_due": k.webhooks_due, "inline": k.inline_image(job_id),
-                      "tenants": k.tenants, "followers": k.followers(job_id), "dead": k.dead,
-                      "generation": k.generation_seconds, "latency": k.job_latency},
-                args={"job_id": job_id, "now": now,
-                      "retention": store.settings.job_retention_seconds, "lane": lane,
+                      "token": k.token(str(fields["token"])), "ready": k.ready(lane),
+                      "turns": k.turns(lane), "queued": k.queued, "expiry": k.expiry,
+                      "revoked": k.revoked, "dispatch": k.dispatch, "tenants": k.tenants},
+                args={**decision_args, "job_id": job_id, "now": now, "lane": lane,
                       "member": f"{spec.tenant}|{seq}|{job_id}", "post_by": post_by,
-                      "leader_id": leader, "webhook_url": spec.callback or "",
-                      "outcome": outcome_to_json(Revoked(revoked_reason)),
-                      "doc": store.results.revoked_prefix(revoked_reason),
-                      "ttl": store.results.ttl, "result_prefix": RESULT_KEY_PREFIX,
-                      "token_prefix": k.token(""),
-                      "counter": tenant_counter(spec.tenant, lane),
-                      "webhook_prefix": k.webhook(""), "wake": k.wake,
+                      "leader_id": leader, "webhook_url": spec.callback or "", "wake": k.wake,
                       "inline_image": spec.input_image_base64 or "",
                       "max_followers": store.settings.idempotency_max_followers,
                       "fields": job_fields(fields)},

@@ -49,12 +49,11 @@
 --!include decide
 local job, idem, leader_job, leader_followers = KEY.job, KEY.idem, KEY.leader, KEY.leader_followers
 local token, live, ready, turns, queued = KEY.token, KEY.live, KEY.ready, KEY.turns, KEY.queued
-local expiry, revoked, dispatch = KEY.expiry, KEY.revoked, KEY.dispatch
-local result, stats = KEY.result, KEY.stats
-local webhooks_due, inline, tenants = KEY.webhooks_due, KEY.inline, KEY.tenants
+local expiry, revoked, dispatch, stats = KEY.expiry, KEY.revoked, KEY.dispatch, KEY.stats
+local inline, tenants = KEY.inline, KEY.tenants
 local id, now, retention, lane, member = ARG.job_id, ARG.now, ARG.retention, ARG.lane, ARG.member
 local post_by, leader_id, webhook_url = tonumber(ARG.post_by), ARG.leader_id, ARG.webhook_url
-local counter, webhook_prefix, wake = ARG.counter, ARG.webhook_prefix, ARG.wake
+local counter, wake = ARG.counter, ARG.wake
 local inline_image, max_followers = ARG.inline_image, tonumber(ARG.max_followers)
 
 if redis.call('HSETNX', job, 'status', 'queued') == 0 then return {'exists'} end
