@@ -97,7 +97,7 @@ def drive(store: Store, account: Account, *, jobs: int, hosts: int = 1, latency:
                 if status == 200:
                     accepted += 1
                     accepted_at.append(arrives)
-                    store.jobs.release(lease, job, retire=True)
+                    store.jobs.retire(lease, job)
                 else:
                     throttled += 1
                     store.jobs.requeue(lease, job, at=now)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,8 +19,13 @@ from worker.store.dispatch import Dispatcher
 from worker.store.jobs import JobStore
 from worker.store.registration import Registrations
 from worker.store.results import ResultFormat
-from worker.store.types import Lease, Registration
+from worker.store.types import Lease, Posting, Registration
 from worker.store.webhooks import WebhookStore
+
+
+def posting(job: Job) -> Posting:
+    """A POST of the job to tune 1, recorded now."""
+    return Posting(job, 1, "x", False, time.time())
 
 
 @dataclass

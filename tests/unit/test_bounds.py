@@ -14,6 +14,7 @@ from worker.errors import InvalidSpec
 from worker.records import Failed, Succeeded
 from worker.runtime import Runtime
 from worker.store.registration import MAX_STORED_SPEC_CHARS
+from worker.store.types import Ending
 
 IMAGE = "data:image/png;base64," + base64.b64encode(os.urandom(3_000_000)).decode()  # 4 MB
 
@@ -28,8 +29,9 @@ def test_a_counter_at_its_limit_cannot_stop_a_decision(store: Store) -> None:
     for name in ("a", "b"):
         granted(store, name, tenant="app")
         lease, job = store.lease(name)
-        decided = store.jobs.finish(lease, job, Succeeded({"images": ["x"]}), cost_mc=1000)
-        assert decided.new
+        [decided] = store.jobs.finish([Ending(lease, job, Succeeded({"images": ["x"]}),
+                                              cost_mc=1000)])
+        assert decided is not None and decided.new
         document = json.loads(store.redis.get(store.keys.result(store.jid(name))) or b"{}")
         assert document["status"] == "SUCCESS"
     stats = store.redis.hgetall(store.keys.stats)
@@ -41,7 +43,7 @@ def test_the_callback_token_stops_working_once_the_job_is_decided(store: Store) 
     job = store.jobs.load(store.jid("a"))
     assert store.jobs.job_for_token(job.token) == store.jid("a")
     lease, job = store.lease("a")
-    store.jobs.finish(lease, job, Failed("PromptFailed", "x"))
+    store.jobs.finish([Ending(lease, job, Failed("PromptFailed", "x"))])
     assert store.jobs.job_for_token(job.token) is None
     assert store.jobs.redrive(store.jid("a")) == "redriven"  # a redriven job waits again
     assert store.jobs.job_for_token(job.token) == store.jid("a")
@@ -54,15 +56,15 @@ def test_an_inline_image_leaves_redis_once_its_prompt_exists(store: Store) -> No
     assert store.redis.memory_usage(store.keys.job(store.jid("a"))) < 10_000  # type: ignore[operator]
     assert store.jobs.inline_image(job.id) == IMAGE
     lease, job = store.lease("a")
-    store.jobs.created(lease, job, first_poll_at=time.time() + 60, info={}, prompt_id=5,
-                       tune_id=1)
+    store.jobs.record_prompts(lease, job, [5], tune_id=1, text="x", rerouted=False,
+                              first_poll_at=time.time() + 60)
     assert store.jobs.inline_image(job.id) is None
 
 
 def test_a_failed_jobs_inline_image_is_kept_a_day_for_a_redrive(store: Store) -> None:
     granted(store, "a", input_image_base64=IMAGE)
     lease, job = store.lease("a")
-    store.jobs.finish(lease, job, Failed("AstriaUnavailable", "429"))
+    store.jobs.finish([Ending(lease, job, Failed("AstriaUnavailable", "429"))])
     assert 0 < store.redis.ttl(store.keys.inline_image(job.id)) <= 86400
 
 
@@ -80,7 +82,7 @@ def test_followers_of_one_key_are_capped(make_store: Any) -> None:
         "follower", "follower", "too_many"]
     assert not store.redis.exists(store.keys.job(store.jid("f2")))
     lease, job = store.lease("leader")
-    store.jobs.finish(lease, job, Succeeded({"images": ["x"]}))
+    store.jobs.finish([Ending(lease, job, Succeeded({"images": ["x"]}))])
     assert store.register("late", idempotency_key="k").kind == "follower"  # answered at once
 
 

@@ -66,7 +66,7 @@ def test_a_tenant_at_its_cap_waits_while_others_go(make_store: Any) -> None:
         "bulk": 2, "app": 5}
     # one of bulk's prompts ends: it may send one more
     lease, job = store.lease("bulk0")
-    store.jobs.release(lease, job, retire=True)
+    store.jobs.retire(lease, job)
     assert posts(store, 1, room=10) == ["bulk2"]
 
 
@@ -76,7 +76,8 @@ def test_polls_have_their_own_tokens(make_store: Any) -> None:
     store.register("waiting")
     assert store.grant(10, now=1000.0) == {"waiting": "submit"}
     lease, job = store.lease("waiting")
-    store.jobs.created(lease, job, first_poll_at=1000.5, info={}, prompt_id=5, tune_id=1)
+    store.jobs.record_prompts(lease, job, [5], tune_id=1, text="x", rerouted=False,
+                              first_poll_at=1000.5)
     for i in range(20):
         store.register(f"q{i}")
     store.grant(10, now=1000.4)  # the submit tokens are spent
@@ -112,8 +113,8 @@ def test_polls_go_on_credit_and_what_one_listing_saved_comes_back(make_store: An
         granted = store.grant(100, now=1000.0 + step)
         for name in granted:
             lease, job = store.lease(name)
-            store.jobs.created(lease, job, first_poll_at=1010.0, info={}, prompt_id=1,
-                               tune_id=1)
+            store.jobs.record_prompts(lease, job, [1], tune_id=1, text="x", rerouted=False,
+                                      first_poll_at=1010.0)
     assert len(store.grant(100, now=1010.0)) == 5  # the bucket's 2 tokens, three on credit
     assert store.grant(100, now=1010.1) == {}  # the debt is paid first
     store.dispatcher.reports.unused(RequestKind.POLL, 4)  # one listing answered all five

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from astria_local.redis_server import ThrowawayRedis
-from tests.unit.conftest import Store
+from tests.unit.conftest import Store, posting
 from worker.astria.client import TransientError
 from worker.astria.retry import astria_policy, next_attempt_in
 from worker.astria.routing import Target, route, unsupported_kind
@@ -55,7 +55,7 @@ def test_a_post_record_no_replica_acknowledged_is_not_sent() -> None:
         assert replica._proc is not None
         os.kill(replica._proc.pid, signal.SIGSTOP)  # connected, but it acknowledges nothing
         try:
-            assert store.jobs.mark_posting(lease, job, pending_post=time.time()) == "not_durable"
+            assert store.jobs.record_posts([(lease, posting(job))]) == ["not_durable"]
             store.jobs.retract(lease, job)
             assert store.jobs.load(job.id).pending_post == 0
         finally:

@@ -193,3 +193,41 @@ def test_a_garbled_post_answer_is_looked_for_in_the_listing_never_paid_twice(
     assert f.job(job_id).pending_post and f.job(job_id).status is JobState.QUEUED
     f.run_due(later=2)
     assert f.job(job_id).prompt_id == 61 and len(f.astria.posts()) == 1
+
+
+def test_waiting_jobs_of_one_tune_are_answered_by_one_listing(
+        flow: Callable[..., Flow]) -> None:
+    """Polls are paid for: the prompts of several waiting jobs of one tune cost one request."""
+    created = iter(range(71, 74))
+
+    def astria(call: Call) -> Answer:
+        if call.method == "POST":
+            return 200, prompt(next(created))
+        return 200, [prompt(pid, images=1) for pid in (73, 72, 71)]
+
+    f = flow(astria, astria_rate_limit_per_second=100, astria_rate_limit_burst=100)
+    jobs = [f.enqueue() for _ in range(3)]
+    f.run_due()
+    assert sorted(f.job(j).prompt_id for j in jobs) == [71, 72, 73]
+    f.run_due(later=600)
+    gets = [c for c in f.astria.calls if c.method == "GET"]
+    assert len(gets) == 1 and gets[0].path.endswith(f"/tunes/{TUNE}/prompts")
+    assert all(isinstance(f.job(j).outcome, Succeeded) for j in jobs)
+
+
+def test_a_prompt_still_without_images_at_its_deadline_fails_the_job_and_is_not_polled_again(
+        flow: Callable[..., Flow]) -> None:
+    def astria(call: Call) -> Answer:
+        return 200, prompt(81)  # created, and never done
+
+    f = flow(astria, astria_job_deadline_seconds=0.2)
+    job_id = f.enqueue()
+    f.run_due()
+    deadline = f.job(job_id).deadline
+    assert f.job(job_id).status is JobState.WAITING and deadline > 0
+    time.sleep(max(0.0, deadline - time.time()) + 0.01)  # the deadline is the host's clock
+    f.run_due(later=600)
+    outcome = f.job(job_id).outcome
+    assert isinstance(outcome, Failed) and outcome.error == "PromptTimeout"
+    calls = len(f.astria.calls)
+    assert f.run_due(later=3600) == [] and len(f.astria.calls) == calls

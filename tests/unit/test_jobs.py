@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from tests.unit.conftest import Store
+from tests.unit.conftest import Store, posting
 from worker.errors import InvalidSpec
 from worker.records import Failed, JobState, Revoked, Succeeded
 from worker.store.jobs import CALLBACK_SPACING
 from worker.store.scripts import Script, parse_signature
-from worker.store.types import LeaseLost
+from worker.store.types import Ending, LeaseLost, NextPoll
 
 
 def result_doc(store: Store, name: str) -> dict[str, Any] | None:
@@ -45,7 +45,7 @@ def test_same_idempotency_key_makes_a_follower_that_gets_the_leaders_outcome(
     assert follower.kind == "follower" and follower.leader == store.jid("leader")
     assert store.grant() == {}  # a follower never POSTs
     lease, job = store.lease("leader")
-    store.jobs.finish(lease, job, Succeeded({"images": ["x"]}))
+    store.jobs.finish([Ending(lease, job, Succeeded({"images": ["x"]}))])
     assert result_doc(store, "follower")["status"] == "SUCCESS"  # type: ignore[index]
     # each gets its own webhook, and a follower arriving after the outcome gets it at once
     store.register("late", idempotency_key="k", callback="https://c.test/hook")
@@ -73,16 +73,16 @@ def test_a_cancel_racing_the_post_lets_nothing_be_sent(store: Store) -> None:
     queued_and_granted(store, "a")
     store.jobs.cancel(store.jid("a"))
     lease, job = store.lease("a")
-    assert store.jobs.mark_posting(lease, job, pending_post=time.time()) == "revoked"
+    assert store.jobs.record_posts([(lease, posting(job))]) == ["revoked"]
 
 
 def test_a_cancel_during_the_post_still_records_the_prompt(store: Store) -> None:
     queued_and_granted(store, "a")
     lease, job = store.lease("a")
-    assert store.jobs.mark_posting(lease, job, pending_post=time.time()) == "ok"
+    assert store.jobs.record_posts([(lease, posting(job))]) == ["ok"]
     store.jobs.cancel(store.jid("a"), delete_prompt=True)
-    assert store.jobs.created(lease, job, first_poll_at=0, info={}, prompt_id=77, tune_id=1,
-                              pending_post=0) == "delete"
+    assert store.jobs.record_prompts(lease, job, [77], tune_id=1, text="x", rerouted=False,
+                                     first_poll_at=0) == "delete"
     job = store.jobs.load(store.jid("a"))
     assert job.status is JobState.REVOKED and job.prompt_id == 77
     assert isinstance(job.outcome, Revoked)
@@ -92,8 +92,8 @@ def test_a_cancel_during_the_post_still_records_the_prompt(store: Store) -> None
 def test_created_makes_the_job_wait_and_shows_waiting(store: Store) -> None:
     queued_and_granted(store, "a")
     lease, job = store.lease("a")
-    store.jobs.created(lease, job, first_poll_at=time.time() + 60, info={"prompt_id": 9},
-                       prompt_id=9, tune_id=1)
+    store.jobs.record_prompts(lease, job, [9], tune_id=1, text="x", rerouted=False,
+                              first_poll_at=time.time() + 60)
     assert store.jobs.load(store.jid("a")).status is JobState.WAITING
     assert result_doc(store, "a")["status"] == "WAITING"  # type: ignore[index]
     assert store.grant() == {}  # not due before its first poll
@@ -103,17 +103,19 @@ def test_a_lost_lease_refuses_every_transition(store: Store) -> None:
     queued_and_granted(store, "a")
     lease, job = store.lease("a")
     stranger = type(lease)(lease.job_id, "someone-else")
+    assert store.jobs.record_posts([(stranger, posting(job))]) == ["lost"]
     with pytest.raises(LeaseLost):
-        store.jobs.mark_posting(stranger, job)
+        store.jobs.post_again(stranger, job, at=time.time())
     with pytest.raises(LeaseLost):
-        store.jobs.finish(stranger, job, Failed("AstriaRejected", "x"))
+        store.jobs.schedule_retry(stranger, job, at=time.time())
+    assert store.jobs.finish([Ending(stranger, job, Failed("AstriaRejected", "x"))]) == [None]
 
 
 def test_finish_decides_once_counts_and_queues_the_webhook(store: Store) -> None:
     queued_and_granted(store, "a", callback="https://x.test/hook", tenant="app")
     lease, job = store.lease("a")
-    first = store.jobs.finish(lease, job, Failed("PromptFailed", "user_error"))
-    assert first.new and isinstance(first.outcome, Failed)
+    [first] = store.jobs.finish([Ending(lease, job, Failed("PromptFailed", "user_error"))])
+    assert first is not None and first.new and isinstance(first.outcome, Failed)
     stats = {k.decode(): v.decode() for k, v in store.redis.hgetall(store.keys.stats).items()}
     assert stats["outcome:FAILURE"] == "1" and stats["t|app|normal|FAILURE"] == "1"
     assert store.redis.zscore(store.keys.dead, store.jid("a")) is not None
@@ -134,15 +136,15 @@ def test_requeue_keeps_the_jobs_place_in_its_tenants_queue(make_store: Any) -> N
 def test_a_callback_only_makes_the_job_due_for_its_poll(store: Store) -> None:
     queued_and_granted(store, "a")
     lease, job = store.lease("a")
-    store.jobs.created(lease, job, first_poll_at=time.time() + 600, info={}, prompt_id=9,
-                       tune_id=1)
+    store.jobs.record_prompts(lease, job, [9], tune_id=1, text="x", rerouted=False,
+                              first_poll_at=time.time() + 600)
     assert store.grant() == {}  # its first poll is ten minutes away
     assert store.jobs.callback(store.jid("a"), 8) == "ignored"  # another prompt
     assert store.jobs.callback(store.jid("a"), 9) == "queued"
     assert store.grant() == {"a": "poll"}  # the outcome comes from Astria's answer to it
     assert store.jobs.callback(store.jid("a"), 9) == "held"  # polled when its holder lets go
     lease, job = store.lease("a")
-    store.jobs.schedule(lease, job, at=time.time() + 600)
+    store.jobs.schedule_polls([NextPoll(lease, job, time.time() + 600)])
     due = store.redis.zscore(store.keys.due_poll, store.jid("a"))
     assert due is not None and due - time.time() <= CALLBACK_SPACING  # not in ten minutes
     for _ in range(100):  # forged or replayed: still one poll a spacing
@@ -154,7 +156,7 @@ def test_a_callback_only_makes_the_job_due_for_its_poll(store: Store) -> None:
 def test_redrive_puts_a_failed_job_back_where_it_left(store: Store) -> None:
     queued_and_granted(store, "a")
     lease, job = store.lease("a")
-    store.jobs.finish(lease, job, Failed("AstriaUnavailable", "429"))
+    store.jobs.finish([Ending(lease, job, Failed("AstriaUnavailable", "429"))])
     assert store.jobs.redrive(store.jid("a")) == "redriven"
     assert store.redis.get(store.keys.result(store.jid("a"))) is None  # PENDING again
     assert store.grant() == {"a": "submit"}
@@ -172,7 +174,7 @@ def test_an_invalid_spec_is_a_dead_letter_once(store: Store) -> None:
 def test_webhook_delivery_outcomes(store: Store) -> None:
     queued_and_granted(store, "a", callback="https://x.test/hook")
     lease, job = store.lease("a")
-    store.jobs.finish(lease, job, Succeeded({"images": ["x"]}))
+    store.jobs.finish([Ending(lease, job, Succeeded({"images": ["x"]}))])
     message = f"msg_{store.jid('a')}"
     k = store.keys
 

@@ -4,12 +4,14 @@ every Redis key named in one place, every Lua script reading what its header dec
 from __future__ import annotations
 
 import ast
+import inspect
 import re
 from pathlib import Path
 
 import pytest
 
 from worker.records import JOB_HASH_FIELDS
+from worker.store.jobs import JobStore
 from worker.store.scripts import Scripts, load_source, prelude
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -129,6 +131,16 @@ def test_lua_reads_and_writes_only_fields_of_the_job_record() -> None:
     assert named - JOB_HASH_FIELDS == set()
 
 
+def test_a_jobs_field_names_live_in_the_store() -> None:
+    """The flow says what happened through the store's verbs (typed arguments); only the store
+    names the fields they write: no verb of `JobStore` takes `**fields`."""
+    verbs = {name: member for name, member in vars(JobStore).items()
+             if callable(member) and not name.startswith("_")}
+    assert len(verbs) > 15
+    assert [name for name, verb in verbs.items() if any(
+        p.kind is p.VAR_KEYWORD for p in inspect.signature(verb).parameters.values())] == []
+
+
 #: The layers, lowest first: a module imports from its own layer and those below, never above
 #: (each package's __init__ says the same in words).
 LAYERS: tuple[tuple[str, ...], ...] = (
@@ -162,6 +174,17 @@ def test_no_module_imports_a_layer_above_its_own() -> None:
     upward = sorted(f"{name} -> {target}" for name, path in mods.items()
                     for target in imports(name, path, set(mods)) if layer(target) > layer(name))
     assert upward == []
+
+
+def test_the_flow_is_handed_its_runtime() -> None:
+    """Only the entry points (task, receiver, metrics, CLI, producer API, Celery's hooks) look
+    the process's runtime up; the layers below are handed it, so a test can hand them another."""
+    looked_up = sorted(
+        name for name, path in modules().items() if layer(name) < layer("worker.edge")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ImportFrom) and node.module == "worker.runtime"
+        and "runtime" in {a.name for a in node.names})
+    assert looked_up == []
 
 
 def test_at_most_a_dozen_modules_at_the_top_of_worker() -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from tests.unit.conftest import Store
 from worker.records import Succeeded
+from worker.store.types import Ending
 from worker.store.webhooks import FAILURES_TO_HOLD, HOLD_BASE
 
 
@@ -28,7 +29,7 @@ def finished_with_webhooks(store: Store, names: list[str], url: str) -> list[str
     assert set(granted) == set(names)
     for name in names:
         lease, job = store.lease(name)
-        store.jobs.finish(lease, job, Succeeded({"images": ["x"]}))
+        store.jobs.finish([Ending(lease, job, Succeeded({"images": ["x"]}))])
     return [f"msg_{store.jid(name)}" for name in names]
 
 

@@ -107,7 +107,7 @@ class EngineStep(bootsteps.StartStopStep):
 
     def start(self, parent: Any) -> None:
         if self._here:
-            engine.start_engine()
+            engine.start_engine(runtime())
 
     def stop(self, parent: Any) -> None:
         if self._here:
@@ -150,7 +150,7 @@ def _prefork_child(**_: Any) -> None:
     runtime.cache_clear()
     engine.forget_after_fork()
     if getattr(current_process(), "index", None) == 0:
-        engine.start_engine()
+        engine.start_engine(runtime())
 
 
 @worker_process_shutdown.connect

@@ -36,7 +36,7 @@ import redis
 from worker.fdlimit import raise_open_file_limit
 from worker.flow import steps
 from worker.flow.steps import Work
-from worker.runtime import Runtime, runtime
+from worker.runtime import Runtime
 from worker.store.dispatch import Grant
 from worker.store.types import Lease, LeaseLost
 
@@ -109,8 +109,7 @@ class Engine:
         tick)."""
         while not self._stopping:
             try:
-                pubsub = self._rt.redis.pubsub(ignore_subscribe_messages=True)
-                pubsub.subscribe(self._rt.keys.wake)
+                pubsub = self._rt.jobs.wakes()
                 while not self._stopping:
                     if pubsub.get_message(timeout=1.0):
                         self.wake()
@@ -220,13 +219,13 @@ _engine: Engine | None = None
 _lock = threading.Lock()
 
 
-def start_engine() -> Engine:
-    """Start this process's engine (once)."""
+def start_engine(rt: Runtime) -> Engine:
+    """Start this process's engine (once) on its runtime."""
     global _engine
     with _lock:
         if _engine is None:
             raise_open_file_limit()  # a socket to Astria and one to Redis per thread, at worst
-            _engine = Engine(runtime()).start()
+            _engine = Engine(rt).start()
         return _engine
 
 

@@ -10,9 +10,9 @@ from typing import Any
 from worker import errors
 from worker.astria.prompt import Prompt
 from worker.errors import AstriaQueueError, PromptFailed
-from worker.records import Failed, Job, Outcome, Revoked, Succeeded
+from worker.records import Failed, Job, Revoked, Succeeded
 from worker.runtime import Runtime
-from worker.store.types import Decided, Ending, Lease
+from worker.store.types import Ending, Lease
 
 log = logging.getLogger("astria.outcomes")
 
@@ -55,19 +55,19 @@ def failure(exc: AstriaQueueError) -> Failed:
     return Failed(public.__name__, str(exc)[:MAX_MESSAGE_CHARS])
 
 
-def finish(rt: Runtime, lease: Lease, job: Job, outcome: Outcome, *,
-           seconds: float | None = None, cost_mc: int | None = None, **fields: Any) -> None:
-    """Decide the job's outcome (an earlier decision, such as a cancel, wins) and log it."""
-    _logged(job, rt.jobs.finish(lease, job, outcome, seconds=seconds, cost_mc=cost_mc,
-                                **fields))
-
-
-def _logged(job: Job, decided: Decided) -> None:
-    result = decided.outcome.result if isinstance(decided.outcome, Succeeded) else {}
-    log.info("job %s: %s", job.id, decided.outcome.state,
-             extra={"job_id": job.id, "outcome": decided.outcome.state,
-                    "prompt_id": result.get("prompt_id", job.prompt_id),
-                    "tune_id": result.get("tune_id", job.tune_id or None)})
+def finish(rt: Runtime, *endings: Ending) -> None:
+    """Decide the jobs' outcomes in one round trip (an earlier decision, such as a cancel,
+    wins) and log them; a job whose lease was lost is left to the worker that has it now."""
+    for end, decided in zip(endings, rt.jobs.finish(list(endings)), strict=True):
+        job = end.job
+        if decided is None:
+            log.info("job %s: lease lost, another worker carries on", job.id)
+            continue
+        result = decided.outcome.result if isinstance(decided.outcome, Succeeded) else {}
+        log.info("job %s: %s", job.id, decided.outcome.state,
+                 extra={"job_id": job.id, "outcome": decided.outcome.state,
+                        "prompt_id": result.get("prompt_id", job.prompt_id),
+                        "tune_id": result.get("tune_id", job.tune_id or None)})
 
 
 def ending(lease: Lease, job: Job, prompts: list[Prompt], limit: float) -> Ending | None:
@@ -84,16 +84,9 @@ def ending(lease: Lease, job: Job, prompts: list[Prompt], limit: float) -> Endin
                   _cost(prompts))
 
 
-def finish_many(rt: Runtime, endings: list[Ending]) -> None:
-    """Decide several jobs' outcomes in one round trip (a batch of polls), and log them."""
-    for end, decided in zip(endings, rt.jobs.finish_many(endings), strict=True):
-        if decided is not None:
-            _logged(end.job, decided)
-
-
 def expire(rt: Runtime, lease: Lease, job: Job) -> None:
     """The job was not sent to Astria before its expires_in (or its message's expiry)."""
-    finish(rt, lease, job, Revoked("expired"))
+    finish(rt, Ending(lease, job, Revoked("expired")))
 
 
 def created_at(prompt: Prompt) -> float:

@@ -38,7 +38,7 @@ from worker.flow import outcomes, submit, wait, webhooks
 from worker.records import Job, JobState, RequestKind
 from worker.runtime import Runtime
 from worker.store.dispatch import Grant
-from worker.store.types import Lease
+from worker.store.types import Ending, Lease, Noted
 
 #: Unexpected failures of one job's steps after which the job ends with an InternalError.
 STEP_FAILURE_LIMIT = 5
@@ -61,7 +61,7 @@ def _requeue(rt: Runtime, lease: Lease, job: Job) -> None:
 
 
 def _retire(rt: Runtime, lease: Lease, job: Job) -> None:
-    rt.jobs.release(lease, job, retire=True)
+    rt.jobs.retire(lease, job)
 
 
 def _poll_one(rt: Runtime, lease: Lease, job: Job) -> None:
@@ -126,8 +126,8 @@ def step_failed(rt: Runtime, lease: Lease, job: Job, exc: Exception) -> None:
     at every lease for ever."""
     failures = job.step_failures + 1
     if failures < STEP_FAILURE_LIMIT:
-        rt.jobs.release(lease, job, step_failures=failures)
+        rt.jobs.step_failed(lease, job)
         return
-    outcomes.finish(rt, lease, job, outcomes.failure(InternalError(
+    outcomes.finish(rt, Ending(lease, job, outcomes.failure(InternalError(
         f"the worker failed on this job {failures} times (last: {type(exc).__name__}); "
-        "see the worker log")), step_failures=failures)
+        "see the worker log")), noted=Noted.STEP_FAILED))

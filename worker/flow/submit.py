@@ -1,7 +1,7 @@
 """Submit: create a job's prompt at Astria, exactly once.
 
 `plan` routes a job (`worker.astria.routing`) and makes the record of its POST; `record_posts`
-writes the records of a grant's POSTs in one round trip (`mark_posting`) before any is sent;
+writes the records of a grant's POSTs in one round trip before any is sent;
 `send` sends one once and acts on the answer: a prompt -> the job waits for images; the
 documented pti/faceid/lora 422 -> the route is learnt and the job rejoins its queue for the base
 tune; another 4xx -> failure; 429, 503 or a refused connection (nothing was created) -> the
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
@@ -42,7 +42,7 @@ from worker.flow import outcomes
 from worker.records import Job
 from worker.runtime import Runtime
 from worker.spec import PromptSpec, parse_spec
-from worker.store.types import Lease, Moved
+from worker.store.types import Ending, Lease, Moved, Noted, Posting
 
 log = logging.getLogger("astria.submit")
 PAGE = 120
@@ -62,8 +62,8 @@ class Plan:
 
     spec: PromptSpec
     target: Target
-    job: Job  #: the job with the record applied
-    record: dict[str, Any]
+    posting: Posting
+    job: Job  #: the job as its record reads once the POST is recorded
 
 
 def plan(rt: Runtime, job: Job) -> Plan:
@@ -72,19 +72,13 @@ def plan(rt: Runtime, job: Job) -> Plan:
     spec = parse_spec(job.spec, sdxl_base_tune_id=rt.settings.astria_sdxl_base_tune_id,
                       private_callbacks=True)
     target = route(rt.settings, spec, rt.learnt.known_route(spec.tune_id))
-    now = rt.clock.now()
-    record: dict[str, Any] = {
-        "pending_post": now, "gave_up_at": 0, "post_tune_id": target.tune_id,
-        "post_text": target.text,
-        "post_rerouted": target.rerouted, "post_attempts": job.post_attempts + 1,
-        "first_post_at": job.first_post_at or now, "retry_attempt": job.retry_attempt + 1,
-        "retry_since": job.retry_since or now, "list_before": 0, "list_oldest": 0.0}
-    return Plan(spec, target, replace(job, **record), record)
+    posting = Posting(job, target.tune_id, target.text, target.rerouted, rt.clock.now())
+    return Plan(spec, target, posting, posting.recorded())
 
 
 def refuse(rt: Runtime, lease: Lease, job: Job, exc: InvalidSpec) -> None:
     """A job whose spec breaks a rule (found when it is routed) fails; nothing is sent."""
-    outcomes.finish(rt, lease, job, outcomes.failure(exc))
+    outcomes.finish(rt, Ending(lease, job, outcomes.failure(exc)))
 
 
 def record_posts(rt: Runtime, planned: list[tuple[Lease, Plan]]) -> list[tuple[Lease, Plan]]:
@@ -94,7 +88,7 @@ def record_posts(rt: Runtime, planned: list[tuple[Lease, Plan]]) -> list[tuple[L
     longer ours, sends nothing."""
     if not planned:
         return []
-    replies = rt.jobs.mark_posting_many([(lease, p.job, p.record) for lease, p in planned])
+    replies = rt.jobs.record_posts([(lease, p.posting) for lease, p in planned])
     ready = []
     for (lease, p), reply in zip(planned, replies, strict=True):
         if reply is Moved.OK:
@@ -115,9 +109,9 @@ def send(rt: Runtime, lease: Lease, planned: Plan) -> None:
     if job.inline_image:
         fields["input_image_base64"] = rt.jobs.inline_image(job.id)
         if not fields["input_image_base64"]:
-            outcomes.finish(rt, lease, job, outcomes.failure(InvalidSpec(
+            outcomes.finish(rt, Ending(lease, job, outcomes.failure(InvalidSpec(
                 "input_image_base64: the inline image is gone (it is kept a day after a job "
-                "fails); enqueue the job again")), pending_post=0)
+                "fails); enqueue the job again")), noted=Noted.NOT_CREATED))
             return
     try:
         prompts = rt.astria.create_prompt(target.tune_id, fields)
@@ -127,24 +121,24 @@ def send(rt: Runtime, lease: Lease, planned: Plan) -> None:
             rt.learnt.remember_route(spec.tune_id, kind)
             rt.stats.count("route_learnt")
             log.info("job %s: tune %s is %s, re-routing", job.id, spec.tune_id, kind)
-            rt.jobs.requeue(lease, job, at=time.time(), pending_post=0, retry_attempt=0,
-                            retry_since=0)
+            rt.jobs.post_again(lease, job, at=time.time(), new_budget=True)
         else:
-            outcomes.finish(rt, lease, job, outcomes.failure(exc), pending_post=0)
+            outcomes.finish(rt, Ending(lease, job, outcomes.failure(exc),
+                                       noted=Noted.NOT_CREATED))
         return
     except TransientError as exc:
         if exc.maybe_created:  # looking for the prompt is a new request, with its own budget
             log.info("job %s: POST unanswered (%s); looking for its prompt", job.id, exc)
-            rt.jobs.schedule(lease, job, at=time.time() + 1.0, retry_attempt=0, retry_since=0,
-                             gave_up_at=rt.clock.now())
+            rt.jobs.look_for_prompt(lease, job, gave_up_at=rt.clock.now())
             return
         delay = (0.0 if exc.not_sent and job.retry_attempt <= 1 else
                  next_attempt_in(astria_policy(s), attempt=job.retry_attempt,
                                  started_at=job.retry_since, error=exc))
         if delay is None:
-            outcomes.finish(rt, lease, job, outcomes.failure(exc), pending_post=0)
+            outcomes.finish(rt, Ending(lease, job, outcomes.failure(exc),
+                                       noted=Noted.NOT_CREATED))
         else:
-            rt.jobs.requeue(lease, job, at=time.time() + delay, pending_post=0)
+            rt.jobs.post_again(lease, job, at=time.time() + delay)
         return
     record_prompt(rt, lease, job, prompts, target)
 
@@ -158,18 +152,9 @@ def record_prompt(rt: Runtime, lease: Lease, job: Job, prompts: list[Prompt],
     ids = [p.id for p in prompts]
     if target.rerouted:
         rt.stats.count("rerouted")
-    now = time.time()
     delay = first_poll_delay(rt.settings, job.lane, rt.learnt.expected_generation_seconds())
-    state = rt.jobs.created(
-        lease, job, first_poll_at=now + delay,
-        info={"prompt_id": first.id, "tune_id": tune_id,
-              "requested_tune_id": job.requested_tune_id, "rerouted": target.rerouted,
-              **({"prompt_ids": ids} if len(ids) > 1 else {})},
-        prompt_id=first.id, prompt_ids=",".join(map(str, ids)) if len(ids) > 1 else "",
-        prompts_done="", tune_id=tune_id, rerouted=target.rerouted, sent_text=target.text,
-        pending_post=0, submitted_at=now, polls=0,
-        deadline=now + rt.settings.astria_job_deadline_seconds, retry_attempt=0, retry_since=0,
-        list_before=0, list_oldest=0)
+    state = rt.jobs.record_prompts(lease, job, ids, tune_id=tune_id, text=target.text,
+                                   rerouted=target.rerouted, first_poll_at=time.time() + delay)
     log.info("job %s: prompt %s created on tune %s%s", job.id, ",".join(map(str, ids)),
              tune_id, "" if state is Moved.WAITING else f" ({state})",
              extra={"job_id": job.id, "prompt_id": first.id, "tune_id": tune_id})
@@ -195,13 +180,12 @@ def reconcile(rt: Runtime, lease: Lease, job: Job) -> None:
         delay = next_attempt_in(listing_policy(s), attempt=job.retry_attempt + 1,
                                 started_at=job.retry_since or now, error=exc)
         if delay is None:
-            outcomes.finish(rt, lease, job, outcomes.failure(AstriaUnavailable(
-                f"could not look for the prompt of an unanswered POST: {exc}")))
+            outcomes.finish(rt, Ending(lease, job, outcomes.failure(AstriaUnavailable(
+                f"could not look for the prompt of an unanswered POST: {exc}"))))
         else:
-            rt.jobs.schedule(lease, job, at=now + delay, retry_attempt=job.retry_attempt + 1,
-                             retry_since=job.retry_since or now)
+            rt.jobs.schedule_retry(lease, job, at=now + delay)
         return
-    fresh = {"retry_attempt": 0, "retry_since": 0}  # a page came back: a new retry budget
+    # a page came back: each way on starts a new retry budget
     found = [p for p in page if _carries_marker(rt, job, p)]
     if found:
         prompts = sorted(found, key=lambda p: p.id)
@@ -214,22 +198,19 @@ def reconcile(rt: Runtime, lease: Lease, job: Job) -> None:
     oldest = min((outcomes.created_at(p) for p in page), default=float("inf"))
     moved_back = job.list_oldest == 0 or oldest < job.list_oldest
     if len(page) == PAGE and moved_back and oldest >= job.first_post_at - CLOCK_MARGIN:
-        rt.jobs.schedule(lease, job, at=now, list_before=min(p.id for p in page),
-                         list_oldest=oldest, **fresh)
+        rt.jobs.list_next(lease, job, before_id=min(p.id for p in page), oldest=oldest)
         return
     if now >= settle:
         ambiguous = job.ambiguous_posts + 1
         if ambiguous >= s.astria_max_ambiguous_posts:
-            outcomes.finish(rt, lease, job, outcomes.failure(AstriaUnavailable(
+            outcomes.finish(rt, Ending(lease, job, outcomes.failure(AstriaUnavailable(
                 f"{ambiguous} POSTs went unanswered and no prompt of theirs showed in Astria's "
                 "listing: not POSTed again (ASTRIA_MAX_AMBIGUOUS_POSTS); a redrive looks for "
-                "its prompt first")), ambiguous_posts=ambiguous)
+                "its prompt first")), noted=Noted.AMBIGUOUS))
             return
         log.info("job %s: no prompt from its unanswered POST %gs after it was given up; "
                  "posting again", job.id, s.astria_ambiguous_grace_seconds)
-        rt.jobs.requeue(lease, job, at=time.time(), pending_post=0, gave_up_at=0,
-                        list_before=0, list_oldest=0, ambiguous_posts=ambiguous, **fresh)
+        rt.jobs.post_again(lease, job, at=time.time(), new_budget=True, ambiguous=True)
     else:  # it may still show up: look again, sooner at first
         again = min(settle, now + min(10.0, max(1.0, now - gave_up)))
-        rt.jobs.schedule(lease, job, at=time.time() + (again - now), list_before=0,
-                         list_oldest=0, **fresh)
+        rt.jobs.list_again(lease, job, at=time.time() + (again - now))

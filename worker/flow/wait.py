@@ -23,7 +23,7 @@ from worker.errors import AstriaRejected, PromptTimeout
 from worker.flow import outcomes
 from worker.records import Job, RequestKind
 from worker.runtime import Runtime
-from worker.store.types import Ending, Later, Lease
+from worker.store.types import Ending, Lease, NextPoll
 
 log = logging.getLogger("astria.wait")
 PAGE = 120
@@ -102,7 +102,7 @@ def _settle(rt: Runtime, items: list[tuple[Lease, Job, dict[int, Prompt]]],
     """Each job's outcome if all its prompts are done (or one was refused), else its next look:
     all in one round trip."""
     endings: list[Ending] = []
-    later: list[Later] = []
+    later: list[NextPoll] = []
     limit = rt.settings.astria_job_deadline_seconds
     for lease, job, found in items:
         if job.id in failed:
@@ -110,36 +110,33 @@ def _settle(rt: Runtime, items: list[tuple[Lease, Job, dict[int, Prompt]]],
             continue
         done = [Prompt.model_validate(p) for p in job.prompts_done]
         done += [found[pid] for pid in pending(job) if pid in found and found[pid].done]
-        step: Ending | Later | None = None
+        step: Ending | NextPoll | None = None
         if len(done) == len(job.prompt_ids):
             step = outcomes.ending(lease, job, sorted(done, key=lambda p: p.id), limit)
         step = step or _later(rt, lease, job, retry_after, done)
-        if isinstance(step, Later):
+        if isinstance(step, NextPoll):
             later.append(step)
         else:
             endings.append(step)
     if endings:
-        outcomes.finish_many(rt, endings)
+        outcomes.finish(rt, *endings)
     if later:
-        rt.jobs.schedule_many(later)
+        rt.jobs.schedule_polls(later)
 
 
 def _later(rt: Runtime, lease: Lease, job: Job, retry_after: float,
-           done: list[Prompt]) -> Later | Ending:
+           done: list[Prompt]) -> NextPoll | Ending:
     """The next look at a job whose prompts are not all done, or its PromptTimeout."""
     now = time.time()
     if now >= job.deadline:
         return Ending(lease, job, outcomes.failure(PromptTimeout(
             f"prompt {job.prompt_id} had no images after "
             f"{rt.settings.astria_job_deadline_seconds:g}s (ASTRIA_JOB_DEADLINE_SECONDS)")))
-    polls = job.polls + 1
     expected = rt.learnt.expected_generation_seconds()
-    delay = max(next_poll_delay(rt.settings, job.lane, expected, polls, now - job.submitted_at),
-                retry_after)
-    fields: dict[str, object] = {"polls": polls}
-    if len(done) > len(job.prompts_done):
-        fields["prompts_done"] = Prompt.dumps(done)
-    return Later(lease, job, min(now + delay, job.deadline), fields)
+    delay = max(next_poll_delay(rt.settings, job.lane, expected, job.polls + 1,
+                                now - job.submitted_at), retry_after)
+    return NextPoll(lease, job, min(now + delay, job.deadline),
+                    done if len(done) > len(job.prompts_done) else None)
 
 
 def delete(rt: Runtime, lease: Lease, job: Job) -> None:
@@ -150,18 +147,17 @@ def delete(rt: Runtime, lease: Lease, job: Job) -> None:
     except AstriaRejected as exc:
         log.warning("job %s: Astria refused to delete prompt %s: %s", job.id, job.prompt_id,
                     exc, extra={"job_id": job.id, "prompt_id": job.prompt_id})
-        rt.jobs.release(lease, job, retire=True, delete_error=str(exc))
+        rt.jobs.delete_failed(lease, job, str(exc))
         return
     except TransientError as exc:
         now = time.time()
         delay = next_attempt_in(astria_policy(rt.settings), attempt=job.retry_attempt + 1,
                                 started_at=job.retry_since or now, error=exc)
         if delay is None:
-            rt.jobs.release(lease, job, retire=True, delete_error=str(exc))
+            rt.jobs.delete_failed(lease, job, str(exc))
         else:
-            rt.jobs.schedule(lease, job, at=now + delay, retry_attempt=job.retry_attempt + 1,
-                             retry_since=job.retry_since or now)
+            rt.jobs.schedule_retry(lease, job, at=now + delay)
         return
     log.info("job %s: prompt %s deleted at Astria", job.id, job.prompt_id,
              extra={"job_id": job.id, "prompt_id": job.prompt_id})
-    rt.jobs.release(lease, job, retire=True, prompt_deleted=1)
+    rt.jobs.prompt_deleted(lease, job)

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
 from typing import Any
 
 import redis
+from redis.client import PubSub
 
+from worker.astria.prompt import Prompt
 from worker.constants import RESULT_KEY_PREFIX, Keys, tenant_counter
 from worker.records import (
     LANES,
@@ -38,10 +39,11 @@ from worker.store.types import (
     CallbackTaken,
     Decided,
     Ending,
-    Later,
     Lease,
     LeaseLost,
     Moved,
+    NextPoll,
+    Posting,
     job_fields,
 )
 
@@ -103,6 +105,13 @@ class JobStore:
                 "result_prefix": RESULT_KEY_PREFIX, "counter": tenant_counter(tenant, lane),
                 "webhook_prefix": self.keys.webhook(""), "token_prefix": self.keys.token("")}
 
+    def wakes(self) -> PubSub:
+        """A subscription to the wake channel: each message says new work was published (a
+        registration, a callback, a redrive) and may be granted now."""
+        pubsub: PubSub = self.redis.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(self.keys.wake)
+        return pubsub
+
     # --- reading --------------------------------------------------------------------------------
     def load(self, job_id: str) -> Job:
         return Job.from_hash(job_id, self.redis.hgetall(self.keys.job(job_id)))
@@ -159,27 +168,22 @@ class JobStore:
                 jobs.append(job)
         return jobs
 
-    # --- transitions of a job we hold -----------------------------------------------------------
-    def mark_posting(self, lease: Lease, job: Job, **fields: Any) -> Moved:
-        """Record a POST before it is sent: OK (send it), REVOKED (cancelled: send nothing)
-        or NOT_DURABLE (the record did not reach REDIS_WAIT_REPLICAS replicas: send nothing
-        now, `retract` it)."""
-        reply = self.mark_posting_many([(lease, job, fields)])[0]
-        if reply is Moved.LOST:
-            raise LeaseLost(job.id)
-        return reply
-
-    def mark_posting_many(self, items: list[tuple[Lease, Job, Mapping[str, Any]]]
-                          ) -> list[Moved]:
-        """`mark_posting` for several jobs in one round trip: OK, REVOKED, NOT_DURABLE or LOST
-        each. A POST whose record a failover could take back is never sent: the record
-        is how a lost answer finds its prompt instead of paying for another."""
+    # --- transitions of a job we hold ------------------------------------------------------------
+    # Each verb says what happened; the fields it writes on the job's record are named here (and
+    # in `worker.store.types`) only, and `job_fields` checks them against the `Job` record.
+    def record_posts(self, items: list[tuple[Lease, Posting]]) -> list[Moved]:
+        """Record POSTs before they are sent, in one round trip: OK (send it), REVOKED
+        (cancelled: send nothing), NOT_DURABLE (the record did not reach REDIS_WAIT_REPLICAS
+        replicas: send nothing now, `retract` it) or LOST each. A POST whose record a failover
+        could take back is never sent: the record is how a lost answer finds its prompt instead
+        of paying for another."""
         batch = self.batch(durable=True)
         now = time.time()
-        for lease, job, fields in items:
+        for lease, posting in items:
+            job = posting.job
             batch.add(self.scripts.mark_posting, keys=self._job_keys(job.id, job.lane),
                       args={"job_id": job.id, "owner": lease.owner, "now": now,
-                            "fields": job_fields(fields)})
+                            "fields": job_fields(posting.fields())})
         replies = [Moved(as_text(reply)) for reply in batch.execute()]
         return [r if r is not Moved.OK or batch.durable else Moved.NOT_DURABLE for r in replies]
 
@@ -187,26 +191,26 @@ class JobStore:
         """A recorded POST that was not sent (its record is not durable): back to its queue in
         a second. Should this write be lost too, the record says "maybe sent", and the job looks
         for a prompt before it POSTs: slower, never twice."""
-        self.requeue(lease, job, at=time.time() + 1.0, pending_post=0)
+        self.post_again(lease, job, at=time.time() + 1.0)
 
-    def created(self, lease: Lease, job: Job, *, first_poll_at: float, info: dict[str, Any],
-                **fields: Any) -> Moved:
-        """The job's prompt exists: wait for images (WAITING); or, cancelled meanwhile, the
-        prompt is recorded (REVOKED, or DELETE when its DELETE is due)."""
-        keys = self._job_keys(job.id, job.lane)
-        keys.update(result=self.keys.result(job.id), inline=self.keys.inline_image(job.id))
-        batch = self.batch(durable=True)
-        batch.add(self.scripts.created, keys=keys,
-                  args={"job_id": job.id, "owner": lease.owner, "now": time.time(),
-                        "first_poll_at": first_poll_at, "doc": self.results.waiting_prefix(info),
-                        "ttl": self.results.ttl, "fields": job_fields(fields)})
-        reply = Moved(as_text(batch.execute()[0]))
-        if reply is Moved.LOST:
-            raise LeaseLost(job.id)
-        return reply
+    def post_again(self, lease: Lease, job: Job, *, at: float, new_budget: bool = False,
+                   ambiguous: bool = False) -> None:
+        """The job's last POST created nothing (refused, throttled, re-routed, or unanswered
+        and its prompt never showed: `ambiguous`, counted): back to its lane's queue at `at`;
+        `new_budget` starts its retry policy afresh."""
+        fields: dict[str, Any] = {"pending_post": 0, "gave_up_at": 0, "list_before": 0,
+                                  "list_oldest": 0}
+        if new_budget:
+            fields.update(retry_attempt=0, retry_since=0)
+        if ambiguous:
+            fields["ambiguous_posts"] = job.ambiguous_posts + 1
+        self._requeue(lease, job, at, fields)
 
-    def requeue(self, lease: Lease, job: Job, *, at: float, **fields: Any) -> Moved:
-        """Back to the lane's queue (at `at`): the POST created nothing, or must be made again."""
+    def requeue(self, lease: Lease, job: Job, *, at: float) -> None:
+        """Back to the lane's queue, in its place, unchanged (taken over before its POST)."""
+        self._requeue(lease, job, at, {})
+
+    def _requeue(self, lease: Lease, job: Job, at: float, fields: dict[str, Any]) -> None:
         keys = self._job_keys(job.id, job.lane)
         keys["dispatch"] = self.keys.dispatch
         reply = Moved(as_text(self.scripts.requeue(
@@ -214,26 +218,80 @@ class JobStore:
                              "at": at, "fields": job_fields(fields)})))
         if reply is Moved.LOST:
             raise LeaseLost(job.id)
+
+    def look_for_prompt(self, lease: Lease, job: Job, *, gave_up_at: float) -> None:
+        """The POST went unanswered and may have created a prompt: list the tune for it in a
+        second (a new request with its own retry budget). `gave_up_at`, by Redis's clock."""
+        self._schedule([(lease, job, time.time() + 1.0,
+                         {"retry_attempt": 0, "retry_since": 0, "gave_up_at": gave_up_at})])
+
+    def list_next(self, lease: Lease, job: Job, *, before_id: int, oldest: float) -> None:
+        """The listing's page held no prompt of the job: the page before it, at once."""
+        self._schedule([(lease, job, time.time(),
+                         {"list_before": before_id, "list_oldest": oldest, "retry_attempt": 0,
+                          "retry_since": 0})])
+
+    def list_again(self, lease: Lease, job: Job, *, at: float) -> None:
+        """No prompt of the job's unanswered POST yet, and it may still show: the listing from
+        its newest page again at `at`."""
+        self._schedule([(lease, job, at, {"list_before": 0, "list_oldest": 0,
+                                          "retry_attempt": 0, "retry_since": 0})])
+
+    def schedule_retry(self, lease: Lease, job: Job, *, at: float) -> None:
+        """A request of the job's step failed for now: the step again at `at`, one attempt
+        further into its retry policy."""
+        self._schedule([(lease, job, at, {"retry_attempt": job.retry_attempt + 1,
+                                          "retry_since": job.retry_since or time.time()})])
+
+    def record_prompts(self, lease: Lease, job: Job, prompt_ids: list[int], *, tune_id: int,
+                       text: str, rerouted: bool, first_poll_at: float) -> Moved:
+        """The job's POST created these prompts: it waits for their images (WAITING), its
+        deadline from now; or, cancelled meanwhile, they are recorded (REVOKED, or DELETE when
+        their DELETE is due)."""
+        now = time.time()
+        several = len(prompt_ids) > 1
+        info = {"prompt_id": prompt_ids[0], "tune_id": tune_id,
+                "requested_tune_id": job.requested_tune_id, "rerouted": rerouted,
+                **({"prompt_ids": prompt_ids} if several else {})}
+        fields = {"prompt_id": prompt_ids[0],
+                  "prompt_ids": ",".join(map(str, prompt_ids)) if several else "",
+                  "prompts_done": "", "tune_id": tune_id, "rerouted": rerouted,
+                  "sent_text": text, "pending_post": 0, "submitted_at": now, "polls": 0,
+                  "deadline": now + self.settings.astria_job_deadline_seconds,
+                  "retry_attempt": 0, "retry_since": 0, "list_before": 0, "list_oldest": 0}
+        keys = self._job_keys(job.id, job.lane)
+        keys.update(result=self.keys.result(job.id), inline=self.keys.inline_image(job.id))
+        batch = self.batch(durable=True)
+        batch.add(self.scripts.created, keys=keys,
+                  args={"job_id": job.id, "owner": lease.owner, "now": now,
+                        "first_poll_at": first_poll_at, "doc": self.results.waiting_prefix(info),
+                        "ttl": self.results.ttl, "fields": job_fields(fields)})
+        reply = Moved(as_text(batch.execute()[0]))
+        if reply is Moved.LOST:
+            raise LeaseLost(job.id)
         return reply
 
-    def schedule(self, lease: Lease, job: Job, *, at: float, **fields: Any) -> Moved:
-        """Look at the job again at `at` with a non-POST request, and let go of it."""
-        return self.schedule_many([Later(lease, job, at, fields)])[0]
+    def schedule_polls(self, polls: list[NextPoll]) -> None:
+        """The next look at each of these waiting jobs, in one round trip."""
+        self._schedule([
+            (p.lease, p.job, p.at, {"polls": p.job.polls + 1,
+                                    **({} if p.done is None
+                                       else {"prompts_done": Prompt.dumps(p.done)})})
+            for p in polls])
 
-    def schedule_many(self, items: list[Later]) -> list[Moved]:
-        """`schedule` for several jobs in one round trip; LeaseLost if any was not ours."""
+    def _schedule(self, items: list[tuple[Lease, Job, float, dict[str, Any]]]) -> None:
+        """Look at each job again at its time with a non-POST request, and let go of it;
+        LeaseLost if any was not ours."""
         batch = self.batch()
         now = time.time()
-        for item in items:
-            batch.add(self.scripts.schedule, keys=self._job_keys(item.job.id, item.job.lane),
-                      args={"job_id": item.job.id, "owner": item.lease.owner, "now": now,
-                            "at": item.at, "fields": job_fields(item.fields)})
-        replies = [Moved(as_text(reply)) for reply in batch.execute()]
-        lost = [item.job.id for item, reply in zip(items, replies, strict=True)
-                if reply is Moved.LOST]
+        for lease, job, at, fields in items:
+            batch.add(self.scripts.schedule, keys=self._job_keys(job.id, job.lane),
+                      args={"job_id": job.id, "owner": lease.owner, "now": now, "at": at,
+                            "fields": job_fields(fields)})
+        lost = [job.id for (_, job, _, _), reply in zip(items, batch.execute(), strict=True)
+                if Moved(as_text(reply)) is Moved.LOST]
         if lost:
             raise LeaseLost(", ".join(lost))
-        return replies
 
     def renew(self, leases: list[Lease], until: float) -> int:
         """Extend leases still ours to `until` (requests still running); how many were."""
@@ -245,25 +303,35 @@ class JobStore:
             args={"lease_end": until,
                   "held": [value for lease in leases for value in (lease.job_id, lease.owner)]}))
 
-    def release(self, lease: Lease, job: Job, *, retire: bool = False, **fields: Any) -> None:
-        """Let go of the job: retired, or due again when its lease ends (a failed step)."""
+    def retire(self, lease: Lease, job: Job) -> None:
+        """Let go of a job with nothing left to do (cancelled, decided, or gone)."""
+        self._release(lease, job, retire=True, fields={})
+
+    def prompt_deleted(self, lease: Lease, job: Job) -> None:
+        """The prompts of a job cancelled with delete_prompt are deleted at Astria: retired."""
+        self._release(lease, job, retire=True, fields={"prompt_deleted": 1})
+
+    def delete_failed(self, lease: Lease, job: Job, error: str) -> None:
+        """Astria did not delete the prompts of a cancelled job, for good: retired, with the
+        reason kept on its record for operators."""
+        self._release(lease, job, retire=True, fields={"delete_error": error})
+
+    def step_failed(self, lease: Lease, job: Job) -> None:
+        """A step failed unexpectedly: counted, and the job is due again when its lease ends."""
+        self._release(lease, job, retire=False,
+                      fields={"step_failures": job.step_failures + 1})
+
+    def _release(self, lease: Lease, job: Job, *, retire: bool, fields: dict[str, Any]) -> None:
         self.scripts.release(
             keys=self._job_keys(job.id, job.lane),
             args={"job_id": job.id, "owner": lease.owner, "retire": int(retire),
                   "fields": job_fields(fields)})
 
-    def finish(self, lease: Lease, job: Job, outcome: Outcome, *, seconds: float | None = None,
-               cost_mc: int | None = None, **fields: Any) -> Decided:
-        """Decide the outcome once, deliver it to the job and its followers, count it, queue the
-        webhooks and retire the job; a second decision keeps the first. `seconds`, Astria's
-        generation time on a success, feeds the learnt generation time."""
-        decided = self.finish_many([Ending(lease, job, outcome, seconds, cost_mc, fields)])[0]
-        if decided is None:
-            raise LeaseLost(job.id)
-        return decided
-
-    def finish_many(self, endings: list[Ending]) -> list[Decided | None]:
-        """`finish` for several jobs in one round trip; None for a job that was not ours."""
+    def finish(self, endings: list[Ending]) -> list[Decided | None]:
+        """Decide each outcome once, in one round trip: deliver it to the job and its followers,
+        count it, queue the webhooks and retire the job; a second decision keeps the first, and
+        a job that was not ours gets None. `seconds`, Astria's generation time on a success,
+        feeds the learnt generation time."""
         batch = self.batch(durable=True)
         now = time.time()
         for e in endings:
@@ -279,7 +347,7 @@ class JobStore:
                             "cost": "" if e.cost_mc is None else e.cost_mc,
                             "webhook_url": job.webhook_url or "",
                             "webhook_type": webhook_type(outcome),
-                            "fields": job_fields(e.fields)})
+                            "fields": job_fields(e.fields())})
         return [None if as_text(reply[0]) == "lost"
                 else Decided(outcome_from_json(as_text(reply[0])), int(reply[1]) == 1)
                 for reply in batch.execute()]

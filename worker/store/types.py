@@ -1,12 +1,15 @@
-"""The values job transitions take and give: leases, endings, registrations."""
+"""The values job transitions take and give: leases, POSTs, next polls, endings,
+registrations. The fields a transition writes on the job's record are named here and in
+`worker.store.jobs` only; the flow says what happened."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
+from worker.astria.prompt import Prompt
 from worker.records import JOB_HASH_FIELDS, Job, Outcome
 
 
@@ -21,8 +24,8 @@ class Lease:
 
 
 class Moved(StrEnum):
-    """What a transition of a job we hold did (the replies of mark_posting, created, requeue,
-    schedule); LOST never leaves the store: it raises LeaseLost."""
+    """What a transition of a job we hold did (the replies of `JobStore.record_posts` and
+    `record_prompts`); LOST never leaves the store: the other verbs raise LeaseLost."""
 
     OK = "ok"  #: done as asked
     WAITING = "waiting"  #: the prompt is recorded; the job waits for its images
@@ -60,25 +63,68 @@ class Registration:
 
 
 @dataclass(frozen=True)
+class Posting:
+    """A POST about to be sent, and the record of it written first (`JobStore.record_posts`):
+    where it goes, and when it was decided by Redis's clock (which every host shares), so that
+    a lost answer can look for its prompt instead of paying for another."""
+
+    job: Job  #: the job as it was before this POST
+    tune_id: int
+    text: str
+    rerouted: bool
+    at: float
+
+    def fields(self) -> dict[str, Any]:
+        job = self.job
+        return {"pending_post": self.at, "gave_up_at": 0, "post_tune_id": self.tune_id,
+                "post_text": self.text, "post_rerouted": self.rerouted,
+                "post_attempts": job.post_attempts + 1,
+                "first_post_at": job.first_post_at or self.at,
+                "retry_attempt": job.retry_attempt + 1, "retry_since": job.retry_since or self.at,
+                "list_before": 0, "list_oldest": 0.0}
+
+    def recorded(self) -> Job:
+        """The job as its record reads once this POST is recorded."""
+        return replace(self.job, **self.fields())
+
+
+@dataclass(frozen=True)
+class NextPoll:
+    """A waiting job to look at again at `at` (`JobStore.schedule_polls`); `done`, its prompts
+    known to be done now, when this look found more of them."""
+
+    lease: Lease
+    job: Job
+    at: float
+    done: list[Prompt] | None = None
+
+
+class Noted(StrEnum):
+    """What an ending records on the job besides its outcome (`Ending.noted`), for a redrive."""
+
+    NOTHING = ""
+    NOT_CREATED = "not_created"  #: the last POST is known to have created nothing
+    AMBIGUOUS = "ambiguous"  #: one more POST went unanswered and no prompt of it showed
+    STEP_FAILED = "step_failed"  #: one more unexpected failure of a step in a row
+
+
+@dataclass(frozen=True)
 class Ending:
-    """A job's outcome to decide (`JobStore.finish_many`)."""
+    """A job's outcome to decide (`JobStore.finish`)."""
 
     lease: Lease
     job: Job
     outcome: Outcome
     seconds: float | None = None  #: Astria's generation time, on a success
     cost_mc: int | None = None
-    fields: Mapping[str, Any] = field(default_factory=dict)  #: set on the job first
+    noted: Noted = Noted.NOTHING
 
-
-@dataclass(frozen=True)
-class Later:
-    """A job to look at again at `at` (`JobStore.schedule_many`)."""
-
-    lease: Lease
-    job: Job
-    at: float
-    fields: Mapping[str, Any] = field(default_factory=dict)
+    def fields(self) -> dict[str, Any]:
+        """What `noted` sets on the job before its outcome is decided."""
+        job = self.job
+        return {Noted.NOTHING: {}, Noted.NOT_CREATED: {"pending_post": 0},
+                Noted.AMBIGUOUS: {"ambiguous_posts": job.ambiguous_posts + 1},
+                Noted.STEP_FAILED: {"step_failures": job.step_failures + 1}}[self.noted]
 
 
 @dataclass(frozen=True)
