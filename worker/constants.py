@@ -38,9 +38,10 @@ class Keys:
         """String: Celery's result document for the job."""
         return RESULT_KEY_PREFIX + job_id
 
-    def idempotency(self, key: str) -> str:
-        """String: the leader job of an idempotency key."""
-        return f"{self.prefix}:idem:{key}"
+    def idempotency(self, tenant: str, key: str) -> str:
+        """String: the leader job of a tenant's idempotency key (a key is the tenant's own:
+        another tenant's job with the same key is a job of its own)."""
+        return f"{self.prefix}:idem:{tenant}:{key}"
 
     def token(self, token: str) -> str:
         """String: the job a callback token belongs to."""

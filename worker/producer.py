@@ -24,13 +24,15 @@ from worker.spec import PromptSpec, parse_spec
 
 def check_spec(spec: Any) -> PromptSpec:
     """What `enqueue` checks before sending: the spec's rules (InvalidSpec names the field and
-    the rule) and, unless WEBHOOK_ALLOW_PRIVATE_ADDRESSES, that its callback's name resolves to
-    public addresses only (a worker does not resolve names when it accepts a job: that would
-    let a producer's DNS hold a worker slot; it resolves them at each delivery)."""
+    the rule), that TENANTS_FILE (when given) registers its tenant and tune, and, unless
+    WEBHOOK_ALLOW_PRIVATE_ADDRESSES, that its callback's name resolves to public addresses only
+    (a worker does not resolve names when it accepts a job: that would let a producer's DNS
+    hold a worker slot; it resolves them at each delivery)."""
     s = runtime().settings
     parsed = parse_spec(dict(spec) if isinstance(spec, Mapping) else spec,
                         sdxl_base_tune_id=s.astria_sdxl_base_tune_id,
                         private_callbacks=s.webhook_allow_private_addresses)
+    s.tenants.check(parsed.tenant, parsed.tune_id)
     if parsed.callback and not s.webhook_allow_private_addresses:
         problem = resolved_problem(parsed.callback)
         if problem:

@@ -6,16 +6,23 @@ Validation happens once, at start-up: a bad variable fails fast with its own nam
 
 from __future__ import annotations
 
-import base64
-import binascii
 from functools import lru_cache
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.errors import ConfigError
 from worker.records import Lane
+from worker.tenants import Tenants, load_tenants, webhook_secret_rule
 
 #: Seconds the ambiguous-POST grace exceeds the read timeout by, at least.
 GRACE_MARGIN = 10.0
@@ -101,6 +108,9 @@ class Settings(BaseSettings):
     # Webhooks to producers (a spec's `callback`), signed per standardwebhooks.com
     #: `whsec_` + base64 of the signing key.
     webhook_secret: SecretStr | None = None
+    #: The tenant registry (JSON, or YAML by its suffix): see worker/tenants.py and the README.
+    tenants_file: Path | None = None
+    _tenants: Tenants = PrivateAttr(default_factory=Tenants)
     #: First retry within this many seconds (random), then twice as long each time...
     webhook_first_retry_seconds: float = Field(8.0, gt=0)
     #: ...up to this interval between attempts...
@@ -164,15 +174,8 @@ class Settings(BaseSettings):
     @field_validator("webhook_secret")
     @classmethod
     def _secret(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is None:
-            return None
-        raw = value.get_secret_value()
-        try:
-            key = base64.b64decode(raw.removeprefix("whsec_"), validate=True)
-        except (binascii.Error, ValueError):
-            key = b""
-        if not raw.startswith("whsec_") or len(key) < 16:
-            raise ValueError("must be whsec_ followed by the base64 of a key of 16+ bytes")
+        if value is not None:
+            webhook_secret_rule(value.get_secret_value())
         return value
 
     @model_validator(mode="after")
@@ -214,9 +217,31 @@ class Settings(BaseSettings):
             raise ConfigError("ASTRIA_API_KEY: required by the worker (not set)")
         return self.astria_api_key.get_secret_value().strip()
 
-    def webhook_key(self) -> str | None:
-        """The `whsec_...` webhook secret, or None when webhooks cannot be signed."""
-        return self.webhook_secret.get_secret_value() if self.webhook_secret else None
+    def model_post_init(self, context: Any) -> None:
+        self._tenants = load_tenants(self.tenants_file)
+
+    @property
+    def tenants(self) -> Tenants:
+        """The registry of TENANTS_FILE (empty without one: any tenant name)."""
+        return self._tenants
+
+    def turn_weights(self) -> dict[str, float]:
+        """Each tenant's weight in its lane's turns: the file's, else TENANT_WEIGHTS."""
+        return self._tenants.weights() if self._tenants.registered else self.tenant_weights
+
+    def turn_caps(self) -> dict[str, int]:
+        """Each tenant's cap of prompts in flight: the file's, else TENANT_MAX_IN_FLIGHT."""
+        return self._tenants.caps() if self._tenants.registered else self.tenant_max_in_flight
+
+    def webhook_keys(self, tenant: str) -> list[str]:
+        """The `whsec_...` secrets a tenant's webhooks are signed with, newest first: its own
+        (TENANTS_FILE), else WEBHOOK_SECRET; [] when they cannot be signed (no secret, or a
+        registry that does not name the tenant)."""
+        if own := self._tenants.secrets(tenant):
+            return own
+        if self._tenants.registered and tenant not in self._tenants.named:
+            return []
+        return [self.webhook_secret.get_secret_value()] if self.webhook_secret else []
 
 
 def load_settings() -> Settings:

@@ -27,6 +27,7 @@ from pydantic import (
 from worker.errors import InvalidSpec
 from worker.net.addresses import url_host_problem
 from worker.records import Lane
+from worker.tenants import TENANT_PATTERN
 
 MAX_TEXT_CHARS = 4000
 MAX_INLINE_IMAGE_CHARS = 4 * 1024 * 1024
@@ -64,7 +65,6 @@ OWN_KEYS = frozenset({"tune_id", "lora_strength", "idempotency_key", "priority",
                       "expires_in"})
 #: Spec keys never sent to Astria as they are.
 NOT_SENT = OWN_KEYS | {"callback"}
-TENANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 MAX_EXPIRES_IN = 30 * 24 * 3600
 
 

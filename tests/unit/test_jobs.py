@@ -13,7 +13,7 @@ from worker.errors import InvalidSpec
 from worker.records import Failed, JobState, Revoked, Succeeded
 from worker.store.jobs import CALLBACK_SPACING
 from worker.store.scripts import Script, parse_signature
-from worker.store.types import Ending, LeaseLost, NextPoll
+from worker.store.types import Delivery, Ending, LeaseLost, NextPoll
 
 
 def result_doc(store: Store, name: str) -> dict[str, Any] | None:
@@ -51,6 +51,14 @@ def test_same_idempotency_key_makes_a_follower_that_gets_the_leaders_outcome(
     store.register("late", idempotency_key="k", callback="https://c.test/hook")
     assert result_doc(store, "late")["status"] == "SUCCESS"  # type: ignore[index]
     assert store.redis.zcard(store.keys.webhooks_due) == 3
+
+
+def test_an_idempotency_key_is_the_tenants_own(store: Store) -> None:
+    """Tenant B's job with tenant A's key is a job of its own: it never gets A's images."""
+    queued_and_granted(store, "a", idempotency_key="avatar-42", tenant="a")
+    other = store.register("b", idempotency_key="avatar-42", tenant="b")
+    assert other.kind == "new"
+    assert store.register("a2", idempotency_key="avatar-42", tenant="a").kind == "follower"
 
 
 def test_a_job_cancelled_before_it_arrived_is_refused_when_it_does(store: Store) -> None:
@@ -178,13 +186,13 @@ def test_webhook_delivery_outcomes(store: Store) -> None:
     message = f"msg_{store.jid('a')}"
     k = store.keys
 
-    def done(result: str) -> None:
+    def done(result: Delivery) -> None:
         store.webhooks.done(message, result=result, next_at=time.time() + 5, error="HTTP 500",
                             body=b"{}", now=time.time(), answered=True)
 
-    done("retry")
+    done(Delivery.RETRY)
     assert store.redis.zscore(k.webhooks_due, message) is not None
-    done("dead")
+    done(Delivery.DEAD)
     assert store.redis.zscore(k.webhooks_dead, message) is not None
     assert store.redis.zscore(k.webhooks_due, message) is None
     assert store.webhooks.redrive(message) == "redriven"

@@ -145,7 +145,7 @@ def test_a_jobs_field_names_live_in_the_store() -> None:
 #: (each package's __init__ says the same in words).
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("worker.errors", "worker.records", "worker.settings", "worker.constants", "worker.logs",
-     "worker.fdlimit"),  # the core: names, records, settings
+     "worker.tenants"),  # the core: names, records, settings
     ("worker.net",),  # HTTP to producers' endpoints
     ("worker.spec",),  # what a producer may ask for
     ("worker.astria",),  # Astria and its rules

@@ -10,7 +10,7 @@ import pytest
 
 from tests.unit.conftest import Store
 from worker.records import Succeeded
-from worker.store.types import Ending
+from worker.store.types import Delivery, Ending
 from worker.store.webhooks import FAILURES_TO_HOLD, HOLD_BASE
 
 
@@ -48,8 +48,8 @@ def test_one_destination_gets_at_most_its_cap_in_flight(fast: Any) -> None:
     assert len([m for m in first if m in slow]) == 2 and set(other) <= set(first)
     assert store.grant_webhooks(room=10) == []  # the rest of slow.test waits its turn
     now = time.time()
-    store.webhooks.done(first[0], result="delivered", next_at=0, error="", body=b"{}", now=now,
-                        answered=True)
+    store.webhooks.done(first[0], result=Delivery.DELIVERED, next_at=0, error="", body=b"{}",
+                        now=now, answered=True)
     assert len(store.grant_webhooks(room=10, now=now + 1.5)) == 1  # one left: one more goes
 
 
@@ -58,15 +58,15 @@ def test_a_destination_that_keeps_failing_is_held_back_then_probed_once(fast: An
     hooks = finished_with_webhooks(store, [f"j{i}" for i in range(8)], "https://down.test/x")
     now = time.time()
     for message in hooks[:FAILURES_TO_HOLD]:
-        store.webhooks.done(message, result="retry", next_at=now, error="timed out", body=b"{}",
-                            now=now, answered=False)
+        store.webhooks.done(message, result=Delivery.RETRY, next_at=now, error="timed out",
+                            body=b"{}", now=now, answered=False)
     assert store.grant_webhooks(room=10, now=now + 1) == []  # held back
     later = now + HOLD_BASE + 0.1
     probe = store.grant_webhooks(room=10, now=later)
     assert len(probe) == 1  # one attempt at a time while it keeps failing
     assert store.grant_webhooks(room=10, now=later + 0.1) == []
-    store.webhooks.done(probe[0], result="delivered", next_at=0, error="", body=b"{}", now=later,
-                        answered=True)
+    store.webhooks.done(probe[0], result=Delivery.DELIVERED, next_at=0, error="", body=b"{}",
+                        now=later, answered=True)
     assert len(store.grant_webhooks(room=10, now=later + 1.1)) == 4  # healthy again: its cap
 
 
@@ -75,8 +75,8 @@ def test_an_endpoint_that_answers_is_not_held_back_however_it_answers(fast: Any)
     hooks = finished_with_webhooks(store, [f"j{i}" for i in range(8)], "https://flaky.test/x")
     now = time.time()
     for message in hooks[:6]:
-        store.webhooks.done(message, result="retry", next_at=now, error="HTTP 500", body=b"{}",
-                            now=now, answered=True)
+        store.webhooks.done(message, result=Delivery.RETRY, next_at=now, error="HTTP 500",
+                            body=b"{}", now=now, answered=True)
     assert len(store.grant_webhooks(room=10, now=now + 0.1)) == 4  # its cap: not held back
 
 

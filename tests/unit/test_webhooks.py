@@ -17,7 +17,7 @@ SECRET = "whsec_" + base64.b64encode(b"a-key-of-more-than-16-bytes").decode()
 def test_a_signed_webhook_verifies_with_the_reference_package() -> None:
     body = event_body("job-1", "job.succeeded", Succeeded({"job_id": "x", "images": ["u"]}),
                       1_700_000_000.0)
-    headers = signed_headers(SECRET, "msg_job-1", body)
+    headers = signed_headers([SECRET], "msg_job-1", body)
     assert headers["webhook-signature"].startswith("v1,")
     payload = Webhook(SECRET).verify(body, headers)
     assert payload == {"type": "job.succeeded", "timestamp": "2023-11-14T22:13:20.000Z",
@@ -27,7 +27,7 @@ def test_a_signed_webhook_verifies_with_the_reference_package() -> None:
 
 def test_a_tampered_body_or_another_secret_fails() -> None:
     body = event_body("j", "job.revoked", Revoked("expired"), 1_700_000_000.0)
-    headers = signed_headers(SECRET, "msg_j", body)
+    headers = signed_headers([SECRET], "msg_j", body)
     with pytest.raises(WebhookVerificationError):
         verify(headers, body.replace(b"expired", b"revoked"), SECRET)
     other = "whsec_" + base64.b64encode(b"another-key-of-16-bytes").decode()

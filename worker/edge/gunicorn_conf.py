@@ -15,7 +15,7 @@ import logging
 import os
 import re
 
-from worker.fdlimit import raise_open_file_limit
+from worker.net.fdlimit import raise_open_file_limit
 
 _TOKEN = re.compile(r"(token=)[^&\s'\"]+")
 

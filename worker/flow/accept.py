@@ -6,7 +6,8 @@ task's: no worker slot waits for a rate limit or for Astria. Registering publish
 channel, so an idle engine (`worker.flow.engine`) asks for work at once. Anything wrong with what
 the producer sent ends the job at once with an InvalidSpec that names what and the rule, and nothing
 is sent to Astria: task arguments other than `kwargs={"spec": {...}}` (a single positional argument
-is taken too), a spec that breaks a rule, an idempotency key that already has
+is taken too), a spec that breaks a rule, a tenant or tune TENANTS_FILE does not register for
+it, an idempotency key that already has
 IDEMPOTENCY_MAX_FOLLOWERS jobs waiting on it.
 """
 
@@ -61,9 +62,12 @@ def _post_by(expires_in: float | None, message_expires: Any, now: float) -> floa
 
 
 def _parse(rt: Runtime, raw_spec: Any) -> PromptSpec:
+    """The spec, by its rules and the tenant registry's (TENANTS_FILE)."""
     s = rt.settings
-    return parse_spec(raw_spec, sdxl_base_tune_id=s.astria_sdxl_base_tune_id,
+    spec = parse_spec(raw_spec, sdxl_base_tune_id=s.astria_sdxl_base_tune_id,
                       private_callbacks=s.webhook_allow_private_addresses)
+    s.tenants.check(spec.tenant, spec.tune_id)
+    return spec
 
 
 def accept(rt: Runtime, job_id: str, args: Any, kwargs: Any, *,

@@ -33,9 +33,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import redis
 
-from worker.fdlimit import raise_open_file_limit
 from worker.flow import steps
 from worker.flow.steps import Work
+from worker.net.fdlimit import raise_open_file_limit
 from worker.runtime import Runtime
 from worker.store.dispatch import Grant
 from worker.store.types import Lease, LeaseLost

@@ -39,6 +39,7 @@ from worker.astria.retry import next_attempt_in, webhook_policy
 from worker.errors import AstriaQueueError
 from worker.records import Failed, Outcome, Succeeded
 from worker.runtime import Runtime
+from worker.store.types import Delivery
 
 log = logging.getLogger("astria.webhooks")
 
@@ -60,13 +61,14 @@ def event_body(job_id: str, event_type: str, outcome: Outcome, finished_at: floa
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
 
-def signed_headers(secret: str, message_id: str, body: bytes, at: float | None = None
+def signed_headers(secrets: list[str], message_id: str, body: bytes, at: float | None = None
                    ) -> dict[str, str]:
-    """The three Standard Webhooks headers for one attempt."""
+    """The three Standard Webhooks headers for one attempt: a signature by each secret (newest
+    first; several while a rotation lasts, and a receiver accepts any one)."""
     when = datetime.fromtimestamp(int(time.time() if at is None else at), UTC)
+    signatures = " ".join(Signer(s).sign(message_id, when, body.decode()) for s in secrets)
     return {"webhook-id": message_id, "webhook-timestamp": str(int(when.timestamp())),
-            "webhook-signature": Signer(secret).sign(message_id, when, body.decode()),
-            "content-type": "application/json"}
+            "webhook-signature": signatures, "content-type": "application/json"}
 
 
 def verify(headers: Mapping[str, str], body: bytes | str, secret: str) -> Any:
@@ -84,26 +86,29 @@ def deliver(rt: Runtime, message_id: str) -> None:
     body = hook.body if hook else b""
     if hook and not body and hook.outcome is not None:
         body = event_body(hook.job_id, hook.type, hook.outcome, hook.finished_at or now)
-    secret = rt.settings.webhook_key()
     retry_for = rt.settings.webhook_retry_for_seconds
     error, next_at, answered = "", 0.0, False
+    secrets = rt.settings.webhook_keys(hook.tenant) if hook else []
     if hook is None or not body:
-        result, error = "dead", "the job's outcome is gone (past JOB_RETENTION_SECONDS)"
-    elif secret is None:
-        result, error = "dead", "WEBHOOK_SECRET is not set: webhooks cannot be signed"
+        result, error = Delivery.DEAD, "the job's outcome is gone (past JOB_RETENTION_SECONDS)"
+    elif not secrets:
+        result = Delivery.DEAD
+        error = (f"no webhook secret for tenant {hook.tenant!r} (TENANTS_FILE, WEBHOOK_SECRET): "
+                 "webhooks cannot be signed")
     elif not hook.first_attempt_at and now - hook.created_at > retry_for:
-        result, error = "dead", "its retry window ended while its destination was held back"
+        result = Delivery.DEAD
+        error = "its retry window ended while its destination was held back"
     else:
-        answer = rt.egress.post(hook.url, body, signed_headers(secret, message_id, body, now),
+        answer = rt.egress.post(hook.url, body, signed_headers(secrets, message_id, body, now),
                                 deadline=rt.settings.webhook_timeout_seconds)
-        error, result, answered = answer.error, "delivered", answer.status is not None
+        error, result, answered = answer.error, Delivery.DELIVERED, answer.status is not None
         if answer.refused:
-            result = "dead"
+            result = Delivery.DEAD
         elif error:
             delay = next_attempt_in(webhook_policy(rt.settings), attempt=hook.attempts + 1,
                                     started_at=hook.first_attempt_at or now,
                                     error=WebhookFailed(error), now=now)
-            result = "dead" if delay is None else "retry"
+            result = Delivery.DEAD if delay is None else Delivery.RETRY
             next_at = now + (delay or 0.0)
     rt.webhooks.done(message_id, result=result, next_at=next_at, error=error, body=body,
                      now=now, answered=answered)

@@ -1,2 +1,2 @@
-"""HTTP to producers' endpoints: where a webhook may go (public addresses only) and one
-bounded attempt to deliver it. May import: the core modules (errors, settings, records)."""
+"""HTTP to producers' endpoints: where a webhook may go (public addresses only), one bounded
+attempt to deliver it, and sockets enough for every thread. May import: the core modules."""

@@ -119,7 +119,7 @@ class Dispatcher:
             "lease_seconds": s.job_lease_seconds, "ceiling": s.astria_rate_limit_per_second,
             "burst": s.astria_rate_limit_burst, "lanes": ",".join(LANES),
             "shares": json.dumps({str(k): v for k, v in s.lane_min_share.items()}),
-            "weights": json.dumps(s.tenant_weights), "caps": json.dumps(s.tenant_max_in_flight),
+            "weights": json.dumps(s.turn_weights()), "caps": json.dumps(s.turn_caps()),
             "default_cap": s.tenant_default_max_in_flight,
         }
         self._webhook_policy: dict[str, Any] = {

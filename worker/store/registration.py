@@ -33,10 +33,11 @@ from worker.records import (
     as_text,
     outcome_from_json,
 )
-from worker.spec import TENANT_PATTERN, PromptSpec, parse_spec
+from worker.spec import PromptSpec, parse_spec
 from worker.store.jobs import JobStore
 from worker.store.results import webhook_type
 from worker.store.types import Registered, Registration, job_fields
+from worker.tenants import TENANT_PATTERN
 
 #: What is kept of an invalid spec: enough to see what was sent, never megabytes.
 MAX_STORED_SPEC_CHARS = 16_384
@@ -93,7 +94,8 @@ class Registrations:
                   "tenant": spec.tenant, "lane": lane, "seq": seq, "created_at": now,
                   "post_by": post_by, "seed": seed, "token": secrets.token_urlsafe(16),
                   "post_attempts": 0, "polls": 0}
-        idem = k.idempotency(spec.idempotency_key) if spec.idempotency_key else k.job(job_id)
+        idem = (k.idempotency(spec.tenant, spec.idempotency_key) if spec.idempotency_key
+                else k.job(job_id))
         # what a job cancelled before it arrived is decided with (register.lua, lib/decide.lua)
         revoked = Revoked(revoked_reason)
         decision_keys = {**store.outcome_keys(job_id), "live": k.live(spec.tenant)}

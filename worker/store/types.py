@@ -54,6 +54,14 @@ class CallbackTaken(StrEnum):
     IGNORED = "ignored"  #: the job waits for no such prompt
 
 
+class Delivery(StrEnum):
+    """What one delivery attempt of a webhook came to (`WebhookStore.done`)."""
+
+    DELIVERED = "delivered"  #: the destination answered 2xx: done
+    RETRY = "retry"  #: failed for now: again at its next time
+    DEAD = "dead"  #: refused, gone, or out of retries: a dead letter
+
+
 @dataclass(frozen=True)
 class Registration:
     """What `Registrations.register` did, and the leader of a follower."""

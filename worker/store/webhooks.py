@@ -21,6 +21,7 @@ import redis
 from worker.constants import Keys
 from worker.records import Outcome, as_text, outcome_from_json
 from worker.store.scripts import Scripts
+from worker.store.types import Delivery
 
 #: Attempts without an answer in a row after which a destination is held back.
 FAILURES_TO_HOLD = 5
@@ -44,6 +45,7 @@ class Webhook:
 
     id: str
     job_id: str
+    tenant: str  #: its job's ('' once the job's record is gone)
     type: str
     url: str
     body: bytes  #: the bytes sent by the first attempt (b'' before it)
@@ -68,26 +70,26 @@ class WebhookStore:
         if not raw:
             return None
         hook = {as_text(k): as_text(v) for k, v in raw.items()}
-        outcome, finished = None, 0.0
-        if not hook.get("body"):
-            found, at = self._redis.hmget(self._keys.job(hook.get("source", "")),
-                                          ["outcome", "finished_at"])
-            outcome = outcome_from_json(as_text(found)) if found else None
-            finished = float(as_text(at)) if at else 0.0
-        return Webhook(message_id, hook.get("job_id", ""), hook.get("type", ""),
-                       hook.get("url", ""), hook.get("body", "").encode(),
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hget(self._keys.job(hook.get("job_id", "")), "tenant")
+        pipe.hmget(self._keys.job(hook.get("source", "")), ["outcome", "finished_at"])
+        tenant, (found, at) = pipe.execute()
+        outcome = outcome_from_json(as_text(found)) if found and not hook.get("body") else None
+        return Webhook(message_id, hook.get("job_id", ""), as_text(tenant or b""),
+                       hook.get("type", ""), hook.get("url", ""), hook.get("body", "").encode(),
                        float(hook.get("created_at") or 0), float(hook.get("first_attempt_at") or 0),
-                       int(hook.get("attempts") or 0), outcome, finished)
+                       int(hook.get("attempts") or 0), outcome, float(as_text(at)) if at else 0.0)
 
-    def done(self, message_id: str, *, result: str, next_at: float, error: str, body: bytes,
-             now: float, answered: bool) -> None:
-        """Record an attempt: 'delivered', 'retry' (at `next_at`) or 'dead'; `answered`: the
-        destination answered at all (with any status)."""
+    def done(self, message_id: str, *, result: Delivery, next_at: float, error: str,
+             body: bytes, now: float, answered: bool) -> None:
+        """Record an attempt (RETRY at `next_at`); `answered`: the destination answered at all
+        (with any status)."""
         k = self._keys
         self._scripts.webhook_done(
             keys={"webhook": k.webhook(message_id), "webhooks_due": k.webhooks_due,
                   "webhooks_dead": k.webhooks_dead},
-            args={"message_id": message_id, "now": now, "result": result, "next_at": next_at,
+            args={"message_id": message_id, "now": now, "result": result.value,
+                  "next_at": next_at,
                   "error": error, "body": body.decode(), "destination_prefix": k.destination(""),
                   "failures_to_hold": FAILURES_TO_HOLD, "hold_base": HOLD_BASE,
                   "hold_max": HOLD_MAX, "answered": int(answered)})
