@@ -4,7 +4,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY worker ./worker
 COPY tasks ./tasks
-RUN pip install --no-cache-dir '.[ops]'
+RUN pip install --no-cache-dir '.[ops,server]'
 RUN useradd --create-home astria
 USER astria
 CMD ["celery", "-A", "worker", "worker", "-c", "2", "--loglevel", "INFO"]
@@ -13,5 +13,5 @@ CMD ["celery", "-A", "worker", "worker", "-c", "2", "--loglevel", "INFO"]
 FROM runtime AS local
 USER root
 COPY astria_local ./astria_local
-RUN pip install --no-cache-dir '.[ops]'
+RUN pip install --no-cache-dir '.[ops,server]'
 USER astria

@@ -190,3 +190,21 @@ def _answers(url: str) -> bool:
         return requests.get(url, timeout=1).ok
     except requests.RequestException:
         return False
+
+
+def start_api(stack: Stack, tenants_file: Path, **env: Any) -> str:
+    """Run the HTTP API with the Procfile's own command (`astria-queue api`) on a free port of
+    loopback; returns its base URL."""
+    port = free_port()
+    log = Path(f"/tmp/astria-test-api-{stack.prefix}-{port}.log")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "worker.cli", "api"], cwd=ROOT,
+        env={**os.environ, **stack.env, "API_HOST": "127.0.0.1", "API_PORT": str(port),
+             "TENANTS_FILE": str(tenants_file), **{k.upper(): str(v) for k, v in env.items()}},
+        stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    stack.workers.append(proc)
+    stack.logs.append(log)
+    base = f"http://127.0.0.1:{port}"
+    wait_for(lambda: _answers(base + "/openapi.json"), 30, "the API")
+    return base

@@ -87,6 +87,15 @@ def schema() -> None:
 
 
 @main.command()
+def openapi() -> None:
+    """Print the HTTP API's OpenAPI document (also in schema/openapi.json)."""
+    from worker.edge.api import create_app
+    from worker.runtime import runtime
+
+    _print_json(create_app(runtime()).openapi())
+
+
+@main.command()
 def stats() -> None:
     """Counts by state, per tenant and lane (in flight, latency, cost), requests by status."""
     from worker.runtime import runtime
@@ -306,6 +315,18 @@ def run_receiver(host: str, port: int) -> None:
     os.environ.update(CALLBACK_HOST=host, CALLBACK_PORT=str(port))
     args = ["gunicorn", "-c", "python:worker.edge.gunicorn_conf", "worker.edge.receiver:app"]
     os.execvp(sys.executable, [sys.executable, "-m", *args])
+
+
+@main.command()
+def api() -> None:
+    """The HTTP API for producers (API_HOST:API_PORT), served by uvicorn."""
+    import uvicorn
+
+    from worker.runtime import runtime
+
+    s = runtime().settings
+    uvicorn.run("worker.edge.api:create_app", factory=True, host=s.api_host, port=s.api_port,
+                proxy_headers=False, server_header=False, log_config=None)
 
 
 @main.command()

@@ -16,29 +16,14 @@ from celery.result import AsyncResult
 
 from worker.broker.app import app
 from worker.constants import SUBMIT_TASK
-from worker.errors import InvalidSpec
-from worker.net.addresses import resolved_problem
+from worker.flow.accept import check
 from worker.runtime import runtime
-from worker.spec import PromptSpec, parse_spec
+from worker.spec import PromptSpec
 
 
 def check_spec(spec: Any) -> PromptSpec:
-    """What `enqueue` checks before sending: the spec's rules (InvalidSpec names the field and
-    the rule), that TENANTS_FILE (when given) registers its tenant and tune, and, unless
-    WEBHOOK_ALLOW_PRIVATE_ADDRESSES, that its callback's name resolves to public addresses only
-    (a worker does not resolve names when it accepts a job: that would let a producer's DNS
-    hold a worker slot; it resolves them at each delivery)."""
-    s = runtime().settings
-    parsed = parse_spec(dict(spec) if isinstance(spec, Mapping) else spec,
-                        sdxl_base_tune_id=s.astria_sdxl_base_tune_id,
-                        private_callbacks=s.webhook_allow_private_addresses)
-    s.tenants.check(parsed.tenant, parsed.tune_id)
-    if parsed.callback and not s.webhook_allow_private_addresses:
-        problem = resolved_problem(parsed.callback)
-        if problem:
-            raise InvalidSpec(f"callback: {problem}: webhooks go to public addresses only "
-                              "(WEBHOOK_ALLOW_PRIVATE_ADDRESSES=true lifts this)")
-    return parsed
+    """What `enqueue` checks before sending (`worker.flow.accept.check`)."""
+    return check(runtime(), spec)
 
 
 def enqueue(spec: Mapping[str, Any]) -> str:

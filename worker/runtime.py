@@ -11,6 +11,7 @@ from worker.astria.client import AstriaClient
 from worker.constants import Keys
 from worker.net.egress import Egress
 from worker.settings import Settings, get_settings
+from worker.store.channels import Channels
 from worker.store.clock import RedisClock
 from worker.store.connections import redis_client
 from worker.store.dispatch import Dispatcher
@@ -36,6 +37,7 @@ class Runtime:
         self.clock = RedisClock(self.redis)
         self.results = ResultFormat(settings.job_retention_seconds)
         self.jobs = JobStore(self.redis, settings, self.keys, self.results)
+        self.channels = Channels(self.redis, self.keys)
         self.registrations = Registrations(self.jobs)
         self.learnt = Learnt(self.redis, self.keys)
         self.stats = Stats(self.redis, self.keys, self.jobs.oldest_queued_at)

@@ -31,7 +31,9 @@ GRACE_MARGIN = 10.0
 class Settings(BaseSettings):
     """Configuration; each field maps to the upper-case environment variable of the same name."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+    #: An empty variable (compose's `${X:-}`) is an unset one.
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True,
+                                      env_ignore_empty=True)
 
     # Connections
     #: kombu's URL forms: redis://, rediss://, unix://, or sentinel://h1:26379;sentinel://h2:26379/0
@@ -104,6 +106,15 @@ class Settings(BaseSettings):
     tenant_max_in_flight: dict[str, int] = Field(default_factory=dict)
     #: The same for tenants not named there (0: no cap).
     tenant_default_max_in_flight: int = Field(0, ge=0)
+
+    # The HTTP API for producers (`astria-queue api`): internal, its own process and port
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8000, ge=1, le=65535)
+    #: A request body past this is refused (413): a spec with its inline image fits.
+    api_max_body_bytes: int = Field(6 * 1024 * 1024, ge=1024)
+    #: Each token's requests: this many a second on average, in bursts of API_RATE_BURST (429).
+    api_rate_per_second: float = Field(50.0, gt=0)
+    api_rate_burst: int = Field(100, ge=1)
 
     # Webhooks to producers (a spec's `callback`), signed per standardwebhooks.com
     #: `whsec_` + base64 of the signing key.

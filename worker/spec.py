@@ -116,7 +116,7 @@ class PromptSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
     tune_id: int = Field(gt=0, le=MAX_ID)
-    text: str = Field(max_length=MAX_TEXT_CHARS)
+    text: str = Field(max_length=MAX_TEXT_CHARS, json_schema_extra={"pattern": r"\S"})
     negative_prompt: str | None = Field(None, max_length=MAX_TEXT_CHARS)
     callback: str | None = None
     num_images: int | None = Field(None, ge=1, le=8)

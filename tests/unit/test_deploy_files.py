@@ -9,8 +9,11 @@ import shlex
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
+from worker.edge.api import create_app
+from worker.runtime import Runtime
 from worker.settings import Settings
 from worker.spec import spec_json_schema
 
@@ -47,7 +50,8 @@ def test_compose_runs_what_the_procfile_runs() -> None:
 
 def test_the_procfile_uses_standard_commands() -> None:
     commands = procfile()
-    assert set(commands) == {"worker", "callbacks", "flower"}
+    assert set(commands) == {"worker", "callbacks", "flower", "api"}
+    assert commands["api"] == ["astria-queue", "api"]
     assert commands["worker"][:4] == ["celery", "-A", "worker", "worker"]
     assert commands["callbacks"][:3] == ["gunicorn", "-c", "python:worker.edge.gunicorn_conf"]
     assert commands["callbacks"][3] == "worker.edge.receiver:app"
@@ -75,9 +79,20 @@ def test_prometheus_scrapes_the_receiver_and_the_dashboard_uses_real_metrics() -
                 assert base in exported, name
 
 
-def test_committed_schema_is_current() -> None:
+def test_compose_defaults_are_a_valid_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each `${X:-default}` as compose gives it when X is unset (an empty one is unset)."""
+    for name, value in compose()["services"]["api"]["environment"].items():
+        monkeypatch.setenv(name, re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(value)))
+    settings = Settings()
+    assert settings.api_host == "0.0.0.0" and settings.tenants_file is None
+    assert settings.astria_callback_url is None
+
+
+def test_committed_schemas_are_current() -> None:
     committed = json.loads((ROOT / "schema" / "prompt-spec.schema.json").read_text())
     assert committed == spec_json_schema()
+    openapi = json.loads((ROOT / "schema" / "openapi.json").read_text())
+    assert openapi == create_app(Runtime(Settings())).openapi()  # astria-queue openapi
     assert committed["additionalProperties"] is False
     assert committed["properties"]["num_images"]["anyOf"][0]["maximum"] == 8
 

@@ -65,7 +65,7 @@ def _deadline(seconds: float) -> Any:
     (a threaded server sets its own socket timeouts)."""
     try:
         from gevent import Timeout, monkey
-    except ImportError:  # pragma: no cover - gevent is a dependency
+    except ImportError:  # pragma: no cover - gevent comes with [server]
         return _Nothing()
     return Timeout(seconds) if monkey.is_module_patched("socket") else _Nothing()
 

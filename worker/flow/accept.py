@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from worker.astria.routing import route
 from worker.errors import InvalidSpec
+from worker.net.addresses import resolved_problem
 from worker.runtime import Runtime
 from worker.spec import PromptSpec, parse_spec
 from worker.store.types import Registered, Registration
@@ -67,6 +69,23 @@ def _parse(rt: Runtime, raw_spec: Any) -> PromptSpec:
     spec = parse_spec(raw_spec, sdxl_base_tune_id=s.astria_sdxl_base_tune_id,
                       private_callbacks=s.webhook_allow_private_addresses)
     s.tenants.check(spec.tenant, spec.tune_id)
+    return spec
+
+
+def check(rt: Runtime, raw_spec: Any) -> PromptSpec:
+    """What a producer's job is checked for before anything is sent or stored (`enqueue`, the
+    HTTP API): the spec's rules (InvalidSpec names the field and the rule), that TENANTS_FILE
+    (when given) registers its tenant and tune, and, unless WEBHOOK_ALLOW_PRIVATE_ADDRESSES,
+    that its callback's name resolves to public addresses only (a worker does not resolve names
+    when it accepts a job: that would let a producer's DNS hold a worker slot; it resolves them
+    at each delivery)."""
+    spec = _parse(rt, dict(raw_spec) if isinstance(raw_spec, Mapping) else raw_spec)
+    s = rt.settings
+    problem = (resolved_problem(spec.callback)
+               if spec.callback and not s.webhook_allow_private_addresses else None)
+    if problem:
+        raise InvalidSpec(f"callback: {problem}: webhooks go to public addresses only "
+                              "(WEBHOOK_ALLOW_PRIVATE_ADDRESSES=true lifts this)")
     return spec
 
 

@@ -109,7 +109,7 @@ class Engine:
         tick)."""
         while not self._stopping:
             try:
-                pubsub = self._rt.jobs.wakes()
+                pubsub = self._rt.channels.wakes()
                 while not self._stopping:
                     if pubsub.get_message(timeout=1.0):
                         self.wake()

@@ -15,7 +15,6 @@ import time
 from typing import Any
 
 import redis
-from redis.client import PubSub
 
 from worker.astria.prompt import Prompt
 from worker.constants import RESULT_KEY_PREFIX, Keys, tenant_counter
@@ -104,13 +103,6 @@ class JobStore:
                 "ttl": self.results.ttl,
                 "result_prefix": RESULT_KEY_PREFIX, "counter": tenant_counter(tenant, lane),
                 "webhook_prefix": self.keys.webhook(""), "token_prefix": self.keys.token("")}
-
-    def wakes(self) -> PubSub:
-        """A subscription to the wake channel: each message says new work was published (a
-        registration, a callback, a redrive) and may be granted now."""
-        pubsub: PubSub = self.redis.pubsub(ignore_subscribe_messages=True)
-        pubsub.subscribe(self.keys.wake)
-        return pubsub
 
     # --- reading --------------------------------------------------------------------------------
     def load(self, job_id: str) -> Job:

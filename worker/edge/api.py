@@ -1,0 +1,225 @@
+"""The HTTP API for producers in any language (`astria-queue api`, FastAPI under uvicorn):
+internal, on its own port (API_PORT), never the internet-facing callback receiver's.
+
+Every request carries `Authorization: Bearer <token>`; the token's sha256 names its tenant in
+TENANTS_FILE (without a file there are no tokens, and every request is 401). A job is checked as
+`enqueue` checks it and registered directly in the job store (no broker hop): the `202` means it
+is durably queued, and a refused job leaves nothing. Another tenant's job is a 404, as one that
+does not exist. Errors are RFC 9457 problems (`worker.edge.problems`).
+
+    POST   /v1/jobs            the spec; Idempotency-Key, Prefer: wait=N (N <= 60)
+    GET    /v1/jobs/{id}       state, lane, prompt ids, attempts, the outcome once decided
+    DELETE /v1/jobs/{id}       cancel (?delete_prompt=true also deletes its prompt at Astria)
+    GET    /v1/schema          the JSON Schema of a spec; /openapi.json, /docs: the API's own
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from http import HTTPStatus
+from typing import Annotated, Any
+
+from fastapi import Body, FastAPI, Header, Path, Query, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from worker.edge import problems
+from worker.edge.guards import BodyLimit, TokenRates
+from worker.edge.problems import Problem
+from worker.edge.waiting import Waiters
+from worker.errors import InvalidSpec
+from worker.flow.accept import check, register
+from worker.records import Job, JobState, outcome_to_json
+from worker.runtime import Runtime
+from worker.spec import PromptSpec, spec_json_schema
+from worker.store.types import Registered
+
+#: The longest `Prefer: wait` honoured, in seconds.
+MAX_WAIT = 60
+WAIT_PREFERENCE = re.compile(r"(?:^|[,;\s])wait=(\d{1,6})(?:$|[,;\s])")
+
+
+class ProblemDetails(BaseModel):
+    """RFC 9457 (application/problem+json)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str
+    errors: list[dict[str, str]] | None = Field(
+        None, description="a refused spec or request: each {field, rule}")
+
+
+def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {status: {"model": ProblemDetails, "content": {problems.MEDIA_TYPE: {}},
+                     "description": HTTPStatus(status).phrase} for status in statuses}
+
+
+#: What any route may answer besides its own: who you are, how often you ask.
+COMMON = _problems(401, 413, 422, 429)
+
+
+class Accepted(BaseModel):
+    id: str
+    state: JobState
+
+
+class JobView(BaseModel):
+    """A job as its tenant sees it."""
+
+    id: str
+    state: JobState
+    tenant: str
+    lane: str
+    tune_id: int = Field(description="the tune the job asked for")
+    prompt_id: int | None = None
+    prompt_ids: list[int] = Field(default_factory=list)
+    post_attempts: int = 0
+    polls: int = 0
+    created_at: float
+    outcome: dict[str, Any] | None = Field(
+        None, description="once decided: {state: SUCCESS, result} | {state: FAILURE, error: "
+                          "{type, message}} | {state: REVOKED, reason}")
+
+
+def create_app(rt: Runtime | None = None) -> FastAPI:
+    """The API on `rt` (the process's runtime by default: uvicorn's factory)."""
+    if rt is None:
+        from worker.runtime import runtime
+
+        rt = runtime()
+    runtime_ = rt
+    s = rt.settings
+    waiters = Waiters(rt)
+    rates = TokenRates(s.api_rate_per_second, s.api_rate_burst)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        waiters.stop()
+
+    app = FastAPI(title="astria-queue", version="1", lifespan=lifespan,
+                  description=__doc__.split("\n\n")[0] if __doc__ else "")
+    problems.install(app)
+    app.add_middleware(BodyLimit, limit=s.api_max_body_bytes)
+
+    def tenant_of(authorization: str | None) -> str:
+        scheme, _, token = (authorization or "").partition(" ")
+        challenge = {"WWW-Authenticate": 'Bearer realm="astria-queue"'}
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Problem(401, "unauthorized", "authorization: a Bearer token is required",
+                          headers=challenge)
+        tenant = runtime_.settings.tenants.for_token(token.strip())
+        if tenant is None:
+            raise Problem(401, "unauthorized", "authorization: the token is not known",
+                          headers=challenge)
+        wait = rates.wait(hashlib.sha256(token.strip().encode()).hexdigest())
+        if wait:
+            raise Problem(429, "rate-limited",
+                          f"authorization: this token's rate is {s.api_rate_per_second:g} "
+                          "requests a second (API_RATE_PER_SECOND)",
+                          headers={"Retry-After": str(max(1, round(wait)))})
+        return tenant
+
+    def owned(job_id: str, tenant: str) -> Job:
+        job = runtime_.jobs.load(job_id)
+        if job.status is JobState.MISSING or job.tenant != tenant:
+            raise Problem(404, "not-found", f"id: no job {job_id!r} of tenant {tenant!r}")
+        return job
+
+    def view(job: Job) -> JobView:
+        outcome = job.outcome
+        if outcome is None and job.status is JobState.FOLLOWER and job.leader:
+            outcome = runtime_.jobs.load(job.leader).outcome
+        return JobView(id=job.id, state=job.status, tenant=job.tenant, lane=job.lane,
+                       tune_id=job.requested_tune_id, prompt_id=job.prompt_id,
+                       prompt_ids=list(job.prompt_ids), post_attempts=job.post_attempts,
+                       polls=job.polls, created_at=job.created_at,
+                       outcome=json.loads(outcome_to_json(outcome)) if outcome else None)
+
+    def enqueue(tenant: str, spec: dict[str, Any], idempotency_key: str | None) -> str:
+        if "tenant" in spec and spec["tenant"] != tenant:
+            raise Problem(403, "forbidden",
+                          f"tenant: this token is tenant {tenant!r}'s, not {spec['tenant']!r}'s")
+        if idempotency_key is not None:
+            if spec.get("idempotency_key", idempotency_key) != idempotency_key:
+                raise Problem(422, "invalid-spec", "idempotency_key: differs from the "
+                              "Idempotency-Key header")
+            spec = {**spec, "idempotency_key": idempotency_key}
+        try:
+            parsed: PromptSpec = check(runtime_, {**spec, "tenant": tenant})
+            job_id = str(uuid.uuid4())
+            post_by = time.time() + parsed.expires_in if parsed.expires_in else 0.0
+            if register(runtime_, job_id, parsed, post_by=post_by).kind is Registered.TOO_MANY:
+                raise InvalidSpec(f"idempotency_key: {s.idempotency_max_followers} jobs already "
+                                  "wait on this key's prompt (IDEMPOTENCY_MAX_FOLLOWERS)")
+        except InvalidSpec as exc:
+            raise problems.invalid_spec(exc) from None
+        return job_id
+
+    @app.post("/v1/jobs", status_code=202, response_model=Accepted,
+              responses={200: {"model": JobView, "description": "decided within Prefer: wait"},
+                         **COMMON, **_problems(400, 403)},
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  "application/json": {"schema": {
+                      k: v for k, v in spec_json_schema().items() if k != "$schema"}}}}})
+    async def create_job(
+        spec: Annotated[dict[str, Any], Body(description="the prompt spec (GET /v1/schema)")],
+        authorization: Annotated[str | None, Header()] = None,
+        idempotency_key: Annotated[str | None, Header(max_length=256)] = None,
+        prefer: Annotated[str | None, Header(max_length=256)] = None,
+    ) -> Response:
+        tenant = tenant_of(authorization)
+        wait = _wait_preference(prefer)
+        job_id = await run_in_threadpool(enqueue, tenant, spec, idempotency_key)
+        location = {"Location": f"/v1/jobs/{job_id}"}
+        if wait and await waiters.decided(job_id, wait):
+            job = await run_in_threadpool(runtime_.jobs.load, job_id)
+            return JSONResponse(view(job).model_dump(mode="json"), headers=location)
+        job = await run_in_threadpool(runtime_.jobs.load, job_id)
+        return JSONResponse(Accepted(id=job_id, state=job.status).model_dump(mode="json"),
+                            status_code=202, headers=location)
+
+    @app.get("/v1/schema")
+    def schema() -> dict[str, Any]:
+        """The JSON Schema of a prompt spec."""
+        return spec_json_schema()
+
+    @app.get("/v1/jobs/{job_id}", response_model=JobView, responses={**COMMON, **_problems(404)})
+    def get_job(job_id: Annotated[str, Path(max_length=200)],
+                authorization: Annotated[str | None, Header()] = None) -> JobView:
+        return view(owned(job_id, tenant_of(authorization)))
+
+    @app.delete("/v1/jobs/{job_id}", response_model=JobView,
+                responses={**COMMON, **_problems(404)})
+    def cancel_job(job_id: Annotated[str, Path(max_length=200)],
+                   authorization: Annotated[str | None, Header()] = None,
+                   delete_prompt: Annotated[bool, Query()] = False) -> JobView:
+        """Cancel: not yet POSTed, it never is; waiting, it stops polling; a decided job keeps
+        its outcome."""
+        job = owned(job_id, tenant_of(authorization))
+        runtime_.jobs.cancel(job.id, delete_prompt=delete_prompt)
+        return view(runtime_.jobs.load(job.id))
+
+    return app
+
+
+def _wait_preference(prefer: str | None) -> int:
+    """N of `Prefer: wait=N` (RFC 7240), at most MAX_WAIT; 0 without one."""
+    if not prefer:
+        return 0
+    found = WAIT_PREFERENCE.search(prefer)
+    if found is None:
+        return 0
+    seconds = int(found.group(1))
+    if seconds > MAX_WAIT:
+        raise Problem(400, "bad-request", f"prefer: wait is at most {MAX_WAIT} seconds")
+    return seconds
