@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
+import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -153,3 +157,21 @@ def test_each_token_has_its_own_rate(make_stack: Callable[..., Stack], tmp_path:
     limited = client.call("GET", "/v1/jobs/nope")
     assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
     assert client.call("GET", "/v1/jobs/nope", tenant="bulk").status_code == 404
+
+
+def test_the_readmes_node_example_runs_against_the_api(api: tuple[Api, Stack],
+                                                       tmp_path: Path) -> None:
+    """The README's own Node.js code, as written, with nothing but Node's fetch."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    client, _ = api
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    [code] = [block for block in re.findall(r"```js\n(.*?)```", readme, re.S)
+              if "/v1/jobs" in block]
+    script = tmp_path / "job.mjs"
+    script.write_text(code)
+    ran = subprocess.run([node, str(script)], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "API_URL": client.base, "API_TOKEN": TOKENS["app"]})
+    assert ran.returncode == 0, ran.stderr
+    assert "http" in ran.stdout and "images" not in ran.stderr

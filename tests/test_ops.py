@@ -87,7 +87,10 @@ def test_cli_enqueue_wait_and_status(stack: Stack) -> None:
     job_id, outcome = done.stdout.split("\n", 1)
     assert json.loads(outcome)["images"]
     status = json.loads(stack.cli("status", job_id).stdout)
-    assert status["state"] == "SUCCESS" and status["info"]["text"] == "from the shell"
+    assert status["state"] == "succeeded" and status["outcome"]["state"] == "SUCCESS"
+    assert status["outcome"]["result"]["text"] == "from the shell" and status["post_attempts"] == 1
+    unknown = stack.cli("status", "no-such-job", check=False)
+    assert unknown.returncode == 4 and json.loads(unknown.stdout)["state"] == "missing"
     bad = stack.cli("enqueue", json.dumps({"tune_id": 1, "text": ""}), check=False)
     assert bad.returncode == 1 and "InvalidSpec: text: must not be blank" in bad.stderr
 

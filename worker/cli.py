@@ -65,17 +65,28 @@ def enqueue(spec: str, wait: bool, timeout: float) -> None:
             raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
 
 
+#: `astria-queue status` exits with these (click's own usage errors exit 2).
+STATUS_EXIT = {"SUCCESS": 0, "FAILURE": 1, "REVOKED": 3, "MISSING": 4, "UNDECIDED": 5}
+
+
 @main.command()
 @click.argument("job_id")
 def status(job_id: str) -> None:
-    """Show a job's state and outcome (or error)."""
-    from worker.producer import job_result
+    """Show a job's record and outcome, from the job store. Exit code: 0 succeeded, 1 failed,
+    3 revoked, 4 no such job (never registered, or past JOB_RETENTION_SECONDS), 5 not decided
+    yet."""
+    from worker.flow.view import job_view
+    from worker.records import JobState
+    from worker.runtime import runtime
 
-    result = job_result(job_id)
-    info: Any = result.info
-    if isinstance(info, BaseException):
-        info = {"error": type(info).__name__, "message": str(info)}
-    _print_json({"job_id": job_id, "state": result.state, "info": info})
+    rt = runtime()
+    job = rt.jobs.load(job_id)
+    if job.status is JobState.MISSING:
+        _print_json({"id": job_id, "state": JobState.MISSING})
+        sys.exit(STATUS_EXIT["MISSING"])
+    view = job_view(rt, job)
+    _print_json(view.model_dump(mode="json"))
+    sys.exit(STATUS_EXIT[view.outcome["state"] if view.outcome else "UNDECIDED"])
 
 
 @main.command()

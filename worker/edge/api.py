@@ -16,7 +16,6 @@ does not exist. Errors are RFC 9457 problems (`worker.edge.problems`).
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import time
 import uuid
@@ -36,7 +35,8 @@ from worker.edge.problems import Problem
 from worker.edge.waiting import Waiters
 from worker.errors import InvalidSpec
 from worker.flow.accept import check, register
-from worker.records import Job, JobState, outcome_to_json
+from worker.flow.view import JobView, job_view
+from worker.records import Job, JobState
 from worker.runtime import Runtime
 from worker.spec import PromptSpec, spec_json_schema
 from worker.store.types import Registered
@@ -70,24 +70,6 @@ COMMON = _problems(401, 413, 422, 429)
 class Accepted(BaseModel):
     id: str
     state: JobState
-
-
-class JobView(BaseModel):
-    """A job as its tenant sees it."""
-
-    id: str
-    state: JobState
-    tenant: str
-    lane: str
-    tune_id: int = Field(description="the tune the job asked for")
-    prompt_id: int | None = None
-    prompt_ids: list[int] = Field(default_factory=list)
-    post_attempts: int = 0
-    polls: int = 0
-    created_at: float
-    outcome: dict[str, Any] | None = Field(
-        None, description="once decided: {state: SUCCESS, result} | {state: FAILURE, error: "
-                          "{type, message}} | {state: REVOKED, reason}")
 
 
 def create_app(rt: Runtime | None = None) -> FastAPI:
@@ -136,14 +118,7 @@ def create_app(rt: Runtime | None = None) -> FastAPI:
         return job
 
     def view(job: Job) -> JobView:
-        outcome = job.outcome
-        if outcome is None and job.status is JobState.FOLLOWER and job.leader:
-            outcome = runtime_.jobs.load(job.leader).outcome
-        return JobView(id=job.id, state=job.status, tenant=job.tenant, lane=job.lane,
-                       tune_id=job.requested_tune_id, prompt_id=job.prompt_id,
-                       prompt_ids=list(job.prompt_ids), post_attempts=job.post_attempts,
-                       polls=job.polls, created_at=job.created_at,
-                       outcome=json.loads(outcome_to_json(outcome)) if outcome else None)
+        return job_view(runtime_, job)
 
     def enqueue(tenant: str, spec: dict[str, Any], idempotency_key: str | None) -> str:
         if "tenant" in spec and spec["tenant"] != tenant:

@@ -1,0 +1,40 @@
+"""What a producer sees of a job: its state and, once decided, its outcome (the HTTP API's
+`GET /v1/jobs/{id}` and `astria-queue status`)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from worker.records import Job, JobState, outcome_to_json
+from worker.runtime import Runtime
+
+
+class JobView(BaseModel):
+    id: str
+    state: JobState
+    tenant: str
+    lane: str
+    tune_id: int = Field(description="the tune the job asked for")
+    prompt_id: int | None = None
+    prompt_ids: list[int] = Field(default_factory=list)
+    post_attempts: int = 0
+    polls: int = 0
+    created_at: float
+    outcome: dict[str, Any] | None = Field(
+        None, description="once decided: {state: SUCCESS, result} | {state: FAILURE, error: "
+                          "{type, message}} | {state: REVOKED, reason}")
+
+
+def job_view(rt: Runtime, job: Job) -> JobView:
+    """The job as its producer sees it; a follower shows its leader's outcome."""
+    outcome = job.outcome
+    if outcome is None and job.status is JobState.FOLLOWER and job.leader:
+        outcome = rt.jobs.load(job.leader).outcome
+    return JobView(id=job.id, state=job.status, tenant=job.tenant, lane=job.lane,
+                   tune_id=job.requested_tune_id, prompt_id=job.prompt_id,
+                   prompt_ids=list(job.prompt_ids), post_attempts=job.post_attempts,
+                   polls=job.polls, created_at=job.created_at,
+                   outcome=json.loads(outcome_to_json(outcome)) if outcome else None)
