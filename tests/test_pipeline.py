@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from astria_local.simulator import SimConfig
-from tests.harness import FACEID_TUNE, PTI_TUNE, SLOW_TUNE, Stack
+from tests.harness import FACEID_TUNE, PTI_TUNE, ROOT, SLOW_TUNE, Stack
 
 pytestmark = pytest.mark.slow  # starts worker processes
 
@@ -147,3 +147,47 @@ def test_default_prefork_pool_runs_jobs(make_stack: Callable[..., Stack]) -> Non
     stack.start_worker(pool="prefork", concurrency=2)
     jobs = [stack.send({"tune_id": PTI_TUNE, "text": f"prefork {i}"}) for i in range(4)]
     assert all(stack.outcome(job, timeout=60)["rerouted"] for job in jobs)
+
+
+def test_a_queue_of_its_own_leaves_another_celerys_messages_alone(
+        make_stack: Callable[..., Stack]) -> None:
+    """BROKER_QUEUE: beside a team's own Celery on the same Redis DB, each takes only its own."""
+    stack = make_stack(broker_queue="astria-jobs")
+    stack.start_worker()
+    theirs = stack.app.send_task("their.own_task", args=[1])  # onto `celery`, as theirs do
+    ours = stack.send({"tune_id": 1, "text": "on our queue"}, queue="astria-jobs")
+    assert stack.outcome(ours, timeout=60)["images"]
+    waiting = stack.redis.lrange("celery", 0, -1)
+    assert any(theirs.id.encode() in message for message in waiting)  # untouched
+    assert stack.result(theirs.id).state == "PENDING"
+
+
+ASYNC_PRODUCER = """
+import asyncio, json, sys
+from worker.producer import aio
+
+async def main():
+    ok = await aio.enqueue({"tune_id": 1, "text": "from asyncio"})
+    slow = await aio.enqueue({"tune_id": int(sys.argv[1]), "text": "never mind"})
+    print(await aio.cancel(slow))
+    outcomes = await asyncio.gather(aio.outcome(ok, timeout=60), aio.outcome(slow, timeout=60),
+                                    return_exceptions=True)
+    print(json.dumps(outcomes[0]["images"]))
+    print(type(outcomes[1]).__name__)
+    try:
+        await aio.outcome("no-such-job", timeout=0.5)
+    except TimeoutError:
+        print("timed out")
+
+asyncio.run(main())
+"""
+
+
+def test_an_asyncio_producer_awaits_enqueue_outcome_and_cancel(stack: Stack) -> None:
+    done = subprocess.run([sys.executable, "-c", ASYNC_PRODUCER, str(SLOW_TUNE)], cwd=ROOT,
+                          env={**os.environ, **stack.env}, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    revoked, images, error, timed_out = done.stdout.splitlines()
+    assert revoked == "revoked" and json.loads(images) and error == "TaskRevokedError"
+    assert timed_out == "timed out"

@@ -14,7 +14,7 @@ from worker.records import Lane
 #: The public task: producers send it by name with `kwargs={"spec": {...}}`.
 SUBMIT_TASK = "astria.submit_prompt"
 #: The one broker queue (a Redis list) both producers and workers use.
-QUEUE = "celery"
+QUEUE = "celery"  #: the default BROKER_QUEUE
 #: Celery's Redis result backend keeps a task's result document under this prefix + task id.
 RESULT_KEY_PREFIX = "celery-task-meta-"
 

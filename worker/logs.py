@@ -7,8 +7,6 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from celery.signals import after_setup_logger, after_setup_task_logger
-
 from worker.settings import get_settings
 
 FIELDS = ("job_id", "tune_id", "prompt_id", "attempt", "outcome", "task_id", "task_name")
@@ -28,9 +26,12 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-@after_setup_logger.connect
-@after_setup_task_logger.connect
-def _setup(logger: logging.Logger, **_: Any) -> None:
-    if get_settings().log_format == "json":
+def use_json_handlers() -> None:
+    """With LOG_FORMAT=json, the handlers Celery set up for this worker (the root logger's and
+    its task logger's) write JSON lines. Called by the worker once its logging is set up, not on
+    import: importing `worker` leaves a host process's logging alone."""
+    if get_settings().log_format != "json":
+        return
+    for logger in (logging.getLogger(), logging.getLogger("celery.task")):
         for handler in logger.handlers:
             handler.setFormatter(JsonFormatter())

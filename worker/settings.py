@@ -20,6 +20,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from worker.constants import QUEUE
 from worker.errors import ConfigError
 from worker.records import Lane
 from worker.tenants import Tenants, load_tenants, webhook_secret_rule
@@ -40,6 +41,10 @@ class Settings(BaseSettings):
     redis_url: str = Field("redis://127.0.0.1:6379/0", pattern=r"^(redis|rediss|unix|sentinel)://")
     #: With a sentinel:// REDIS_URL: the name of the master the Sentinels watch.
     redis_sentinel_master: str | None = None
+    #: The broker list producers push onto. One deployment per Redis DB: a team's own Celery on
+    #: the same DB and queue would take our messages (and we theirs), so give either its own DB
+    #: or its own name here.
+    broker_queue: str = Field(QUEUE, pattern=r"^[A-Za-z0-9_.:-]{1,100}$")
     #: Replicas a write must reach (Redis WAIT) before a POST is sent or a message acknowledged;
     #: default 1 with Sentinel, else 0. See README "Redis Sentinel".
     redis_wait_replicas: int | None = Field(None, ge=0)

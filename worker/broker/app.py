@@ -12,31 +12,19 @@ Why these settings (see README "Exactly once and crash safety"):
 - `worker.broker.transport` consumes with an atomic move, so no message is lost between kombu's
   pop and its bookkeeping; it wants one queue and no priority steps.
 
-Every worker runs one `Engine` (`worker.flow.engine`), where the Astria requests are made: in the
-first prefork child (index 0), or in the worker's own process with the threads, gevent or solo
-pool. The other pool processes only validate and register jobs. The engine is not in prefork's
-main process because that one consumes the broker for every child: it is busy enough (measured:
-the main process with the engine used 7.2 ms of CPU per job, the children 0.7).
+Importing this module has no effect on other apps: what a worker does (the engine, the revoke
+hook, JSON logs, the start-up checks) is wired by `worker.broker.wiring` when a worker of this
+app starts.
 """
 
 from __future__ import annotations
 
-import logging
-from typing import Any, ClassVar
+from typing import Any
 
-import redis
-from billiard.process import current_process
-from celery import Celery, bootsteps
-from celery.signals import worker_init, worker_process_init, worker_process_shutdown
+from celery import Celery
 from kombu.entity import Queue
 
-from worker import logs  # noqa: F401  (JSON log format)
-from worker.broker import control  # noqa: F401  (the revoke hook)
-from worker.constants import QUEUE
-from worker.edge import health
-from worker.errors import ConfigError
-from worker.flow import engine
-from worker.runtime import runtime
+from worker.broker.wiring import AstriaWorker
 from worker.settings import Settings, get_settings
 from worker.store.connections import sentinel_hosts
 
@@ -72,8 +60,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "task_time_limit": settings.task_time_limit,
-        "task_queues": (Queue(QUEUE),),
-        "task_default_queue": QUEUE,
+        "task_queues": (Queue(settings.broker_queue),),
+        "task_default_queue": settings.broker_queue,
         "broker_transport": transport,
         "worker_prefetch_multiplier": 4,
         "worker_send_task_events": settings.worker_task_events,
@@ -95,64 +83,6 @@ class AstriaCelery(Celery):
         self.config_from_object(celery_config(get_settings()))
 
 
-class EngineStep(bootsteps.StartStopStep):
-    """Runs the worker's engine in its own process, unless the prefork pool's first child
-    does."""
-
-    requires: ClassVar[set[str]] = {"celery.worker.components:Pool"}
-
-    def __init__(self, parent: Any, **kwargs: Any) -> None:
-        super().__init__(parent, **kwargs)
-        self._here = "prefork" not in getattr(parent.pool_cls, "__module__", "")
-
-    def start(self, parent: Any) -> None:
-        if self._here:
-            engine.start_engine(runtime())
-
-    def stop(self, parent: Any) -> None:
-        if self._here:
-            engine.stop_engine()
-
-    shutdown = stop
-
-
-log = logging.getLogger("astria.app")
-app = AstriaCelery("astria", include=["tasks"])
-app.steps["worker"].add(EngineStep)
-
-
-@worker_init.connect
-def _refuse_to_start_unfit(sender: Any = None, **_: Any) -> None:
-    """Refuse to start an Astria worker without a valid configuration and ASTRIA_API_KEY, or on
-    a Redis that evicts keys (REDIS_ALLOW_EVICTION=true: start, and say so loudly)."""
-    if getattr(sender, "app", app) is not app:
-        return
-    try:
-        get_settings().api_key()
-    except ConfigError as exc:
-        raise SystemExit(f"astria worker: {exc}") from None
-    try:
-        problem = health.eviction_problem(runtime())
-    except redis.RedisError as exc:
-        log.warning("could not read Redis's maxmemory-policy (%s): not checked",
-                    type(exc).__name__)
-        return
-    if problem and not get_settings().redis_allow_eviction:
-        raise SystemExit(f"astria worker: {problem}")
-    if problem:
-        log.warning("REDIS_ALLOW_EVICTION=true: %s", problem)
-
-
-@worker_process_init.connect
-def _prefork_child(**_: Any) -> None:
-    """A prefork child has Redis connections of its own; the first one (index 0, kept by its
-    replacement if it dies) runs the engine."""
-    runtime.cache_clear()
-    engine.forget_after_fork()
-    if getattr(current_process(), "index", None) == 0:
-        engine.start_engine(runtime())
-
-
-@worker_process_shutdown.connect
-def _prefork_child_exits(**_: Any) -> None:
-    engine.stop_engine()
+#: Not the current app: a process that imports us to enqueue keeps its own (see wiring).
+app = AstriaCelery("astria", include=["tasks"], set_as_current=False)
+app.steps["worker"].add(AstriaWorker)

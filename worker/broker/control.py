@@ -26,7 +26,24 @@ from worker.flow.accept import record_revoked_message, spec_argument
 from worker.runtime import runtime
 
 log = logging.getLogger("astria.control")
-_celery_revoke = control.Panel.data["revoke"]
+
+
+def install() -> None:
+    """In a worker of this app (`worker.broker.wiring`): wrap Celery's `revoke` command and
+    record the jobs of discarded messages."""
+    celery_revoke = control.Panel.data["revoke"]
+    if getattr(celery_revoke, "astria", False):
+        return
+
+    @control.control_command(variadic="task_id", signature="[id1 [id2 [... [idN]]]]")
+    def revoke(state: Any, task_id: Any, terminate: bool = False, signal: Any = None,
+               **kwargs: Any) -> Any:
+        """Revoke task by task id (or list of ids); an Astria job is cancelled in Redis first."""
+        cancel_quietly([str(i) for i in maybe_list(task_id) or []], "revoked")
+        return celery_revoke(state, task_id, terminate=terminate, signal=signal, **kwargs)
+
+    revoke.astria = True
+    task_revoked.connect(message_discarded, weak=False)
 
 
 def cancel_quietly(job_ids: list[str], reason: str) -> None:
@@ -37,17 +54,8 @@ def cancel_quietly(job_ids: list[str], reason: str) -> None:
             log.exception("job %s: cancel failed", job_id, extra={"job_id": job_id})
 
 
-@control.control_command(variadic="task_id", signature="[id1 [id2 [... [idN]]]]")
-def revoke(state: Any, task_id: Any, terminate: bool = False, signal: Any = None,
-           **kwargs: Any) -> Any:
-    """Revoke task by task id (or list of ids); an Astria job is cancelled in Redis first."""
-    cancel_quietly([str(i) for i in maybe_list(task_id) or []], "revoked")
-    return _celery_revoke(state, task_id, terminate=terminate, signal=signal, **kwargs)
-
-
-@task_revoked.connect
-def _message_discarded(sender: Any = None, request: Any = None, expired: bool = False,
-                       **_: Any) -> None:
+def message_discarded(sender: Any = None, request: Any = None, expired: bool = False,
+                      **_: Any) -> None:
     """Celery dropped a job's message unrun: revoked (the job was cancelled above), or expired
     (cancelled here). Either way the job gets its REVOKED record."""
     if getattr(sender, "name", None) != SUBMIT_TASK or request is None:

@@ -42,7 +42,7 @@ from kombu.utils.json import dumps, loads
 from kombu.utils.objects import cached_property
 
 from worker.broker import intake
-from worker.constants import QUEUE, Keys
+from worker.constants import Keys
 from worker.settings import get_settings
 from worker.store.connections import FollowingSentinelConnection
 from worker.store.messages import DeadMessages
@@ -192,7 +192,7 @@ class Channel(kombu_redis.Channel):
                 self._adopt_when_idle()
                 raise Empty()
             self._queue_cycle.rotate(source)
-            rejected = intake.problem(item, task=source == QUEUE)
+            rejected = intake.problem(item, task=source == get_settings().broker_queue)
             if rejected is not None:
                 try:
                     self._bury(item, source, rejected)

@@ -8,16 +8,19 @@ connection errors and timeouts, and idle connections are health-checked.
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import redis
+import redis.asyncio
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelManagedConnection
 
 from worker.settings import Settings
 
-_OPTIONS = {"socket_timeout": 15, "socket_connect_timeout": 5, "health_check_interval": 15}
+_OPTIONS: dict[str, Any] = {"socket_timeout": 15, "socket_connect_timeout": 5,
+                            "health_check_interval": 15}
 
 
 def _retry() -> Retry:
@@ -64,3 +67,18 @@ def redis_client(settings: Settings) -> redis.Redis:
             connection_class=FollowingSentinelConnection, **_OPTIONS)
         return master
     return redis.Redis.from_url(url, retry=_retry(), **_OPTIONS)
+
+
+def async_redis_client(settings: Settings) -> redis.asyncio.Redis:
+    """The same, for asyncio producers (`worker.producer.aio`)."""
+    from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+
+    url = settings.redis_url
+    if url.startswith("sentinel://"):
+        hosts, db, password = sentinel_hosts(url)
+        sentinel = AsyncSentinel(hosts, socket_timeout=5, sentinel_kwargs={"socket_timeout": 5})
+        assert settings.redis_sentinel_master  # checked by Settings
+        master: redis.asyncio.Redis = sentinel.master_for(
+            settings.redis_sentinel_master, db=db, password=password, **_OPTIONS)
+        return master
+    return redis.asyncio.Redis.from_url(url, **_OPTIONS)

@@ -1,0 +1,60 @@
+"""The producer side for asyncio services: `await enqueue(spec)`, `await outcome(job_id)`,
+`await cancel(job_id)`.
+
+`outcome` waits on the job's own result channel with `redis.asyncio` (Celery's Redis backend
+publishes each result document on its key): no thread and no polling while it waits. `enqueue`
+and `cancel` are a few milliseconds of Redis and run the blocking producer in a thread
+(`asyncio.to_thread`), so their checks and messages are exactly the blocking ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from worker.broker.app import app
+from worker.constants import RESULT_KEY_PREFIX
+from worker.producer import sync
+from worker.runtime import runtime
+from worker.store.channels import FINAL_STATES
+from worker.store.connections import async_redis_client
+
+
+async def enqueue(spec: Mapping[str, Any]) -> str:
+    """`worker.producer.enqueue`, awaited."""
+    return await asyncio.to_thread(sync.enqueue, spec)
+
+
+async def cancel(job_id: str, *, delete_prompt: bool = False) -> str:
+    """`worker.producer.cancel`, awaited."""
+    return await asyncio.to_thread(sync.cancel, job_id, delete_prompt=delete_prompt)
+
+
+async def outcome(job_id: str, timeout: float | None = None) -> dict[str, Any]:
+    """The job's outcome once decided, or its typed error raised (as `worker.outcome`);
+    TimeoutError after `timeout` seconds."""
+    key = RESULT_KEY_PREFIX + job_id
+    client = async_redis_client(runtime().settings)
+    try:
+        async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
+            await pubsub.subscribe(key)  # before the read: a decision in between is heard
+            doc = _final(await client.get(key))
+            async with asyncio.timeout(timeout):
+                while doc is None:
+                    message = await pubsub.get_message(timeout=5.0)
+                    doc = _final(message["data"] if message else await client.get(key))
+    finally:
+        await client.aclose()
+    if doc["status"] == "SUCCESS":
+        result: dict[str, Any] = doc["result"]
+        return result
+    raise app.backend.exception_to_python(doc["result"])
+
+
+def _final(raw: Any) -> dict[str, Any] | None:
+    if not isinstance(raw, bytes | str):
+        return None
+    doc = json.loads(raw)
+    return doc if isinstance(doc, dict) and doc.get("status") in FINAL_STATES else None
