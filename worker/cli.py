@@ -90,11 +90,15 @@ def status(job_id: str) -> None:
 
 
 @main.command()
-def schema() -> None:
-    """Print the JSON Schema of a spec (also in schema/prompt-spec.schema.json)."""
+@click.option("--of", "name", type=click.Choice(["spec", "outcome", "failure", "webhook-event"]),
+              default="spec", show_default=True)
+def schema(name: str) -> None:
+    """Print a JSON Schema: of a spec (schema/prompt-spec.schema.json), or of what we send
+    (schema/NAME.schema.json)."""
+    from worker.flow.shapes import schemas
     from worker.spec import spec_json_schema
 
-    _print_json(spec_json_schema())
+    _print_json(spec_json_schema() if name == "spec" else schemas()[name])
 
 
 @main.command()

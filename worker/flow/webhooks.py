@@ -6,9 +6,12 @@ webhook cannot be lost between the two. A worker then POSTs:
 
     webhook-id: msg_<job id>              (the same on every retry: receivers dedupe on it)
     webhook-timestamp: <unix seconds of this attempt>
-    webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body" with WEBHOOK_SECRET>
+    webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body" with the tenant's secret>
+                                          (TENANTS_FILE, else WEBHOOK_SECRET; one per secret
+                                          while a rotation lasts)
     {"type": "job.succeeded" | "job.failed" | "job.revoked", "timestamp": "<the outcome's time>",
      "data": <the outcome, with job_id> | {"job_id", "error", "message"} | {"job_id", "reason"}}
+    (schema/webhook-event.schema.json)
 
 A non-2xx answer or a timeout is retried under the same id and body
 (`worker.astria.retry.webhook_policy`: first retry within WEBHOOK_FIRST_RETRY_SECONDS, then
