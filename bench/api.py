@@ -5,7 +5,8 @@ the simulator (generation 1 s, answers in 250 ms, the rate limit out of the way)
 2. `Prefer: wait=30` against the blocking Python producer (`enqueue` + `outcome`), 20 jobs each,
    one after the other: what the API adds to a job's own time.
 3. Memory of the API process: idle, then with 1,000 requests held open in `Prefer: wait` on
-   jobs that take an hour (each holds an asyncio future, not a thread).
+   jobs that take an hour (each holds an asyncio future, not a thread), then with 1,000 idle
+   event streams (`GET /v1/jobs/{id}/events`) of such jobs.
 """
 
 from __future__ import annotations
@@ -126,6 +127,34 @@ def _held_open(base: str, pid: int, client: redis.Redis, clients: int = 1000) ->
     return rss
 
 
+def _idle_streams(base: str, pid: int, clients: int = 1000) -> float:
+    """The API's RSS with `clients` event streams open on jobs that take an hour."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    ids = [requests.post(base + "/v1/jobs", headers=headers, timeout=30,
+                         json={"tune_id": SLOW_TUNE, "text": f"streamed {i}"}).json()["id"]
+           for i in range(clients)]
+    opened = threading.Semaphore(0)
+    stop = threading.Event()
+
+    def stream(job_id: str) -> None:
+        with contextlib.suppress(requests.RequestException), requests.get(
+                f"{base}/v1/jobs/{job_id}/events", headers=headers, stream=True,
+                timeout=120) as answer:
+            next(answer.iter_lines())  # its first event is in
+            opened.release()
+            stop.wait()
+
+    threads = [threading.Thread(target=stream, args=(job_id,), daemon=True) for job_id in ids]
+    for t in threads:
+        t.start()
+    for _ in ids:
+        if not opened.acquire(timeout=120):
+            raise TimeoutError("the streams did not all open")
+    rss = _rss_mb(pid)
+    stop.set()
+    return rss
+
+
 def main(url: str, pool: Pool) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tenants = Path(tmp) / "tenants.json"
@@ -140,6 +169,7 @@ def main(url: str, pool: Pool) -> None:
             python = _python_producer(run, 20)
             api = _prefer_wait(base, 20)
             held = _held_open(base, proc.pid, run.client)
+            streams = _idle_streams(base, proc.pid)
     p50, p99 = percentile(posts, 0.5) or 0, percentile(posts, 0.99) or 0
     rows = [
         ("POST /v1/jobs at 200 concurrent clients (1,000 jobs)",
@@ -150,6 +180,7 @@ def main(url: str, pool: Pool) -> None:
          f"{statistics.median(api):.2f} s"),
         ("API process RSS idle / with 1,000 requests held in Prefer: wait",
          f"{idle:.0f} MB / {held:.0f} MB"),
+        ("API process RSS with 1,000 idle event streams open", f"{streams:.0f} MB"),
     ]
     width = max(len(r[0]) for r in rows)
     print(f"| {'API (' + str(pool) + ')':{width}} | measured |")

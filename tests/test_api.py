@@ -175,3 +175,34 @@ def test_the_readmes_node_example_runs_against_the_api(api: tuple[Api, Stack],
                          env={**os.environ, "API_URL": client.base, "API_TOKEN": TOKENS["app"]})
     assert ran.returncode == 0, ran.stderr
     assert "http" in ran.stdout and "images" not in ran.stderr
+
+
+def read_events(client: Api, job_id: str, **headers: str) -> list[dict[str, Any]]:
+    """The job's server-sent events until the stream ends."""
+    events: list[dict[str, Any]] = []
+    block: dict[str, Any] = {}
+    with client.call("GET", f"/v1/jobs/{job_id}/events", headers=headers, stream=True) as answer:
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["content-type"].startswith("text/event-stream")
+        for line in answer.iter_lines(decode_unicode=True):
+            if not line:
+                if "data" in block:
+                    events.append({**block, "data": json.loads(block["data"])})
+                block = {}
+            elif not line.startswith(":"):
+                name, _, value = line.partition(": ")
+                block[name] = value
+    return events
+
+
+def test_a_jobs_events_stream_until_its_end_and_resume_after_the_last_seen(
+        api: tuple[Api, Stack]) -> None:
+    client, _ = api
+    job_id = client.post({"tune_id": 1, "text": "tell me as it goes"}).json()["id"]
+    events = read_events(client, job_id)
+    assert [e["event"] for e in events] == ["queued", "posted", "waiting", "succeeded"]
+    assert events[1]["data"]["attempt"] == 1 and events[2]["data"]["prompt_id"]
+    assert events[-1]["data"]["outcome"]["state"] == "SUCCESS"
+    again = read_events(client, job_id, **{"Last-Event-ID": events[1]["id"]})
+    assert [e["id"] for e in again] == [e["id"] for e in events[2:]]
+    assert client.call("GET", f"/v1/jobs/{job_id}/events", tenant="bulk").status_code == 404

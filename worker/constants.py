@@ -38,6 +38,16 @@ class Keys:
         """String: Celery's result document for the job."""
         return RESULT_KEY_PREFIX + job_id
 
+    def events(self, job_id: str) -> str:
+        """Stream: the job's events (queued, posted, waiting, retrying, ..., its end), each
+        `event` = JSON with its `type` (lua/lib/common.lua add_event)."""
+        return f"{self.job(job_id)}:events"
+
+    @property
+    def events_channel(self) -> str:
+        """Pub/sub: the id of each job that has a new event (the HTTP API's streams)."""
+        return f"{self.prefix}:events"
+
     def idempotency(self, tenant: str, key: str) -> str:
         """String: the leader job of a tenant's idempotency key (a key is the tenant's own:
         another tenant's job with the same key is a job of its own)."""

@@ -9,6 +9,7 @@ does not exist. Errors are RFC 9457 problems (`worker.edge.problems`).
 
     POST   /v1/jobs            the spec; Idempotency-Key, Prefer: wait=N (N <= 60)
     GET    /v1/jobs/{id}       state, lane, prompt ids, attempts, the outcome once decided
+    GET    /v1/jobs/{id}/events  its events as server-sent events (Last-Event-ID resumes)
     DELETE /v1/jobs/{id}       cancel (?delete_prompt=true also deletes its prompt at Astria)
     GET    /v1/schema          the JSON Schema of a spec; /openapi.json, /docs: the API's own
 """
@@ -16,6 +17,7 @@ does not exist. Errors are RFC 9457 problems (`worker.edge.problems`).
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import time
 import uuid
@@ -27,18 +29,20 @@ from typing import Annotated, Any
 from fastapi import Body, FastAPI, Header, Path, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
 from worker.edge import problems
 from worker.edge.guards import BodyLimit, TokenRates
 from worker.edge.problems import Problem
-from worker.edge.waiting import Waiters
+from worker.edge.waiting import RECHECK, Waiters
 from worker.errors import InvalidSpec
 from worker.flow.accept import check, register
 from worker.flow.view import JobView, job_view
 from worker.records import Job, JobState
 from worker.runtime import Runtime
 from worker.spec import PromptSpec, spec_json_schema
+from worker.store.channels import FINAL_EVENTS
 from worker.store.types import Registered
 
 #: The longest `Prefer: wait` honoured, in seconds.
@@ -172,6 +176,35 @@ def create_app(rt: Runtime | None = None) -> FastAPI:
     def get_job(job_id: Annotated[str, Path(max_length=200)],
                 authorization: Annotated[str | None, Header()] = None) -> JobView:
         return view(owned(job_id, tenant_of(authorization)))
+
+    @app.get("/v1/jobs/{job_id}/events", response_class=EventSourceResponse,
+             responses={200: {"content": {"text/event-stream": {}},
+                              "description": "the job's events, then the end of the stream"},
+                        **COMMON, **_problems(404)})
+    async def job_events(job_id: Annotated[str, Path(max_length=200)],
+                         authorization: Annotated[str | None, Header()] = None,
+                         last_event_id: Annotated[str | None, Header(max_length=64)] = None,
+                         ) -> EventSourceResponse:
+        """Server-sent events: each of the job's events (`event:` its type, `data:` its JSON,
+        `id:` its place), from after `Last-Event-ID` when reconnecting; the stream ends after
+        the job's final event (succeeded, failed, revoked)."""
+        tenant = tenant_of(authorization)
+        await run_in_threadpool(owned, job_id, tenant)
+
+        async def stream() -> AsyncIterator[ServerSentEvent]:
+            after = last_event_id or "0-0"
+            while True:
+                with waiters.watching(job_id) as changed:
+                    events = await run_in_threadpool(runtime_.channels.events_after, job_id,
+                                                     after)
+                    for after, event in events:
+                        yield ServerSentEvent(json.dumps(event), event=event["type"], id=after)
+                        if event["type"] in FINAL_EVENTS:
+                            return
+                    if not events:
+                        await changed(RECHECK)
+
+        return EventSourceResponse(stream(), ping=15)
 
     @app.delete("/v1/jobs/{job_id}", response_model=JobView,
                 responses={**COMMON, **_problems(404)})

@@ -1,19 +1,25 @@
-"""The pub/sub channels a process listens to: the wake channel (new work was published: a
-registration, a callback, a redrive) and the result documents Celery's Redis backend publishes
-on each job's result key (a decision, or a job that began to wait)."""
+"""What a process listens to: the wake channel (new work was published: a registration, a
+callback, a redrive), the events channel (a job has a new event) and each job's event stream
+(`Keys.events`: queued, following, posted, reconciling, retrying, waiting, redriven, then
+succeeded, failed or revoked with its outcome)."""
 
 from __future__ import annotations
 
 import json
+import re
+from typing import Any
 
 import redis
 from redis.client import PubSub
 
-from worker.constants import RESULT_KEY_PREFIX, Keys
+from worker.constants import Keys
 from worker.records import as_text
 
 #: Celery states after which a job's result document does not change.
 FINAL_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
+#: The last event of a job's stream (until a redrive).
+FINAL_EVENTS = frozenset({"succeeded", "failed", "revoked"})
+EVENT_ID = re.compile(r"\d{1,20}-\d{1,20}")
 
 
 class Channels:
@@ -26,23 +32,22 @@ class Channels:
         pubsub.subscribe(self._keys.wake)
         return pubsub
 
-    def results(self) -> PubSub:
-        """Subscribed to every job's result document (`decided_job` reads a message)."""
+    def events(self) -> PubSub:
+        """Subscribed to the events channel: each message is the id of a job with a new event."""
         pubsub: PubSub = self._redis.pubsub(ignore_subscribe_messages=True)
-        pubsub.psubscribe(RESULT_KEY_PREFIX + "*")
+        pubsub.subscribe(self._keys.events_channel)
         return pubsub
+
+    def events_after(self, job_id: str, after: str = "0-0") -> list[tuple[str, dict[str, Any]]]:
+        """The job's events after the one with id `after` (a stream id), oldest first."""
+        if not EVENT_ID.fullmatch(after):
+            after = "0-0"
+        entries: Any = self._redis.xrange(self._keys.events(job_id), f"({after}", "+", count=200)
+        return [(as_text(entry_id), json.loads(fields[b"event"])) for entry_id, fields in entries]
 
     def is_decided(self, job_id: str) -> bool:
         """Whether the job's result document holds its outcome now."""
         return _final(self._redis.get(self._keys.result(job_id)))
-
-
-def decided_job(message: dict[str, object]) -> str | None:
-    """The job a message of `Channels.results` says was decided, else None."""
-    channel = as_text(message.get("channel") or b"")
-    if not channel.startswith(RESULT_KEY_PREFIX) or not _final(message.get("data")):
-        return None
-    return channel.removeprefix(RESULT_KEY_PREFIX)
 
 
 def _final(doc: object) -> bool:

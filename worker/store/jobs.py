@@ -43,6 +43,7 @@ from worker.store.types import (
     Moved,
     NextPoll,
     Posting,
+    event,
     job_fields,
 )
 
@@ -102,7 +103,8 @@ class JobStore:
                 "doc": self.results.outcome_prefix(outcome) if doc is None else doc,
                 "ttl": self.results.ttl,
                 "result_prefix": RESULT_KEY_PREFIX, "counter": tenant_counter(tenant, lane),
-                "webhook_prefix": self.keys.webhook(""), "token_prefix": self.keys.token("")}
+                "webhook_prefix": self.keys.webhook(""), "token_prefix": self.keys.token(""),
+                "events": self.keys.events_channel}
 
     # --- reading --------------------------------------------------------------------------------
     def load(self, job_id: str) -> Job:
@@ -175,6 +177,8 @@ class JobStore:
             job = posting.job
             batch.add(self.scripts.mark_posting, keys=self._job_keys(job.id, job.lane),
                       args={"job_id": job.id, "owner": lease.owner, "now": now,
+                            "events": self.keys.events_channel,
+                            "event": event("posted", attempt=job.post_attempts + 1),
                             "fields": job_fields(posting.fields())})
         replies = [Moved(as_text(reply)) for reply in batch.execute()]
         return [r if r is not Moved.OK or batch.durable else Moved.NOT_DURABLE for r in replies]
@@ -196,50 +200,55 @@ class JobStore:
             fields.update(retry_attempt=0, retry_since=0)
         if ambiguous:
             fields["ambiguous_posts"] = job.ambiguous_posts + 1
-        self._requeue(lease, job, at, fields)
+        self._requeue(lease, job, at, fields,
+                      event("retrying", request="POST", due_at=at, ambiguous=ambiguous))
 
     def requeue(self, lease: Lease, job: Job, *, at: float) -> None:
         """Back to the lane's queue, in its place, unchanged (taken over before its POST)."""
-        self._requeue(lease, job, at, {})
+        self._requeue(lease, job, at, {}, "")
 
-    def _requeue(self, lease: Lease, job: Job, at: float, fields: dict[str, Any]) -> None:
+    def _requeue(self, lease: Lease, job: Job, at: float, fields: dict[str, Any],
+                 event: str) -> None:
         keys = self._job_keys(job.id, job.lane)
         keys["dispatch"] = self.keys.dispatch
         reply = Moved(as_text(self.scripts.requeue(
             keys=keys, args={"job_id": job.id, "owner": lease.owner, "now": time.time(),
-                             "at": at, "fields": job_fields(fields)})))
+                             "at": at, "events": self.keys.events_channel, "event": event,
+                             "fields": job_fields(fields)})))
         if reply is Moved.LOST:
             raise LeaseLost(job.id)
 
     def look_for_prompt(self, lease: Lease, job: Job, *, gave_up_at: float) -> None:
         """The POST went unanswered and may have created a prompt: list the tune for it in a
         second (a new request with its own retry budget). `gave_up_at`, by Redis's clock."""
-        self._schedule([(lease, job, time.time() + 1.0,
-                         {"retry_attempt": 0, "retry_since": 0, "gave_up_at": gave_up_at})])
+        at = time.time() + 1.0
+        self._schedule([(lease, job, at, {"retry_attempt": 0, "retry_since": 0,
+                                          "gave_up_at": gave_up_at},
+                         event("reconciling", due_at=at))])
 
     def list_next(self, lease: Lease, job: Job, *, before_id: int, oldest: float) -> None:
         """The listing's page held no prompt of the job: the page before it, at once."""
-        self._schedule([(lease, job, time.time(),
-                         {"list_before": before_id, "list_oldest": oldest, "retry_attempt": 0,
-                          "retry_since": 0})])
+        self._schedule([(lease, job, time.time(), {"list_before": before_id, "list_oldest": oldest,
+                                                   "retry_attempt": 0, "retry_since": 0}, "")])
 
     def list_again(self, lease: Lease, job: Job, *, at: float) -> None:
         """No prompt of the job's unanswered POST yet, and it may still show: the listing from
         its newest page again at `at`."""
         self._schedule([(lease, job, at, {"list_before": 0, "list_oldest": 0,
-                                          "retry_attempt": 0, "retry_since": 0})])
+                                          "retry_attempt": 0, "retry_since": 0}, "")])
 
     def schedule_retry(self, lease: Lease, job: Job, *, at: float) -> None:
         """A request of the job's step failed for now: the step again at `at`, one attempt
         further into its retry policy."""
-        self._schedule([(lease, job, at, {"retry_attempt": job.retry_attempt + 1,
-                                          "retry_since": job.retry_since or time.time()})])
+        attempt = job.retry_attempt + 1
+        self._schedule([(lease, job, at, {"retry_attempt": attempt,
+                                          "retry_since": job.retry_since or time.time()},
+                         event("retrying", attempt=attempt, due_at=at))])
 
     def record_prompts(self, lease: Lease, job: Job, prompt_ids: list[int], *, tune_id: int,
                        text: str, rerouted: bool, first_poll_at: float) -> Moved:
         """The job's POST created these prompts: it waits for their images (WAITING), its
-        deadline from now; or, cancelled meanwhile, they are recorded (REVOKED, or DELETE when
-        their DELETE is due)."""
+        deadline from now; or, cancelled meanwhile, they are recorded (REVOKED, or DELETE)."""
         now = time.time()
         several = len(prompt_ids) > 1
         info = {"prompt_id": prompt_ids[0], "tune_id": tune_id,
@@ -257,7 +266,9 @@ class JobStore:
         batch.add(self.scripts.created, keys=keys,
                   args={"job_id": job.id, "owner": lease.owner, "now": now,
                         "first_poll_at": first_poll_at, "doc": self.results.waiting_prefix(info),
-                        "ttl": self.results.ttl, "fields": job_fields(fields)})
+                        "ttl": self.results.ttl, "events": self.keys.events_channel,
+                        "event": event("waiting", prompt_id=prompt_ids[0], prompt_ids=prompt_ids),
+                        "fields": job_fields(fields)})
         reply = Moved(as_text(batch.execute()[0]))
         if reply is Moved.LOST:
             raise LeaseLost(job.id)
@@ -268,19 +279,19 @@ class JobStore:
         self._schedule([
             (p.lease, p.job, p.at, {"polls": p.job.polls + 1,
                                     **({} if p.done is None
-                                       else {"prompts_done": Prompt.dumps(p.done)})})
+                                       else {"prompts_done": Prompt.dumps(p.done)})}, "")
             for p in polls])
 
-    def _schedule(self, items: list[tuple[Lease, Job, float, dict[str, Any]]]) -> None:
-        """Look at each job again at its time with a non-POST request, and let go of it;
-        LeaseLost if any was not ours."""
+    def _schedule(self, items: list[tuple[Lease, Job, float, dict[str, Any], str]]) -> None:
+        """Let go of each job until its time (a non-POST step); LeaseLost if any was not ours."""
         batch = self.batch()
         now = time.time()
-        for lease, job, at, fields in items:
+        for lease, job, at, fields, what in items:
             batch.add(self.scripts.schedule, keys=self._job_keys(job.id, job.lane),
                       args={"job_id": job.id, "owner": lease.owner, "now": now, "at": at,
+                            "events": self.keys.events_channel, "event": what,
                             "fields": job_fields(fields)})
-        lost = [job.id for (_, job, _, _), reply in zip(items, batch.execute(), strict=True)
+        lost = [job.id for (_, job, *_), reply in zip(items, batch.execute(), strict=True)
                 if Moved(as_text(reply)) is Moved.LOST]
         if lost:
             raise LeaseLost(", ".join(lost))
@@ -384,5 +395,5 @@ class JobStore:
                   "deadline": now + self.settings.astria_job_deadline_seconds,
                   "lane": job.lane, "member": f"{job.tenant}|{seq}|{job_id}",
                   "tenant": job.tenant, "wake": self.keys.wake,
-                  "token_prefix": self.keys.token(""),
+                  "token_prefix": self.keys.token(""), "events": self.keys.events_channel,
                   "retention": self.settings.job_retention_seconds}))

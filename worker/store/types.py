@@ -4,6 +4,8 @@ registrations. The fields a transition writes on the job's record are named here
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -152,3 +154,9 @@ def job_fields(fields: Mapping[str, Any]) -> list[str]:
     for name, value in fields.items():
         out += [name, str(int(value)) if isinstance(value, bool) else str(value)]
     return out
+
+
+def event(kind: str, **data: Any) -> str:
+    """A job's event as its stream holds it (`Keys.events`): JSON with its `type` and `at`;
+    false values are left out."""
+    return json.dumps({"type": kind, "at": time.time(), **{k: v for k, v in data.items() if v}})

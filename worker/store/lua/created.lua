@@ -21,7 +21,9 @@
 -- ARGV[4] first_poll_at
 -- ARGV[5] doc              the WAITING document up to its task_id
 -- ARGV[6] ttl
--- ARGV[7...] fields        prompt_id, tune_id, ... (pending_post 0)
+-- ARGV[7] events           the pub/sub channel of job events (Keys.events_channel)
+-- ARGV[8] event            the job's event JSON to append to its stream, '' for none
+-- ARGV[9...] fields        prompt_id, tune_id, ... (pending_post 0)
 -- Returns 'waiting' | 'delete' | 'revoked' | 'lost'
 --!include common
 --!include job
@@ -38,4 +40,5 @@ redis.call('ZREM', KEY.expiry, id)
 redis.call('ZADD', KEY.due_poll, ARG.first_poll_at, id)
 redis.call('HDEL', KEY.leases, id)
 write_result(KEY.result, ARG.doc, id, ARG.ttl)
+add_event(ARG.events, KEY.job, id, ARG.event)
 return 'waiting'

@@ -40,7 +40,8 @@
 -- ARGV[16] webhook_url      the job's own, '' for none
 -- ARGV[17] webhook_type     job.succeeded | job.failed | job.revoked
 -- ARGV[18] token_prefix     a callback token's key is token_prefix .. token
--- ARGV[19...] fields        set on the job first
+-- ARGV[19] events           the pub/sub channel of job events (Keys.events_channel)
+-- ARGV[20...] fields        set on the job first
 -- Returns {'lost'} | {outcome, new (1 or 0), follower, url, follower, url, ...}
 --!include common
 --!include job

@@ -15,7 +15,9 @@
 -- ARGV[1] job_id
 -- ARGV[2] owner
 -- ARGV[3] now
--- ARGV[4...] fields
+-- ARGV[4] events           the pub/sub channel of job events (Keys.events_channel)
+-- ARGV[5] event            the job's event JSON to append to its stream, '' for none
+-- ARGV[6...] fields
 -- Returns 'ok' | 'lost' | 'revoked'
 --!include common
 --!include job
@@ -26,4 +28,5 @@ if redis.call('HGET', KEY.job, 'status') ~= 'queued' then
   return 'revoked'
 end
 hset_fields(KEY.job, ARG.fields)
+add_event(ARG.events, KEY.job, id, ARG.event)
 return 'ok'

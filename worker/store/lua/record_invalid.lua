@@ -21,7 +21,8 @@
 -- ARGV[9] webhook_prefix
 -- ARGV[10] webhook_url
 -- ARGV[11] token_prefix
--- ARGV[12...] fields       spec, tenant, lane, ...
+-- ARGV[12] events           the pub/sub channel of job events (Keys.events_channel)
+-- ARGV[13...] fields       spec, tenant, lane, ...
 -- Returns 1, or 0 when the job was recorded before
 --!include common
 --!include decide

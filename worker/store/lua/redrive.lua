@@ -25,6 +25,7 @@
 -- ARGV[7] wake             the pub/sub channel that wakes the engines
 -- ARGV[8] token_prefix     a callback token's key is token_prefix .. token
 -- ARGV[9] retention
+-- ARGV[10] events           the pub/sub channel of job events (Keys.events_channel)
 -- Returns 'redriven', or the state the job kept ('missing' when there is none)
 --!include common
 --!include job
@@ -43,6 +44,7 @@ redis.call('PERSIST', KEY.job)
 redis.call('ZREM', KEY.dead, id)
 redis.call('SADD', KEY.live, id)
 redis.call('DEL', KEY.result)
+add_event(ARG.events, KEY.job, id, cjson.encode({type = 'redriven', at = tonumber(now)}))
 local function count_inflight()
   redis.call('HSET', KEY.inflight_jobs, id, ARG.tenant)
   redis.call('HINCRBY', KEY.inflight, ARG.tenant, 1)

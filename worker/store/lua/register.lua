@@ -42,7 +42,8 @@
 -- ARGV[16] max_followers
 -- ARGV[17] result_prefix
 -- ARGV[18] token_prefix
--- ARGV[19...] fields        the record: name, value, ...
+-- ARGV[19] events           the pub/sub channel of job events (Keys.events_channel)
+-- ARGV[20...] fields        the record: name, value, ...
 -- Returns {'new'} | {'exists'} | {'revoked'} | {'retry'} | {'too_many'}
 --       | {'follower', leader, outcome or ''}.
 --!include common
@@ -81,7 +82,14 @@ if idem ~= job then
     end
     redis.call('HSET', job, 'status', 'follower', 'leader', leader, unpack(ARG.fields))
     redis.call('EXPIRE', job, retention)
-    if outcome then return {'follower', leader, outcome} end
+    add_event(ARG.events, job, id, cjson.encode({type = 'following', at = tonumber(now),
+                                                 leader = leader}))
+    if outcome then
+      local status = redis.call('HGET', leader_job, 'status')
+      add_event(ARG.events, job, id,
+                '{"type":"' .. status .. '","at":' .. now .. ',"outcome":' .. outcome .. '}')
+      return {'follower', leader, outcome}
+    end
     redis.call('HSET', leader_followers, id, webhook_url)
     redis.call('EXPIRE', leader_followers, retention)
     return {'follower', leader, ''}
@@ -102,4 +110,5 @@ if join_ready(ready, turns, dispatch, lane, member) then
   redis.call('PUBLISH', wake, 'job')  -- a tenant with a backlog keeps the engines busy
 end
 redis.call('HINCRBY', stats, counter .. '|enqueued', 1)
+add_event(ARG.events, job, id, cjson.encode({type = 'queued', at = tonumber(now), lane = lane}))
 return {'new'}

@@ -18,7 +18,9 @@
 -- ARGV[2] owner
 -- ARGV[3] now
 -- ARGV[4] at
--- ARGV[5...] fields
+-- ARGV[5] events           the pub/sub channel of job events (Keys.events_channel)
+-- ARGV[6] event            the job's event JSON to append to its stream, '' for none
+-- ARGV[7...] fields
 -- Returns 'ok' | 'lost' | 'revoked'
 --!include common
 --!include job
@@ -37,4 +39,5 @@ else
   local lane, member = split2(redis.call('HGET', KEY.queued, id))
   join_ready(KEY.ready, KEY.turns, KEY.dispatch, lane, member)
 end
+add_event(ARG.events, KEY.job, id, ARG.event)
 return 'ok'

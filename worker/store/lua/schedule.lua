@@ -17,7 +17,9 @@
 -- ARGV[2] owner
 -- ARGV[3] now
 -- ARGV[4] at
--- ARGV[5...] fields
+-- ARGV[5] events           the pub/sub channel of job events (Keys.events_channel)
+-- ARGV[6] event            the job's event JSON to append to its stream, '' for none
+-- ARGV[7...] fields
 -- Returns 'ok' | 'lost' | 'revoked' | 'delete'
 --!include common
 --!include job
@@ -33,4 +35,5 @@ if f[3] then
 else
   redis.call('ZADD', KEY.due_poll, ARG.at, id)
 end
+add_event(ARG.events, KEY.job, id, ARG.event)
 return 'ok'

@@ -67,6 +67,19 @@ local function release_inflight(inflight, inflight_jobs, id)
   end
 end
 
+-- add_event(channel, job_key, job_id, event): append `event` (JSON with its `type`) to the job's
+-- event stream (its hash's key .. ':events', worker.constants.Keys.events), trimmed to about its
+-- last 100, and PUBLISH the job id on `channel`, where the HTTP API's event streams listen.
+-- '' adds nothing. The stream is kept as long as the job's record.
+local function add_event(channel, job_key, job_id, event)
+  if event == '' then return end
+  local stream = job_key .. ':events'
+  redis.call('XADD', stream, 'MAXLEN', '~', 100, '*', 'event', event)
+  local ttl = redis.call('TTL', job_key)
+  if ttl > 0 then redis.call('EXPIRE', stream, ttl) else redis.call('PERSIST', stream) end
+  redis.call('PUBLISH', channel, job_id)
+end
+
 -- A result document as Celery's Redis backend writes it: SET with expiry, then PUBLISH on the
 -- key (AsyncResult.get() listens there). `prefix` is the document up to its task_id value.
 local function write_result(key, prefix, id, ttl)

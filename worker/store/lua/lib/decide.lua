@@ -4,12 +4,13 @@
 -- (tests/unit/test_structure.py checks it):
 --   KEY: job, followers, result, live, dead, stats, generation, latency, webhooks_due, inline
 --   ARG: job_id, now, retention, outcome, doc, ttl, result_prefix, counter, webhook_prefix,
---        webhook_url, token_prefix
+--        webhook_url, token_prefix, events
 -- and `d` holds what differs by decision: status, state, error, seconds, cost, webhook_type,
 -- created_at, and existing: the outcome already recorded (false for none) when the caller read
 -- it, else nil.
 -- Writes the result document for the job and each follower (their keys are made from
--- result_prefix: followers are only known here), queues the webhooks, ends the job's callback
+-- result_prefix: followers are only known here), the terminal event of each (`type` the final
+-- state, `outcome` as recorded; lib/common.lua add_event), queues the webhooks, ends the job's callback
 -- token (token_prefix .. token), drops its inline image (kept a day more for a failed job, which
 -- a redrive may POST again), keeps the record for `retention`, and only then counts it: a
 -- counter that cannot be incremented is skipped (redis.pcall), it never stops a decision
@@ -58,6 +59,12 @@ local function decide(d)
     redis.call('DEL', KEY.inline)
   end
   redis.call('EXPIRE', KEY.job, ARG.retention)
+  local ended = '{"type":"' .. d.status .. '","at":' .. ARG.now .. ',"outcome":' .. ARG.outcome .. '}'
+  add_event(ARG.events, KEY.job, ARG.job_id, ended)
+  local job_key_prefix = string.sub(KEY.job, 1, #KEY.job - #ARG.job_id)
+  for i = 1, #followers, 2 do
+    add_event(ARG.events, job_key_prefix .. followers[i], followers[i], ended)
+  end
   count(d)
   return ARG.outcome, 1, followers
 end
