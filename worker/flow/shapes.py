@@ -47,7 +47,7 @@ class _Event(_Shape):
     timestamp: AwareDatetime = Field(description="when the outcome was decided (UTC, ms)")
 
 
-class Succeeded(_Event):
+class SucceededEvent(_Event):
     type: Literal["job.succeeded"]
     data: Outcome
 
@@ -58,7 +58,7 @@ class FailedData(_Shape):
     message: str
 
 
-class Failed(_Event):
+class FailedEvent(_Event):
     type: Literal["job.failed"]
     data: FailedData
 
@@ -68,12 +68,13 @@ class RevokedData(_Shape):
     reason: Literal["revoked", "expired"]
 
 
-class Revoked(_Event):
+class RevokedEvent(_Event):
     type: Literal["job.revoked"]
     data: RevokedData
 
 
-WebhookEvent = TypeAdapter(Annotated[Succeeded | Failed | Revoked, Field(discriminator="type")])
+WebhookEvent = TypeAdapter(
+    Annotated[SucceededEvent | FailedEvent | RevokedEvent, Field(discriminator="type")])
 
 
 def schemas() -> dict[str, dict[str, Any]]:
