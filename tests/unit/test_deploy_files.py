@@ -57,8 +57,21 @@ def test_the_procfile_uses_standard_commands() -> None:
     assert commands["callbacks"][3] == "worker.edge.receiver:app"
 
 
+def test_compose_fails_fast_and_keeps_admin_uis_on_this_host() -> None:
+    services = compose()["services"]
+    assert ":?" in services["worker"]["environment"]["ASTRIA_API_KEY"]  # no silent default key
+    assert "noeviction" in services["redis"]["command"]
+    assert services["worker"]["stop_grace_period"] == "60s"
+    for name in ("flower", "prometheus", "grafana", "api"):
+        assert all(port.startswith("127.0.0.1:") for port in services[name]["ports"]), name
+    assert "healthcheck" in services["callbacks"] and "healthcheck" in services["api"]
+
+
 def test_the_image_starts_the_recommended_worker_and_leaves_local_tools_out() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "USER 10001" in dockerfile and "HEALTHCHECK" in dockerfile
+    assert dockerfile.index("COPY worker") > dockerfile.index("-c constraints.txt")
+    assert ".git" in (ROOT / ".dockerignore").read_text().split()
     cmd = json.loads(re.search(r"^CMD (\[.*\])$", dockerfile, re.M).group(1))  # type: ignore[union-attr]
     assert cmd == procfile()["worker"]
     runtime = dockerfile.split("AS local")[0]
@@ -82,7 +95,8 @@ def test_prometheus_scrapes_the_receiver_and_the_dashboard_uses_real_metrics() -
 def test_compose_defaults_are_a_valid_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each `${X:-default}` as compose gives it when X is unset (an empty one is unset)."""
     for name, value in compose()["services"]["api"]["environment"].items():
-        monkeypatch.setenv(name, re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(value)))
+        value = re.sub(r"\$\{\w+:\?[^}]*\}", "sim-key", str(value))  # required: given
+        monkeypatch.setenv(name, re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", value))
     settings = Settings()
     assert settings.api_host == "0.0.0.0" and settings.tenants_file is None
     assert settings.astria_callback_url is None
