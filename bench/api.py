@@ -113,11 +113,14 @@ def _held_open(base: str, pid: int, client: redis.Redis, clients: int = 1000) ->
         stop.wait()
 
     threads = [threading.Thread(target=waiter, args=(i,), daemon=True) for i in range(clients)]
-    before = sum(1 for _ in client.scan_iter("astria:job:*", count=1000))
+    def registered() -> int:
+        return sum(1 for _ in client.scan_iter("astria:job:*", count=1000, _type="hash"))
+
+    before = registered()
     for t in threads:
         t.start()
     deadline = time.monotonic() + 50  # inside the 60 s each request waits
-    while sum(1 for _ in client.scan_iter("astria:job:*", count=1000)) < before + clients:
+    while registered() < before + clients:
         if time.monotonic() > deadline:
             raise TimeoutError("the held requests were not all registered")
         time.sleep(0.5)

@@ -54,7 +54,8 @@ def api(make_stack: Callable[..., Stack], tmp_path: Path) -> tuple[Api, Stack]:
 
 
 def job_hashes(stack: Stack) -> int:
-    return sum(1 for _ in stack.redis.scan_iter(f"{stack.prefix}:job:*", count=1000))
+    return sum(1 for _ in stack.redis.scan_iter(f"{stack.prefix}:job:*", count=1000,
+                                                _type="hash"))
 
 
 def test_a_job_posted_over_http_is_created_once_and_its_outcome_read_back(

@@ -91,6 +91,11 @@ def test_cli_enqueue_wait_and_status(stack: Stack) -> None:
     assert status["outcome"]["result"]["text"] == "from the shell" and status["post_attempts"] == 1
     unknown = stack.cli("status", "no-such-job", check=False)
     assert unknown.returncode == 4 and json.loads(unknown.stdout)["state"] == "missing"
+    listed = stack.cli("--redis-url", stack.redis_url, "jobs", "list", "--state", "succeeded",
+                       REDIS_URL="redis://127.0.0.1:1/0")  # the option wins over the variable
+    assert job_id in [json.loads(line)["id"] for line in listed.stdout.splitlines()]
+    assert stack.cli("jobs", "list", "--state", "queued").stdout == ""
+    assert stack.cli("--version").stdout.startswith("astria-queue, version ")
     bad = stack.cli("enqueue", json.dumps({"tune_id": 1, "text": ""}), check=False)
     assert bad.returncode == 1 and "InvalidSpec: text: must not be blank" in bad.stderr
 

@@ -13,6 +13,7 @@ import click
 
 from worker import cli_dead as dead_letters
 from worker.errors import AstriaQueueError
+from worker.records import JobState, Lane
 
 if TYPE_CHECKING:
     from astria_local.sim_limit import Counter
@@ -36,8 +37,35 @@ def _print_json(data: Any) -> None:
 
 
 @click.group()
-def main() -> None:
+@click.version_option(package_name="astria-queue", prog_name="astria-queue")
+@click.option("--redis-url", envvar="REDIS_URL", help="Redis, in kombu's URL forms (REDIS_URL).")
+def main(redis_url: str | None) -> None:
     """Astria job queue: configuration comes from the environment (see README)."""
+    if redis_url:
+        os.environ["REDIS_URL"] = redis_url  # read when a command first needs the settings
+
+
+@main.group()
+def jobs() -> None:
+    """Jobs in the job store."""
+
+
+@jobs.command("list")
+@click.option("--state",
+              type=click.Choice([s.value for s in JobState if s is not JobState.MISSING]))
+@click.option("--tenant")
+@click.option("--lane", type=click.Choice([lane.value for lane in Lane]))
+@click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True)
+def jobs_list(state: str | None, tenant: str | None, lane: str | None, limit: int) -> None:
+    """One JSON line per job that matches (a SCAN of the store: for people, not scripts in a
+    loop)."""
+    from worker.flow.view import job_view
+    from worker.runtime import runtime
+
+    rt = runtime()
+    for job in rt.search.find(state=JobState(state) if state else None, tenant=tenant,
+                              lane=lane, limit=limit):
+        click.echo(job_view(rt, job).model_dump_json())
 
 
 main.add_command(dead_letters.dead)
@@ -76,7 +104,6 @@ def status(job_id: str) -> None:
     3 revoked, 4 no such job (never registered, or past JOB_RETENTION_SECONDS), 5 not decided
     yet."""
     from worker.flow.view import job_view
-    from worker.records import JobState
     from worker.runtime import runtime
 
     rt = runtime()

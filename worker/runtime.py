@@ -23,6 +23,7 @@ from worker.store.messages import DeadMessages
 from worker.store.registration import Registrations
 from worker.store.results import ResultFormat
 from worker.store.scripts import Scripts
+from worker.store.search import JobSearch
 from worker.store.stats import Stats
 from worker.store.webhooks import WebhookStore
 
@@ -38,6 +39,7 @@ class Runtime:
         self.results = ResultFormat(settings.job_retention_seconds)
         self.jobs = JobStore(self.redis, settings, self.keys, self.results)
         self.channels = Channels(self.redis, self.keys)
+        self.search = JobSearch(self.redis, self.keys)
         self.registrations = Registrations(self.jobs)
         self.learnt = Learnt(self.redis, self.keys)
         self.stats = Stats(self.redis, self.keys, self.jobs.oldest_queued_at)
