@@ -96,6 +96,10 @@ def test_cli_enqueue_wait_and_status(stack: Stack) -> None:
     assert job_id in [json.loads(line)["id"] for line in listed.stdout.splitlines()]
     assert stack.cli("jobs", "list", "--state", "queued").stdout == ""
     assert stack.cli("--version").stdout.startswith("astria-queue, version ")
+    assert stack.cli("probe", "ready").stdout.strip() == "ready: ok"
+    assert stack.cli("probe", "alive").stdout.strip() == "alive: ok"  # the worker's engine beats
+    down = stack.cli("probe", "ready", check=False, REDIS_URL="redis://127.0.0.1:1/0")
+    assert down.returncode == 1 and "ready:" in down.stderr
     bad = stack.cli("enqueue", json.dumps({"tune_id": 1, "text": ""}), check=False)
     assert bad.returncode == 1 and "InvalidSpec: text: must not be blank" in bad.stderr
 

@@ -129,6 +129,31 @@ def schema(name: str) -> None:
 
 
 @main.command()
+@click.argument("what", type=click.Choice(["ready", "alive"]))
+def probe(what: str) -> None:
+    """For a container's probes, cheap and local (no Astria request, no broadcast): `ready`,
+    Redis answers; `alive`, an engine on this host beat within 30 s. Exit code 0 or 1."""
+    import socket
+    import time
+
+    from worker.constants import Keys
+    from worker.settings import get_settings
+    from worker.store.connections import redis_client
+    from worker.store.engines import EngineRegistry
+
+    settings = get_settings()
+    client = redis_client(settings, patient=False)
+    try:
+        ok = bool(client.ping()) if what == "ready" else EngineRegistry(
+            client, Keys(settings.key_prefix)).beating_on(socket.gethostname(), time.time())
+    except Exception as exc:
+        raise click.ClickException(f"{what}: {type(exc).__name__}") from None
+    if not ok:
+        raise click.ClickException(f"{what}: no engine on this host beat within 30 s")
+    click.echo(f"{what}: ok")
+
+
+@main.command()
 def openapi() -> None:
     """Print the HTTP API's OpenAPI document (also in schema/openapi.json)."""
     from worker.edge.api import create_app

@@ -18,6 +18,7 @@ where no receiver runs. Metric names start with `astria_queue_`:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -95,6 +96,13 @@ class QueueCollector:
                                 value=gauges.webhooks_pending)
         yield GaugeMetricFamily("astria_queue_webhooks_dead", "Webhooks whose retries ran out",
                                 value=gauges.webhooks_dead)
+        beats = rt.engines.beats(time.time())
+        engines = GaugeMetricFamily("astria_queue_engines",
+                                    "Engines by heartbeat: fresh, or stale (stopped beating)",
+                                    labels=["state"])
+        engines.add_metric(["fresh"], len(beats.fresh))
+        engines.add_metric(["stale"], len(beats.stale))
+        yield engines
 
     @staticmethod
     def _latency(counters: dict[str, float]) -> Iterable[Metric]:

@@ -56,17 +56,24 @@ def sentinel_hosts(url: str) -> tuple[list[tuple[str, int]], int, str | None]:
     return hosts, db, password
 
 
-def redis_client(settings: Settings) -> redis.Redis:
+def redis_client(settings: Settings, *, patient: bool = True) -> redis.Redis:
+    """`patient`: ride out a restart or failover (retries for about half a minute); else one
+    try with short timeouts (a container's probe must answer within seconds)."""
     url = settings.redis_url
+    retry = _retry() if patient else Retry(ExponentialBackoff(), 0)
     if url.startswith("sentinel://"):
         hosts, db, password = sentinel_hosts(url)
         sentinel = Sentinel(hosts, socket_timeout=5, sentinel_kwargs={"socket_timeout": 5})
         assert settings.redis_sentinel_master  # checked by Settings
         master: redis.Redis = sentinel.master_for(
-            settings.redis_sentinel_master, db=db, password=password, retry=_retry(),
-            connection_class=FollowingSentinelConnection, **_OPTIONS)
+            settings.redis_sentinel_master, db=db, password=password, retry=retry,
+            connection_class=FollowingSentinelConnection, **_options(patient))
         return master
-    return redis.Redis.from_url(url, retry=_retry(), **_OPTIONS)
+    return redis.Redis.from_url(url, retry=retry, **_options(patient))
+
+
+def _options(patient: bool) -> dict[str, Any]:
+    return _OPTIONS if patient else {**_OPTIONS, "socket_timeout": 3, "socket_connect_timeout": 3}
 
 
 def async_redis_client(settings: Settings) -> redis.asyncio.Redis:

@@ -42,6 +42,10 @@ class EngineRegistry:
                            {e: round(age) for e, age in sorted(ages.items())
                             if age >= STALE_SECONDS})
 
+    def beating_on(self, host: str, now: float) -> bool:
+        """Whether an engine of this host (its ids are `host:pid`) beat within STALE_SECONDS."""
+        return any(e.startswith(host + ":") for e in self.beats(now).fresh)
+
     def prune(self, now: float) -> int:
         old = [e for e, age in self.beats(now).stale.items() if age > FORGET_SECONDS]
         return int(self._redis.hdel(self._key, *old)) if old else 0
