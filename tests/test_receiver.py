@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import resource
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -119,3 +120,13 @@ def test_metrics_are_prometheus_text_with_a_histogram_and_labels(
     assert {"state": "succeeded", "tenant": "m", "lane": "normal"} in [s.labels for s in jobs]
     requests_by_status = families["astria_queue_astria_requests"].samples  # type: ignore[attr-defined]
     assert any(s.labels.get("status") == "2xx" for s in requests_by_status)
+    failures = families["astria_queue_failures"].samples  # type: ignore[attr-defined]
+    assert [(s.labels, s.value) for s in failures] == [({"error": "PromptFailed"}, 1.0)]
+    assert {s.labels["lane"] for s in families["astria_queue_backlog"].samples} == {  # type: ignore[attr-defined]
+        "interactive", "normal", "batch"}
+    promtool = shutil.which("promtool")
+    if promtool:  # Prometheus's own lint of the exposition (Debian: apt install prometheus)
+        text = requests.get(url + "/metrics", timeout=5).text
+        linted = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
+                                text=True, timeout=30)
+        assert linted.returncode == 0, linted.stdout + linted.stderr

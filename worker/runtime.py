@@ -42,7 +42,7 @@ class Runtime:
         self.search = JobSearch(self.redis, self.keys)
         self.registrations = Registrations(self.jobs)
         self.learnt = Learnt(self.redis, self.keys)
-        self.stats = Stats(self.redis, self.keys, self.jobs.oldest_queued_at)
+        self.stats = Stats(self.redis, self.keys)
         self.dispatcher = Dispatcher(self.jobs.scripts, settings, self.keys)
         self.webhooks = WebhookStore(self.redis, self.keys, self.jobs.scripts,
                                      settings.job_retention_seconds)

@@ -112,6 +112,10 @@ class Settings(BaseSettings):
     #: The same for tenants not named there (0: no cap).
     tenant_default_max_in_flight: int = Field(0, ge=0)
 
+    #: Tenants with a label of their own in the metrics without TENANTS_FILE (the busiest);
+    #: the others are counted as `other`, so that a producer cannot grow the series for ever.
+    metrics_max_tenants: int = Field(50, ge=1, le=1000)
+
     # The HTTP API for producers (`astria-queue api`): internal, its own process and port
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=1, le=65535)

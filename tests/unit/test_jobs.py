@@ -13,6 +13,7 @@ from worker.errors import InvalidSpec
 from worker.records import Failed, JobState, Revoked, Succeeded
 from worker.store.jobs import CALLBACK_SPACING
 from worker.store.scripts import Script, parse_signature
+from worker.store.stats import Stats
 from worker.store.types import Delivery, Ending, LeaseLost, NextPoll
 
 
@@ -210,14 +211,15 @@ def test_headers_must_be_numbered_in_order() -> None:
         parse_signature("-- KEYS[1] a\n-- KEYS[3] c\n")
 
 
-def test_oldest_queued_is_the_earliest_job_not_sent_in_any_lane(store: Store) -> None:
-    assert store.jobs.oldest_queued_at() is None
+def test_oldest_queued_is_the_earliest_job_not_sent_in_each_lane(store: Store) -> None:
+    stats = Stats(store.redis, store.keys)
+    assert stats.oldest_queued_at() == {}
     before = time.time()
     store.register("first", tenant="app")
     between = time.time()
     store.register("second", tenant="etl", priority="batch")
-    oldest = store.jobs.oldest_queued_at()
-    assert oldest is not None and before - 0.001 <= oldest <= between + 0.001
+    oldest = stats.oldest_queued_at()
+    assert before - 0.001 <= oldest["normal"] <= between + 0.001 <= oldest["batch"] + 0.002
+    assert stats.backlog() == {"interactive": 0, "normal": 1, "batch": 1}
     assert store.grant(1) == {"first": "submit"}  # sent: no longer waiting for its turn
-    second = store.jobs.oldest_queued_at()
-    assert second is not None and second >= between - 0.001
+    assert list(stats.oldest_queued_at()) == ["batch"]

@@ -14,6 +14,7 @@ import yaml
 from standardwebhooks import Webhook
 
 from tests.unit.conftest import Store
+from worker.edge.metrics import named_tenants
 from worker.errors import ConfigError
 from worker.flow.accept import accept
 from worker.flow.webhooks import signed_headers
@@ -116,3 +117,11 @@ def test_a_webhook_knows_its_jobs_tenant_so_it_is_signed_with_its_secret(
     hook = store.webhooks.load(message)
     assert hook is not None and hook.tenant == "app"
     assert store.settings.webhook_keys(hook.tenant) == [NEW, OLD]
+
+
+def test_the_tenant_label_of_the_metrics_is_bounded(make_store: Any, tmp_path: Path) -> None:
+    counters = {f"t|t{i}|normal|enqueued": float(i) for i in range(10)}
+    assert named_tenants(make_store(metrics_max_tenants=3).settings, counters) == {
+        "t9", "t8", "t7"}  # the busiest; the rest are counted as "other"
+    registered = make_store(tenants_file=registry(tmp_path)).settings
+    assert named_tenants(registered, counters) == {"app", "bulk"}

@@ -6,19 +6,27 @@ where no receiver runs. Metric names start with `astria_queue_`:
 
     jobs_total{state,tenant,lane}            counter: enqueued, succeeded, failed, revoked
     jobs_cost_mc_total{tenant,lane}          counter: Astria's cost_mc of finished jobs
+    failures_total{error}                    counter: failed jobs by error class
     jobs_current{state}                      gauge: queued (not sent yet), at_astria, retrying
-    oldest_queued_seconds                    gauge: age of the oldest job not sent yet
+    backlog{lane}                            gauge: jobs waiting in the lane's queue
+    oldest_queued_seconds{lane}              gauge: age of the lane's oldest job not sent yet
+    engines{state}                           gauge: engines beating (fresh) or not (stale)
     astria_requests_total{method,status}     counter: by HTTP status, or "network"
     astria_request_seconds{method}           histogram: Astria request latency
     rate_limit_per_second{kind}              gauge: the limiter's current rate (submit, poll)
     dead_letters                             gauge: failed jobs kept for redrive
     dead_messages                            gauge: broker messages that could not be read
     webhooks_pending, webhooks_dead          gauge
+
+`tenant` is bounded: with TENANTS_FILE its tenants, else the METRICS_MAX_TENANTS busiest, and
+every other tenant is counted as `other`. Every process reads the same figures: scraping several
+gives copies, so dashboards and alerts take max() over instances.
 """
 
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -32,10 +40,23 @@ from prometheus_client.core import (
 
 from worker.constants import read_tenant_counter
 from worker.runtime import runtime
+from worker.settings import Settings
 from worker.store.stats import LATENCY_BUCKETS
 
 _STATES = {"enqueued": "enqueued", "SUCCESS": "succeeded", "FAILURE": "failed",
            "REVOKED": "revoked"}
+
+
+def named_tenants(settings: Settings, counters: dict[str, float]) -> set[str]:
+    """The tenants that get a label of their own (see the module docstring)."""
+    if settings.tenants.registered:
+        return set(settings.tenants.named)
+    volume: defaultdict[str, float] = defaultdict(float)
+    for name, value in counters.items():
+        if (read := read_tenant_counter(name)) and read[2] == "enqueued":
+            volume[read[0]] += value
+    busiest = sorted(volume, key=lambda tenant: (-volume[tenant], tenant))
+    return set(busiest[:settings.metrics_max_tenants])
 
 
 class QueueCollector:
@@ -50,15 +71,29 @@ class QueueCollector:
                                    labels=["state", "tenant", "lane"])
         cost = CounterMetricFamily("astria_queue_jobs_cost_mc", "Astria's cost_mc of jobs",
                                    labels=["tenant", "lane"])
-        for name, value in sorted(counters.items()):
+        named = named_tenants(rt.settings, counters)
+        by_jobs: defaultdict[tuple[str, str, str], float] = defaultdict(float)
+        by_cost: defaultdict[tuple[str, str], float] = defaultdict(float)
+        for name, value in counters.items():
             if read := read_tenant_counter(name):
                 tenant, lane, what = read
+                tenant = tenant if tenant in named else "other"
                 if what in _STATES:
-                    jobs.add_metric([_STATES[what], tenant, lane], value)
+                    by_jobs[(_STATES[what], tenant, lane)] += value
                 elif what == "cost_mc":
-                    cost.add_metric([tenant, lane], value)
+                    by_cost[(tenant, lane)] += value
+        for labels, value in sorted(by_jobs.items()):
+            jobs.add_metric(list(labels), value)
+        for cost_labels, value in sorted(by_cost.items()):
+            cost.add_metric(list(cost_labels), value)
         yield jobs
         yield cost
+        failures = CounterMetricFamily("astria_queue_failures", "Failed jobs by error class",
+                                       labels=["error"])
+        for name, value in sorted(counters.items()):
+            if name.startswith("error:"):
+                failures.add_metric([name.removeprefix("error:")], value)
+        yield failures
 
         current = GaugeMetricFamily("astria_queue_jobs_current", "Jobs now, by state",
                                     labels=["state"])
@@ -66,9 +101,16 @@ class QueueCollector:
         current.add_metric(["at_astria"], sum(gauges.in_flight.values()))
         current.add_metric(["retrying"], gauges.retrying)
         yield current
-        yield GaugeMetricFamily("astria_queue_oldest_queued_seconds",
-                                "Age of the oldest job not sent to Astria yet",
-                                value=gauges.oldest_queued_seconds)
+        backlog = GaugeMetricFamily("astria_queue_backlog", "Jobs waiting in a lane's queue",
+                                    labels=["lane"])
+        oldest = GaugeMetricFamily("astria_queue_oldest_queued_seconds",
+                                   "Age of the lane's oldest job not sent to Astria yet",
+                                   labels=["lane"])
+        for lane, waiting in gauges.backlog.items():
+            backlog.add_metric([lane], waiting)
+            oldest.add_metric([lane], gauges.oldest_by_lane.get(lane, 0.0))
+        yield backlog
+        yield oldest
 
         requests = CounterMetricFamily("astria_queue_astria_requests",
                                        "Astria requests by method and HTTP status",

@@ -19,7 +19,6 @@ import redis
 from worker.astria.prompt import Prompt
 from worker.constants import RESULT_KEY_PREFIX, Keys, tenant_counter
 from worker.records import (
-    LANES,
     Failed,
     Job,
     JobState,
@@ -136,20 +135,6 @@ class JobStore:
 
     def live_jobs(self, tenant: str) -> list[str]:
         return sorted(as_text(x) for x in self.redis.smembers(self.keys.live(tenant)))
-
-    def oldest_queued_at(self) -> float | None:
-        """When the oldest job still waiting in a lane's queue was registered (its seq): each
-        tenant's first job in each lane, in two round trips."""
-        pipe = self.redis.pipeline(transaction=False)
-        for lane in LANES:
-            pipe.zrange(self.keys.turns(lane), 0, -1)
-        for lane, tenants in zip(LANES, pipe.execute(), strict=True):
-            for tenant in map(as_text, tenants):
-                pipe.zrangebylex(self.keys.ready(lane), f"[{tenant}|", f"({tenant}}}",
-                                 start=0, num=1)
-        seqs = [float(as_text(first[0]).split("|")[1]) / 1_000_000
-                for first in pipe.execute() if first]
-        return min(seqs, default=None)
 
     def dead_jobs(self, limit: int = 100) -> list[Job]:
         """Failed jobs, newest first; records whose retention ran out are pruned."""

@@ -18,14 +18,13 @@ import os
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
 from worker.constants import Keys, read_tenant_counter
-from worker.records import as_text
+from worker.records import LANES, as_text
 
 LATENCY_SAMPLES = 2000
 FLUSH_SECONDS = 1.0
@@ -46,6 +45,8 @@ class Gauges:
 
     queued: int  #: jobs not sent to Astria yet
     oldest_queued_seconds: float  #: how long the oldest of them has waited (0: none)
+    backlog: dict[str, int]  #: lane -> jobs waiting in its queue for their turn
+    oldest_by_lane: dict[str, float]  #: lane -> seconds its oldest such job has waited
     in_flight: dict[str, int]  #: tenant -> prompts at Astria
     polling: int  #: jobs due for a non-POST request
     retrying: int  #: jobs waiting out a back-off before their POST
@@ -57,11 +58,9 @@ class Gauges:
 
 
 class Stats:
-    def __init__(self, client: redis.Redis, keys: Keys,
-                 oldest_queued_at: Callable[[], float | None]) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self._redis = client
         self._keys = keys
-        self._oldest_queued_at = oldest_queued_at
         self._lock = threading.Lock()
         self._pending: Counter[str] = Counter()
         self._seconds: defaultdict[str, float] = defaultdict(float)
@@ -138,6 +137,32 @@ class Stats:
     def counters(self) -> dict[str, float]:
         return {as_text(k): float(v) for k, v in self._redis.hgetall(self._keys.stats).items()}
 
+    def oldest_queued_at(self) -> dict[str, float]:
+        """Lane -> when its oldest job still waiting for its turn was registered (its seq):
+        each tenant's first job in each lane, in two round trips."""
+        pipe = self._redis.pipeline(transaction=False)
+        for lane in LANES:
+            pipe.zrange(self._keys.turns(lane), 0, -1)
+        asked = []
+        for lane, tenants in zip(LANES, pipe.execute(), strict=True):
+            for tenant in map(as_text, tenants):
+                asked.append(lane)
+                pipe.zrangebylex(self._keys.ready(lane), f"[{tenant}|", f"({tenant}}}",
+                                 start=0, num=1)
+        oldest: dict[str, float] = {}
+        for lane, first in zip(asked, pipe.execute(), strict=True):
+            if first:
+                at = float(as_text(first[0]).split("|")[1]) / 1_000_000
+                oldest[lane] = min(at, oldest.get(lane, at))
+        return oldest
+
+    def backlog(self) -> dict[str, int]:
+        """Lane -> jobs waiting in its queue for their turn."""
+        pipe = self._redis.pipeline(transaction=False)
+        for lane in LANES:
+            pipe.zcard(self._keys.ready(lane))
+        return {lane: int(n) for lane, n in zip(LANES, pipe.execute(), strict=True)}
+
     def gauges(self) -> Gauges:
         k = self._keys
         pipe = self._redis.pipeline(transaction=False)
@@ -152,10 +177,12 @@ class Stats:
         pipe.hmget(k.limiter, ["rate:submit", "rate:poll"])
         (queued, inflight, polling, retrying, dead, dead_messages, hooks_due, hooks_dead,
          rates) = pipe.execute()
-        oldest = self._oldest_queued_at()
+        now = time.time()
+        oldest = {lane: now - at for lane, at in self.oldest_queued_at().items()}
         return Gauges(
             queued=int(queued),
-            oldest_queued_seconds=time.time() - oldest if oldest else 0.0,
+            oldest_queued_seconds=max(oldest.values(), default=0.0),
+            backlog=self.backlog(), oldest_by_lane=oldest,
             in_flight={as_text(tenant): int(n) for tenant, n in inflight.items()},
             polling=int(polling), retrying=int(retrying), dead=int(dead),
             dead_messages=int(dead_messages),
