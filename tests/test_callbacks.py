@@ -4,6 +4,7 @@ a fallback."""
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -31,7 +32,8 @@ def test_a_callback_brings_the_outcome_from_astria_at_once(
     """The callback wakes its job for one look at Astria (batched by tune), long before the
     120 s fallback poll; the outcome is Astria's answer, not the callback's body."""
     stack = make_stack(sim_config=SimConfig(generation_seconds=1),
-                       astria_callback_fallback_seconds=120, webhook_secret=SECRET)
+                       astria_callback_fallback_seconds=120, webhook_secret=SECRET,
+                       log_format="json")
     start_callback_receiver(stack)
     stack.start_worker()
     url = user_endpoint.url
@@ -50,6 +52,12 @@ def test_a_callback_brings_the_outcome_from_astria_at_once(
                         "the producer's webhook")
     assert [(r["type"], r["data"]["text"], r["data"]["job_id"]) for r in received] == [
         ("job.succeeded", "with my own hook", jobs[-1])]
+    # the receiver under gunicorn logs through the same configuration: JSON, the job's id
+    lines = [json.loads(line) for line in stack.logs[0].read_text().splitlines()
+             if line.startswith("{")]
+    logged = {line["job_id"] for line in lines if line.get("logger") == "astria.receiver"}
+    assert logged == set(jobs)
+    assert "token=" not in stack.logs[0].read_text().replace("token=[redacted]", "")
 
 
 def test_callback_with_an_unknown_token_changes_nothing(make_stack: Callable[..., Stack]) -> None:

@@ -389,9 +389,11 @@ def api() -> None:
     """The HTTP API for producers (API_HOST:API_PORT), served by uvicorn."""
     import uvicorn
 
+    from worker.logs import configure
     from worker.runtime import runtime
 
     s = runtime().settings
+    configure()  # uvicorn's loggers propagate to ours (log_config=None)
     uvicorn.run("worker.edge.api:create_app", factory=True, host=s.api_host, port=s.api_port,
                 proxy_headers=False, server_header=False, log_config=None)
 

@@ -1,37 +1,48 @@
-"""JSON logs (LOG_FORMAT=json): one object a line with the job's fields, for log pipelines."""
+"""One log configuration for every process: the worker, the receiver under gunicorn, the API
+under uvicorn, the CLI. LOG_FORMAT=json writes one JSON object a line (python-json-logger): `ts`,
+`level`, `logger`, `message`, and the job's fields where a line has them (`job_id`, `tenant`,
+`lane`, `attempt`, `prompt_id`, `tune_id`, `outcome`, ...: each passed as `extra`); LOG_FORMAT=text
+the usual lines. LOG_LEVEL sets the level (INFO)."""
 
 from __future__ import annotations
 
-import json
 import logging
-from datetime import UTC, datetime
-from typing import Any
+import sys
+
+from pythonjsonlogger.json import JsonFormatter
 
 from worker.settings import get_settings
 
-FIELDS = ("job_id", "tune_id", "prompt_id", "attempt", "outcome", "task_id", "task_name")
+TEXT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        entry.update({k: getattr(record, k) for k in FIELDS if hasattr(record, k)})
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+def formatter() -> logging.Formatter:
+    """The formatter LOG_FORMAT asks for."""
+    if get_settings().log_format != "json":
+        return logging.Formatter(TEXT)
+    return JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s",
+                         rename_fields={"asctime": "ts", "levelname": "level", "name": "logger"},
+                         datefmt="%Y-%m-%dT%H:%M:%S%z", json_default=str)
+
+
+def configure() -> None:
+    """For a process that sets up no logging of its own (the API, the receiver): one handler
+    on the root logger, to stderr; servers' own loggers propagate to it."""
+    root = logging.getLogger()
+    for handler in root.handlers[:]:
+        root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter())
+    root.addHandler(handler)
+    root.setLevel(get_settings().log_level)
 
 
 def use_json_handlers() -> None:
-    """With LOG_FORMAT=json, the handlers Celery set up for this worker (the root logger's and
-    its task logger's) write JSON lines. Called by the worker once its logging is set up, not on
-    import: importing `worker` leaves a host process's logging alone."""
+    """In a worker: Celery set up its handlers (the root logger's and its task logger's); they
+    take our formatter. Called by the worker once its logging is set up, not on import:
+    importing `worker` leaves a host process's logging alone."""
     if get_settings().log_format != "json":
         return
     for logger in (logging.getLogger(), logging.getLogger("celery.task")):
         for handler in logger.handlers:
-            handler.setFormatter(JsonFormatter())
+            handler.setFormatter(formatter())

@@ -150,6 +150,10 @@ class Job:
         spec: dict[str, Any] = json.loads(self.spec_json)
         return spec
 
+    def log_fields(self, **more: Any) -> dict[str, Any]:
+        """What a log line about the job carries (`extra`): its id, tenant and lane, and more."""
+        return {"job_id": self.id, "tenant": self.tenant, "lane": self.lane, **more}
+
     @property
     def requested_tune_id(self) -> int:
         return int(self.spec["tune_id"])

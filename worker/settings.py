@@ -167,6 +167,7 @@ class Settings(BaseSettings):
     #: Celery task events from the start; Flower switches them on by itself when it connects.
     worker_task_events: bool = False
     log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("lane_min_share")
     @classmethod

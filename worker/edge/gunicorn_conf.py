@@ -50,6 +50,18 @@ errorlog = "-"
 loglevel = os.environ.get("CALLBACK_LOG_LEVEL", "info")
 
 
+def post_worker_init(worker: object) -> None:
+    """In each worker, once gevent has patched the standard library: our log configuration
+    (LOG_FORMAT, LOG_LEVEL) for the app's lines and gunicorn's own, tokens redacted in both."""
+    from worker.logs import configure, formatter
+
+    configure()
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactTokens())
+    for handler in logging.getLogger("gunicorn.error").handlers:
+        handler.setFormatter(formatter())
+
+
 def on_starting(server: object) -> None:
     """Idle connections each hold a file descriptor: allow as many as the system lets us."""
     raise_open_file_limit()

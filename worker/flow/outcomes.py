@@ -65,9 +65,10 @@ def finish(rt: Runtime, *endings: Ending) -> None:
             continue
         result = decided.outcome.result if isinstance(decided.outcome, Succeeded) else {}
         log.info("job %s: %s", job.id, decided.outcome.state,
-                 extra={"job_id": job.id, "outcome": decided.outcome.state,
-                        "prompt_id": result.get("prompt_id", job.prompt_id),
-                        "tune_id": result.get("tune_id", job.tune_id or None)})
+                 extra=job.log_fields(outcome=decided.outcome.state,
+                                      prompt_id=result.get("prompt_id", job.prompt_id),
+                                      tune_id=result.get("tune_id", job.tune_id or None),
+                                      attempt=job.post_attempts))
 
 
 def ending(lease: Lease, job: Job, prompts: list[Prompt], limit: float) -> Ending | None:

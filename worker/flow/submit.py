@@ -157,7 +157,7 @@ def record_prompt(rt: Runtime, lease: Lease, job: Job, prompts: list[Prompt],
                                    rerouted=target.rerouted, first_poll_at=time.time() + delay)
     log.info("job %s: prompt %s created on tune %s%s", job.id, ",".join(map(str, ids)),
              tune_id, "" if state is Moved.WAITING else f" ({state})",
-             extra={"job_id": job.id, "prompt_id": first.id, "tune_id": tune_id})
+             extra=job.log_fields(prompt_id=first.id, tune_id=tune_id, attempt=job.post_attempts))
 
 
 def _carries_marker(rt: Runtime, job: Job, prompt: Prompt) -> bool:

@@ -146,7 +146,7 @@ def delete(rt: Runtime, lease: Lease, job: Job) -> None:
             rt.astria.delete_prompt(job.tune_id, prompt_id)
     except AstriaRejected as exc:
         log.warning("job %s: Astria refused to delete prompt %s: %s", job.id, job.prompt_id,
-                    exc, extra={"job_id": job.id, "prompt_id": job.prompt_id})
+                    exc, extra=job.log_fields(prompt_id=job.prompt_id))
         rt.jobs.delete_failed(lease, job, str(exc))
         return
     except TransientError as exc:
@@ -159,5 +159,5 @@ def delete(rt: Runtime, lease: Lease, job: Job) -> None:
             rt.jobs.schedule_retry(lease, job, at=now + delay)
         return
     log.info("job %s: prompt %s deleted at Astria", job.id, job.prompt_id,
-             extra={"job_id": job.id, "prompt_id": job.prompt_id})
+             extra=job.log_fields(prompt_id=job.prompt_id))
     rt.jobs.prompt_deleted(lease, job)
