@@ -120,6 +120,10 @@ def test_metrics_are_prometheus_text_with_a_histogram_and_labels(
     assert {"state": "succeeded", "tenant": "m", "lane": "normal"} in [s.labels for s in jobs]
     requests_by_status = families["astria_queue_astria_requests"].samples  # type: ignore[attr-defined]
     assert any(s.labels.get("status") == "2xx" for s in requests_by_status)
+    slo = {(s.labels["lane"], s.labels["outcome"]): s.value
+           for s in families["astria_queue_job_seconds"].samples  # type: ignore[attr-defined]
+           if s.name.endswith("_count")}
+    assert slo == {("normal", "succeeded"): 1.0, ("normal", "failed"): 1.0}
     failures = families["astria_queue_failures"].samples  # type: ignore[attr-defined]
     assert [(s.labels, s.value) for s in failures] == [({"error": "PromptFailed"}, 1.0)]
     assert {s.labels["lane"] for s in families["astria_queue_backlog"].samples} == {  # type: ignore[attr-defined]

@@ -8,6 +8,7 @@ where no receiver runs. Metric names start with `astria_queue_`:
     jobs_cost_mc_total{tenant,lane}          counter: Astria's cost_mc of finished jobs
     failures_total{error}                    counter: failed jobs by error class
     jobs_current{state}                      gauge: queued (not sent yet), at_astria, retrying
+    job_seconds{lane,outcome}                histogram: enqueue to outcome (the SLO's figure)
     backlog{lane}                            gauge: jobs waiting in the lane's queue
     oldest_queued_seconds{lane}              gauge: age of the lane's oldest job not sent yet
     engines{state}                           gauge: engines beating (fresh) or not (stale)
@@ -41,7 +42,7 @@ from prometheus_client.core import (
 from worker.constants import read_tenant_counter
 from worker.runtime import runtime
 from worker.settings import Settings
-from worker.store.stats import LATENCY_BUCKETS
+from worker.store.stats import JOB_BUCKETS, LATENCY_BUCKETS
 
 _STATES = {"enqueued": "enqueued", "SUCCESS": "succeeded", "FAILURE": "failed",
            "REVOKED": "revoked"}
@@ -121,6 +122,7 @@ class QueueCollector:
                 requests.add_metric([method, status], value)
         yield requests
         yield from self._latency(counters)
+        yield self._job_seconds(counters)
 
         limit = GaugeMetricFamily("astria_queue_rate_limit_per_second",
                                   "The rate limiter's current rate, by kind of request",
@@ -145,6 +147,24 @@ class QueueCollector:
         engines.add_metric(["fresh"], len(beats.fresh))
         engines.add_metric(["stale"], len(beats.stale))
         yield engines
+
+    @staticmethod
+    def _job_seconds(counters: dict[str, float]) -> Metric:
+        """Enqueue-to-outcome time by lane and outcome: the SLO's own figure."""
+        histogram = HistogramMetricFamily("astria_queue_job_seconds",
+                                          "Seconds from enqueue to outcome",
+                                          labels=["lane", "outcome"])
+        series = sorted({tuple(name.split("|")[1:3]) for name in counters
+                         if name.startswith("job_seconds|") and name.endswith("|count")})
+        for lane, state in series:
+            name = f"job_seconds|{lane}|{state}|"
+            running, buckets = 0.0, []
+            for bound in [*(f"{b:g}" for b in JOB_BUCKETS), "+Inf"]:
+                running += counters.get(name + bound, 0.0)
+                buckets.append((bound, running))
+            histogram.add_metric([lane, _STATES.get(state, state)], buckets,
+                                 sum_value=counters.get(name + "sum", 0.0))
+        return histogram
 
     @staticmethod
     def _latency(counters: dict[str, float]) -> Iterable[Metric]:

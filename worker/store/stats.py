@@ -30,6 +30,8 @@ LATENCY_SAMPLES = 2000
 FLUSH_SECONDS = 1.0
 #: Upper bounds (seconds) of the Astria request latency histogram's buckets.
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+#: Upper bounds (seconds) of the enqueue-to-outcome histogram (lua/lib/decide.lua counts it).
+JOB_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600)
 
 log = logging.getLogger("astria.stats")
 
