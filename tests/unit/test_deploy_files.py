@@ -85,8 +85,13 @@ def test_prometheus_scrapes_the_receiver_and_the_dashboard_uses_real_metrics() -
     dashboard = json.loads((ROOT / "deploy/grafana/dashboards/astria-queue.json").read_text())
     exported = set(re.findall(r'"(astria_queue_\w+)"',
                               (ROOT / "worker/edge/metrics.py").read_text()))
+    assert {v["name"] for v in dashboard["templating"]["list"]} == {"datasource", "lane",
+                                                                     "tenant"}
     for panel in dashboard["panels"]:
+        assert panel["datasource"]["uid"] == "${datasource}"  # no hard-coded datasource
         for target in panel["targets"]:
+            # every pod exports the same figures: each expression keeps one copy of a series
+            assert "max without (instance, pod)" in target["expr"], target["expr"]
             for name in re.findall(r"astria_queue_\w+", target["expr"]):
                 base = re.sub(r"_(total|bucket|sum|count)$", "", name)
                 assert base in exported, name
