@@ -207,3 +207,14 @@ def test_a_jobs_events_stream_until_its_end_and_resume_after_the_last_seen(
     again = read_events(client, job_id, **{"Last-Event-ID": events[1]["id"]})
     assert [e["id"] for e in again] == [e["id"] for e in events[2:]]
     assert client.call("GET", f"/v1/jobs/{job_id}/events", tenant="bulk").status_code == 404
+
+
+def test_a_job_refused_at_intake_is_read_with_its_failure(api: tuple[Api, Stack]) -> None:
+    """Sent by name with no tune_id: refused by the worker, and still readable by its tenant."""
+    client, stack = api
+    job_id = stack.send({"text": "no tune", "tenant": "app"})
+    stack.outcome(job_id)
+    seen = client.call("GET", f"/v1/jobs/{job_id}")
+    assert seen.status_code == 200, seen.text
+    assert seen.json()["tune_id"] is None and seen.json()["state"] == "failed"
+    assert seen.json()["outcome"]["error"]["type"] == "InvalidSpec"

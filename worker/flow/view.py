@@ -17,7 +17,8 @@ class JobView(BaseModel):
     state: JobState
     tenant: str
     lane: str
-    tune_id: int = Field(description="the tune the job asked for")
+    tune_id: int | None = Field(description="the tune the job asked for (None: a refused spec "
+                                            "that named none)")
     prompt_id: int | None = None
     prompt_ids: list[int] = Field(default_factory=list)
     post_attempts: int = 0
@@ -34,7 +35,12 @@ def job_view(rt: Runtime, job: Job) -> JobView:
     if outcome is None and job.status is JobState.FOLLOWER and job.leader:
         outcome = rt.jobs.load(job.leader).outcome
     return JobView(id=job.id, state=job.status, tenant=job.tenant, lane=job.lane,
-                   tune_id=job.requested_tune_id, prompt_id=job.prompt_id,
+                   tune_id=_asked_tune(job), prompt_id=job.prompt_id,
                    prompt_ids=list(job.prompt_ids), post_attempts=job.post_attempts,
                    polls=job.polls, created_at=job.created_at,
                    outcome=json.loads(outcome_to_json(outcome)) if outcome else None)
+
+
+def _asked_tune(job: Job) -> int | None:
+    tune_id = job.spec.get("tune_id")
+    return tune_id if isinstance(tune_id, int) and not isinstance(tune_id, bool) else None
