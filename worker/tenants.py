@@ -97,7 +97,11 @@ class Tenants:
 
     def for_token(self, token: str) -> str | None:
         """The tenant an API token belongs to (looked up by its hash: a token is never kept)."""
-        return self.by_token.get(hashlib.sha256(token.encode()).hexdigest())
+        return self.for_digest(token_digest(token))
+
+    def for_digest(self, digest: str) -> str | None:
+        """The tenant of a token's `token_digest`."""
+        return self.by_token.get(digest)
 
     def check(self, tenant: str, tune_id: int) -> None:
         """InvalidSpec, naming the field, when a registry is given and refuses the job."""
@@ -121,6 +125,11 @@ class Tenants:
     def caps(self) -> dict[str, int]:
         return {name: t.max_in_flight for name, t in self.named.items()
                 if t.max_in_flight is not None}
+
+
+def token_digest(token: str) -> str:
+    """How a token is kept and looked up: its sha256, in hex (TENANTS_FILE's token_sha256)."""
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def load_tenants(path: Path | None) -> Tenants:

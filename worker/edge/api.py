@@ -16,7 +16,6 @@ does not exist. Errors are RFC 9457 problems (`worker.edge.problems`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import time
@@ -44,6 +43,7 @@ from worker.runtime import Runtime
 from worker.spec import PromptSpec, spec_json_schema
 from worker.store.channels import FINAL_EVENTS
 from worker.store.types import Registered
+from worker.tenants import token_digest
 
 #: The longest `Prefer: wait` honoured, in seconds.
 MAX_WAIT = 60
@@ -103,11 +103,12 @@ def create_app(rt: Runtime | None = None) -> FastAPI:
         if scheme.lower() != "bearer" or not token.strip():
             raise Problem(401, "unauthorized", "authorization: a Bearer token is required",
                           headers=challenge)
-        tenant = runtime_.settings.tenants.for_token(token.strip())
+        digest = token_digest(token.strip())
+        tenant = runtime_.settings.tenants.for_digest(digest)
         if tenant is None:
             raise Problem(401, "unauthorized", "authorization: the token is not known",
                           headers=challenge)
-        wait = rates.wait(hashlib.sha256(token.strip().encode()).hexdigest())
+        wait = rates.wait(digest)
         if wait:
             raise Problem(429, "rate-limited",
                           f"authorization: this token's rate is {s.api_rate_per_second:g} "

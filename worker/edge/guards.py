@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from worker.edge.problems import MEDIA_TYPE, TYPE_BASE
+from worker.edge.problems import MEDIA_TYPE, problem_body
 
 
 class BodyLimit:
@@ -50,10 +50,9 @@ class BodyLimit:
                 await self._refuse(scope, send)
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
-        body = json.dumps({"type": TYPE_BASE + "too-large", "title": "Content Too Large",
-                           "status": 413, "instance": scope.get("path", ""),
-                           "detail": f"body: at most {self.limit} bytes (API_MAX_BODY_BYTES)"
-                           }).encode()
+        body = json.dumps(problem_body(
+            413, "too-large", f"body: at most {self.limit} bytes (API_MAX_BODY_BYTES)",
+            scope.get("path", ""))).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", MEDIA_TYPE.encode()),
                                 (b"content-length", str(len(body)).encode())]})

@@ -29,11 +29,16 @@ class Problem(Exception):
         self.headers, self.extra = headers or {}, extra
 
 
+def problem_body(status: int, kind: str, detail: str, instance: str,
+                 **extra: Any) -> dict[str, Any]:
+    return {"type": TYPE_BASE + kind, "title": HTTPStatus(status).phrase, "status": status,
+            "detail": detail, "instance": instance, **extra}
+
+
 def problem_response(status: int, kind: str, detail: str, instance: str,
                      headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
-    body = {"type": TYPE_BASE + kind, "title": HTTPStatus(status).phrase, "status": status,
-            "detail": detail, "instance": instance, **extra}
-    return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
+    return JSONResponse(problem_body(status, kind, detail, instance, **extra),
+                        status_code=status, media_type=MEDIA_TYPE, headers=headers)
 
 
 def spec_errors(message: str) -> list[dict[str, str]]:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 from urllib.parse import urlencode
 
@@ -63,7 +64,11 @@ class Plan:
     spec: PromptSpec
     target: Target
     posting: Posting
-    job: Job  #: the job as its record reads once the POST is recorded
+
+    @cached_property
+    def job(self) -> Job:
+        """The job as its record reads once the POST is recorded."""
+        return self.posting.recorded()
 
 
 def plan(rt: Runtime, job: Job) -> Plan:
@@ -73,7 +78,7 @@ def plan(rt: Runtime, job: Job) -> Plan:
                       private_callbacks=True)
     target = route(rt.settings, spec, rt.learnt.known_route(spec.tune_id))
     posting = Posting(job, target.tune_id, target.text, target.rerouted, rt.clock.now())
-    return Plan(spec, target, posting, posting.recorded())
+    return Plan(spec, target, posting)
 
 
 def refuse(rt: Runtime, lease: Lease, job: Job, exc: InvalidSpec) -> None:

@@ -10,7 +10,6 @@ and `cancel` are a few milliseconds of Redis and run the blocking producer in a 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,7 +17,7 @@ from worker.broker.app import app
 from worker.constants import RESULT_KEY_PREFIX
 from worker.producer import sync
 from worker.runtime import runtime
-from worker.store.channels import FINAL_STATES
+from worker.store.channels import final_document
 from worker.store.connections import async_redis_client
 
 
@@ -40,21 +39,15 @@ async def outcome(job_id: str, timeout: float | None = None) -> dict[str, Any]:
     try:
         async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
             await pubsub.subscribe(key)  # before the read: a decision in between is heard
-            doc = _final(await client.get(key))
+            doc = final_document(await client.get(key))
             async with asyncio.timeout(timeout):
                 while doc is None:
                     message = await pubsub.get_message(timeout=5.0)
-                    doc = _final(message["data"] if message else await client.get(key))
+                    doc = final_document(message["data"] if message
+                                         else await client.get(key))
     finally:
         await client.aclose()
     if doc["status"] == "SUCCESS":
         result: dict[str, Any] = doc["result"]
         return result
     raise app.backend.exception_to_python(doc["result"])
-
-
-def _final(raw: Any) -> dict[str, Any] | None:
-    if not isinstance(raw, bytes | str):
-        return None
-    doc = json.loads(raw)
-    return doc if isinstance(doc, dict) and doc.get("status") in FINAL_STATES else None

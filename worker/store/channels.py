@@ -47,14 +47,16 @@ class Channels:
 
     def is_decided(self, job_id: str) -> bool:
         """Whether the job's result document holds its outcome now."""
-        return _final(self._redis.get(self._keys.result(job_id)))
+        return final_document(self._redis.get(self._keys.result(job_id))) is not None
 
 
-def _final(doc: object) -> bool:
-    if not isinstance(doc, bytes | str):
-        return False
+def final_document(raw: object) -> dict[str, Any] | None:
+    """A result document that holds its job's outcome, parsed; None for anything else (not
+    there yet, WAITING, not JSON)."""
+    if not isinstance(raw, bytes | str):
+        return None
     try:
-        parsed = json.loads(doc)
+        doc = json.loads(raw)
     except ValueError:
-        return False
-    return isinstance(parsed, dict) and parsed.get("status") in FINAL_STATES
+        return None
+    return doc if isinstance(doc, dict) and doc.get("status") in FINAL_STATES else None

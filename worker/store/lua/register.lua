@@ -85,9 +85,8 @@ if idem ~= job then
     add_event(ARG.events, job, id, cjson.encode({type = 'following', at = tonumber(now),
                                                  leader = leader}))
     if outcome then
-      local status = redis.call('HGET', leader_job, 'status')
       add_event(ARG.events, job, id,
-                '{"type":"' .. status .. '","at":' .. now .. ',"outcome":' .. outcome .. '}')
+                final_event(redis.call('HGET', leader_job, 'status'), now, outcome))
       return {'follower', leader, outcome}
     end
     redis.call('HSET', leader_followers, id, webhook_url)

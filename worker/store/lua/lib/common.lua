@@ -80,6 +80,12 @@ local function add_event(channel, job_key, job_id, event)
   redis.call('PUBLISH', channel, job_id)
 end
 
+-- The final event of a job (`type` its final state, `outcome` as recorded, JSON): a string,
+-- not cjson, so that the outcome's JSON is kept as it was written.
+local function final_event(status, now, outcome)
+  return '{"type":"' .. status .. '","at":' .. now .. ',"outcome":' .. outcome .. '}'
+end
+
 -- A result document as Celery's Redis backend writes it: SET with expiry, then PUBLISH on the
 -- key (AsyncResult.get() listens there). `prefix` is the document up to its task_id value.
 local function write_result(key, prefix, id, ttl)

@@ -77,7 +77,7 @@ local function decide(d)
     redis.call('DEL', KEY.inline)
   end
   redis.call('EXPIRE', KEY.job, ARG.retention)
-  local ended = '{"type":"' .. d.status .. '","at":' .. ARG.now .. ',"outcome":' .. ARG.outcome .. '}'
+  local ended = final_event(d.status, ARG.now, ARG.outcome)
   add_event(ARG.events, KEY.job, ARG.job_id, ended)
   local job_key_prefix = string.sub(KEY.job, 1, #KEY.job - #ARG.job_id)
   for i = 1, #followers, 2 do
