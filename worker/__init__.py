@@ -20,7 +20,17 @@ from worker.errors import (
     PromptTimeout,
 )
 from worker.flow.webhooks import verify as verify_webhook
-from worker.producer import cancel, cancel_tenant, check_spec, enqueue, job_result, outcome
+from worker.producer import (
+    batch,
+    cancel,
+    cancel_batch,
+    cancel_tenant,
+    check_spec,
+    enqueue,
+    enqueue_batch,
+    job_result,
+    outcome,
+)
 from worker.records import JobState, Lane
 from worker.settings import Settings, get_settings
 from worker.spec import PromptSpec, parse_spec
@@ -45,10 +55,13 @@ __all__ = [
     "PromptTimeout",
     "Settings",
     "app",
+    "batch",
     "cancel",
+    "cancel_batch",
     "cancel_tenant",
     "check_spec",
     "enqueue",
+    "enqueue_batch",
     "get_settings",
     "job_result",
     "outcome",

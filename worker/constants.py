@@ -75,6 +75,18 @@ class Keys:
         `:inflight` appended, a sorted set of its webhooks in flight (id -> lease end)."""
         return f"{self.prefix}:dest:{destination}"
 
+    def batch(self, batch_id: str) -> str:
+        """Hash: a batch's tenant, size, callback, counts and `completed_at` (lua/lib/batch.lua);
+        with `:members` appended, a set of its job ids; with `:events`, a stream of its events
+        (each member decided, then `completed`)."""
+        return f"{self.prefix}:batch:{batch_id}"
+
+    def batch_members(self, batch_id: str) -> str:
+        return f"{self.batch(batch_id)}:members"
+
+    def batch_events(self, batch_id: str) -> str:
+        return f"{self.batch(batch_id)}:events"
+
     # --- dispatch: what the next Astria request is for ----------------------------------------
     def ready(self, lane: Lane) -> str:
         """Sorted set (by lex): `tenant|seq|job id` of the lane's jobs waiting for their POST."""

@@ -144,6 +144,7 @@ class Job:
     prompt_deleted: bool
     delete_error: str  #: why the prompt's DELETE failed for good (kept for operators)
     redriven: int  #: times an operator re-drove the job (each run's webhook has its own id)
+    batch: str  #: the batch it belongs to ('' for none; worker.store.batches)
 
     @cached_property
     def spec(self) -> dict[str, Any]:
@@ -223,6 +224,7 @@ class Job:
             prompt_deleted=flag("prompt_deleted"),
             delete_error=f.get("delete_error", ""),
             redriven=whole("redriven"),
+            batch=f.get("batch", ""),
         )
 
 

@@ -11,6 +11,7 @@ from worker.astria.client import AstriaClient
 from worker.constants import Keys
 from worker.net.egress import Egress
 from worker.settings import Settings, get_settings
+from worker.store.batches import Batches
 from worker.store.channels import Channels
 from worker.store.clock import RedisClock
 from worker.store.connections import redis_client
@@ -47,6 +48,8 @@ class Runtime:
         self.webhooks = WebhookStore(self.redis, self.keys, self.jobs.scripts,
                                      settings.job_retention_seconds)
         self.engines = EngineRegistry(self.redis, self.keys)
+        self.batches = Batches(self.redis, self.keys, self.jobs.scripts,
+                               settings.job_retention_seconds)
         self.dead_messages = DeadMessages(self.redis, self.keys, self.results)
         self.housekeeping = Housekeeping(self.redis, self.keys, settings.job_retention_seconds,
                                          self.dead_messages, self.engines)

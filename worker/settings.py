@@ -160,6 +160,8 @@ class Settings(BaseSettings):
     job_retention_seconds: int = Field(7 * 24 * 3600, gt=0)
     #: Most jobs that wait on one idempotency key's prompt (their outcome is decided at once).
     idempotency_max_followers: int = Field(100, ge=1, le=100_000)
+    #: Most members of one batch (enqueue_batch, POST /v1/batches).
+    max_batch_size: int = Field(10_000, ge=1, le=100_000)
     #: Run on a Redis whose maxmemory-policy evicts keys (it would drop jobs, results and
     #: idempotency keys at will): refused at start unless this is true.
     redis_allow_eviction: bool = False

@@ -66,6 +66,10 @@ OWN_KEYS = frozenset({"tune_id", "lora_strength", "idempotency_key", "priority",
 #: Spec keys never sent to Astria as they are.
 NOT_SENT = OWN_KEYS | {"callback"}
 MAX_EXPIRES_IN = 30 * 24 * 3600
+#: A batch id (`enqueue_batch`, POST /v1/batches): its members' job ids are `<batch id>-<n>`.
+BATCH_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}")
+BATCH_ID_RULE = ("1-100 letters, digits, '_', '.', ':' or '-', starting with a letter or "
+                 "digit")
 
 
 def _http_url(value: str | None) -> str | None:

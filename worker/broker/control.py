@@ -21,8 +21,7 @@ from celery.utils.functional import maybe_list
 from celery.worker import control
 
 from worker.constants import SUBMIT_TASK
-from worker.errors import InvalidSpec
-from worker.flow.accept import record_revoked_message, spec_argument
+from worker.flow.accept import record_revoked_message
 from worker.runtime import runtime
 
 log = logging.getLogger("astria.control")
@@ -64,9 +63,6 @@ def message_discarded(sender: Any = None, request: Any = None, expired: bool = F
     if expired:
         cancel_quietly([request.id], reason)
     try:
-        spec = spec_argument(request.args, request.kwargs)
-        record_revoked_message(runtime(), request.id, spec, reason)
-    except InvalidSpec:
-        pass  # the result backend already says REVOKED
+        record_revoked_message(runtime(), request.id, request.args, request.kwargs, reason)
     except Exception:
         log.exception("job %s: could not record its revoked message", request.id)

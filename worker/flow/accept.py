@@ -23,16 +23,26 @@ from worker.astria.routing import route
 from worker.errors import InvalidSpec
 from worker.net.addresses import resolved_problem
 from worker.runtime import Runtime
-from worker.spec import PromptSpec, parse_spec
+from worker.spec import BATCH_ID, BATCH_ID_RULE, PromptSpec, parse_spec
 from worker.store.types import Registered, Registration
 
 log = logging.getLogger("astria.accept")
 
 
+def batch_argument(kwargs: Any) -> str:
+    """The batch a message's job is a member of (`kwargs={"spec": ..., "batch_id": ...}`, as
+    `enqueue_batch` sends it), '' for none; InvalidSpec when it is not a batch id."""
+    batch_id = kwargs.get("batch_id", "") if isinstance(kwargs, dict) else ""
+    if batch_id and not (isinstance(batch_id, str) and BATCH_ID.fullmatch(batch_id)):
+        raise InvalidSpec(f"batch_id: {BATCH_ID_RULE}")
+    return batch_id or ""
+
+
 def spec_argument(args: Any, kwargs: Any) -> Any:
-    """The spec a message carries: `kwargs={"spec": ...}`, or one positional argument;
-    InvalidSpec saying what came instead."""
+    """The spec a message carries: `kwargs={"spec": ...}` (beside an optional `batch_id`), or
+    one positional argument; InvalidSpec saying what came instead."""
     args, kwargs = list(args or ()), dict(kwargs or {})
+    kwargs.pop("batch_id", None)
     if not args and list(kwargs) == ["spec"]:
         return kwargs["spec"]
     if len(args) == 1 and not kwargs:
@@ -92,34 +102,42 @@ def check(rt: Runtime, raw_spec: Any) -> PromptSpec:
 def accept(rt: Runtime, job_id: str, args: Any, kwargs: Any, *,
            message_expires: Any = None) -> None:
     raw_spec = kwargs.get("spec") if isinstance(kwargs, dict) else None
+    batch_id = ""
     try:
+        batch_id = batch_argument(kwargs)
         raw_spec = spec_argument(args, kwargs)
         spec = _parse(rt, raw_spec)
         route(rt.settings, spec, rt.learnt.known_route(spec.tune_id))  # e.g. a second LoRA
         post_by = _post_by(spec.expires_in, message_expires, time.time())
-        registration = register(rt, job_id, spec, post_by=post_by)
+        registration = register(rt, job_id, spec, post_by=post_by, batch_id=batch_id)
         if registration.kind is Registered.TOO_MANY:
             raise InvalidSpec(f"idempotency_key: {rt.settings.idempotency_max_followers} jobs "
                               "already wait on this key's prompt (IDEMPOTENCY_MAX_FOLLOWERS)")
+        if registration.kind is Registered.NOT_MEMBER:
+            raise InvalidSpec(f"batch_id: batch {batch_id!r} of tenant {spec.tenant!r} was not "
+                              f"created with job {job_id!r}")
     except InvalidSpec as exc:
-        rt.registrations.record_invalid(job_id, raw_spec, exc)
+        rt.registrations.record_invalid(job_id, raw_spec, exc, batch_id)
         log.info("job %s rejected: %s", job_id, exc, extra={"job_id": job_id})
 
 
-def record_revoked_message(rt: Runtime, job_id: str, raw_spec: Any, reason: str) -> None:
+def record_revoked_message(rt: Runtime, job_id: str, args: Any, kwargs: Any,
+                           reason: str) -> None:
     """Celery discarded the job's message (revoked, or expired): the job still gets its record
-    (state REVOKED, counted for its tenant, its webhook sent), when its spec is valid."""
+    (state REVOKED, counted for its tenant and its batch, its webhook sent), when its spec is
+    valid."""
     try:
-        spec = _parse(rt, raw_spec)
+        batch_id = batch_argument(kwargs)
+        spec = _parse(rt, spec_argument(args, kwargs))
     except InvalidSpec:
         return  # the result backend already says REVOKED
-    register(rt, job_id, spec, revoked_reason=reason)
+    register(rt, job_id, spec, revoked_reason=reason, batch_id=batch_id)
 
 
 def register(rt: Runtime, job_id: str, spec: PromptSpec, *, post_by: float = 0.0,
-             revoked_reason: str = "revoked") -> Registration:
+             revoked_reason: str = "revoked", batch_id: str = "") -> Registration:
     registration = rt.registrations.register(  # a new job wakes the engines (pub/sub)
-        job_id, spec, post_by=post_by, revoked_reason=revoked_reason)
+        job_id, spec, post_by=post_by, revoked_reason=revoked_reason, batch_id=batch_id)
     if registration.kind is Registered.FOLLOWER:
         log.info("job %s follows job %s (same idempotency_key)", job_id, registration.leader,
                  extra={"job_id": job_id})

@@ -13,6 +13,10 @@ webhook cannot be lost between the two. A worker then POSTs:
      "data": <the outcome, with job_id> | {"job_id", "error", "message"} | {"job_id", "reason"}}
     (schema/webhook-event.schema.json)
 
+A batch's (`worker.store.batches`) is `webhook-id: msg_batch_<batch id>`, `{"type":
+"batch.completed", "timestamp": "<when its last member was decided>", "data": {"batch_id",
+"counts": {"size", "queued", "waiting", "succeeded", "failed", "revoked", "cost_mc"}}}`.
+
 A non-2xx answer or a timeout is retried under the same id and body
 (`worker.astria.retry.webhook_policy`: first retry within WEBHOOK_FIRST_RETRY_SECONDS, then
 exponential back-off with jitter, for WEBHOOK_RETRY_FOR_SECONDS); the waits are due times in Redis,
@@ -52,13 +56,17 @@ class WebhookFailed(AstriaQueueError):
 
 
 def event_body(job_id: str, event_type: str, outcome: Outcome, finished_at: float) -> bytes:
-    """The webhook's body: the same bytes on every attempt."""
+    """A job's webhook body: the same bytes on every attempt."""
     if isinstance(outcome, Succeeded):
         data: dict[str, Any] = {**outcome.result, "job_id": job_id}
     elif isinstance(outcome, Failed):
         data = {"job_id": job_id, "error": outcome.error, "message": outcome.message}
     else:
         data = {"job_id": job_id, "reason": outcome.reason}
+    return _body(event_type, data, finished_at)
+
+
+def _body(event_type: str, data: Mapping[str, Any], finished_at: float) -> bytes:
     timestamp = datetime.fromtimestamp(finished_at, UTC).isoformat(timespec="milliseconds")
     body = {"type": event_type, "timestamp": timestamp.replace("+00:00", "Z"), "data": data}
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
@@ -89,6 +97,8 @@ def deliver(rt: Runtime, message_id: str) -> None:
     body = hook.body if hook else b""
     if hook and not body and hook.outcome is not None:
         body = event_body(hook.job_id, hook.type, hook.outcome, hook.finished_at or now)
+    elif hook and not body and hook.data is not None:  # a batch's, its counts when completed
+        body = _body(hook.type, hook.data, hook.finished_at or now)
     retry_for = rt.settings.webhook_retry_for_seconds
     error, next_at, answered = "", 0.0, False
     secrets = rt.settings.webhook_keys(hook.tenant) if hook else []

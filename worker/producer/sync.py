@@ -9,7 +9,7 @@ Producers that do not import this project send the same message by name:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from celery.result import AsyncResult
@@ -17,8 +17,10 @@ from celery.result import AsyncResult
 from worker.broker.app import app
 from worker.constants import SUBMIT_TASK
 from worker.flow.accept import check
+from worker.flow.batching import OpenBatch, open_batch
 from worker.runtime import runtime
 from worker.spec import PromptSpec
+from worker.store.batches import Batch
 
 
 def check_spec(spec: Any) -> PromptSpec:
@@ -33,6 +35,33 @@ def enqueue(spec: Mapping[str, Any]) -> str:
     parsed = check_spec(spec)
     return str(app.send_task(SUBMIT_TASK, kwargs={"spec": dict(spec)},
                              expires=parsed.expires_in).id)
+
+
+def enqueue_batch(specs: Sequence[Mapping[str, Any]], *, callback: str | None = None,
+                  batch_id: str | None = None) -> OpenBatch:
+    """Validate every spec (one tenant for all), create the batch, send its members; return
+    its id and its members' job ids (`specs[n]` is `job_ids[n]`). One `batch.completed`
+    webhook goes to `callback` when the last member is decided. Calling it again with the same
+    `batch_id` and specs resumes an interrupted send (members already sent are not sent twice).
+    """
+    opened = open_batch(runtime(), specs, callback=callback, batch_id=batch_id)
+    for job_id, raw, spec in zip(opened.job_ids, specs, opened.specs, strict=True):
+        app.send_task(SUBMIT_TASK, task_id=job_id, expires=spec.expires_in,
+                      kwargs={"spec": dict(raw), "batch_id": opened.id})
+    return opened
+
+
+def batch(batch_id: str) -> Batch | None:
+    """The batch's counts (one read), None when there is no such batch (or it expired)."""
+    return runtime().batches.load(batch_id)
+
+
+def cancel_batch(batch_id: str, *, delete_prompt: bool = False) -> dict[str, str]:
+    """Cancel every member of the batch that has no outcome (one not arrived yet is refused when
+    it does); job id -> what `cancel` said."""
+    jobs = runtime().jobs
+    return {job_id: jobs.cancel(job_id, delete_prompt=delete_prompt)
+            for job_id in runtime().batches.members(batch_id)}
 
 
 def job_result(job_id: str) -> AsyncResult:

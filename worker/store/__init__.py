@@ -3,6 +3,7 @@ dispatcher's grant, the records around jobs (registrations, webhooks, dead messa
 heartbeats, counters, results) and the connections. May import the layers below: core, spec,
 net, astria."""
 
+from worker.store.batches import Batch, BatchCreated, Batches
 from worker.store.engines import EngineRegistry
 from worker.store.jobs import JobStore
 from worker.store.learnt import Learnt
@@ -20,6 +21,6 @@ from worker.store.types import (
 )
 from worker.store.webhooks import WebhookStore
 
-__all__ = ["CallbackTaken", "DeadMessages", "Decided", "EngineRegistry", "JobStore", "Learnt",
-           "Lease", "LeaseLost", "Moved", "Registered", "Registration", "Registrations", "Script",
-           "Scripts", "WebhookStore"]
+__all__ = ["Batch", "BatchCreated", "Batches", "CallbackTaken", "DeadMessages", "Decided",
+           "EngineRegistry", "JobStore", "Learnt", "Lease", "LeaseLost", "Moved", "Registered",
+           "Registration", "Registrations", "Script", "Scripts", "WebhookStore"]

@@ -103,7 +103,7 @@ class JobStore:
                 "ttl": self.results.ttl,
                 "result_prefix": RESULT_KEY_PREFIX, "counter": tenant_counter(tenant, lane),
                 "webhook_prefix": self.keys.webhook(""), "token_prefix": self.keys.token(""),
-                "events": self.keys.events_channel}
+                "events": self.keys.events_channel, "batch_prefix": self.keys.batch("")}
 
     # --- reading --------------------------------------------------------------------------------
     def load(self, job_id: str) -> Job:
@@ -253,7 +253,7 @@ class JobStore:
                         "first_poll_at": first_poll_at, "doc": self.results.waiting_prefix(info),
                         "ttl": self.results.ttl, "events": self.keys.events_channel,
                         "event": event("waiting", prompt_id=prompt_ids[0], prompt_ids=prompt_ids),
-                        "fields": job_fields(fields)})
+                        "batch_prefix": self.keys.batch(""), "fields": job_fields(fields)})
         reply = Moved(as_text(batch.execute()[0]))
         if reply is Moved.LOST:
             raise LeaseLost(job.id)
@@ -381,4 +381,5 @@ class JobStore:
                   "lane": job.lane, "member": f"{job.tenant}|{seq}|{job_id}",
                   "tenant": job.tenant, "wake": self.keys.wake,
                   "token_prefix": self.keys.token(""), "events": self.keys.events_channel,
-                  "retention": self.settings.job_retention_seconds}))
+                  "retention": self.settings.job_retention_seconds,
+                  "batch_prefix": self.keys.batch("")}))

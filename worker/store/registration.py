@@ -82,9 +82,11 @@ class Registrations:
         self._jobs = jobs
 
     def register(self, job_id: str, spec: PromptSpec, *, post_by: float = 0.0,
-                 revoked_reason: str = "revoked") -> Registration:
-        """Create the job once (see the module docstring); 'too_many' when the idempotency key
-        has IDEMPOTENCY_MAX_FOLLOWERS followers already (nothing is stored)."""
+                 revoked_reason: str = "revoked", batch_id: str = "") -> Registration:
+        """Create the job once (see the module docstring), a member of `batch_id` when given;
+        TOO_MANY when the idempotency key has IDEMPOTENCY_MAX_FOLLOWERS followers already,
+        NOT_MEMBER when the batch was not created with this job of this tenant (nothing is
+        stored)."""
         store, now = self._jobs, time.time()
         k, lane = store.keys, spec.lane
         seed = spec.seed if spec.seed is not None else int.from_bytes(os.urandom(4), "big")
@@ -117,7 +119,7 @@ class Registrations:
                       "leader_id": leader, "webhook_url": spec.callback or "", "wake": k.wake,
                       "inline_image": spec.input_image_base64 or "",
                       "max_followers": store.settings.idempotency_max_followers,
-                      "fields": job_fields(fields)},
+                      "batch": batch_id, "fields": job_fields(fields)},
             )
             reply = batch.execute()[0]
             kind = Registered(as_text(reply[0]))
@@ -142,9 +144,11 @@ class Registrations:
                   "webhook_type": webhook_type(outcome)},
         )
 
-    def record_invalid(self, job_id: str, raw_spec: Any, error: InvalidSpec) -> None:
+    def record_invalid(self, job_id: str, raw_spec: Any, error: InvalidSpec,
+                       batch_id: str = "") -> None:
         """Keep a dead-letter record of a job whose spec failed validation and deliver its
-        failure, once, however often the message is delivered."""
+        failure, once, however often the message is delivered; counted in `batch_id` when it
+        is a member."""
         store = self._jobs
         tenant, lane = _valid_tenant_and_lane(raw_spec)
         outcome = Failed("InvalidSpec", str(error))
@@ -155,6 +159,7 @@ class Registrations:
             keys=keys,
             args={"job_id": job_id, "now": time.time(),
                   **store.outcome_args(outcome, tenant, lane), "webhook_url": webhook_url,
+                  "batch": batch_id,
                   "fields": job_fields({"status": JobState.FAILED, "spec": stored_spec(raw_spec),
                                          "tenant": tenant, "lane": lane})},
         )

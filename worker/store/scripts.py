@@ -185,7 +185,8 @@ class Scripts:
 
     NAMES = ("register", "grant", "grant_webhooks", "mark_posting", "created", "requeue",
              "schedule", "finish", "release", "cancel", "callback", "redrive", "record_invalid",
-             "webhook_done", "webhook_redrive", "deliver", "bury_message", "renew")
+             "webhook_done", "webhook_redrive", "deliver", "bury_message", "renew",
+             "create_batch")
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
@@ -210,3 +211,4 @@ class Scripts:
     deliver: Script
     bury_message: Script
     renew: Script
+    create_batch: Script

@@ -46,6 +46,7 @@ class Registered(StrEnum):
     FOLLOWER = "follower"  #: follows the job with the same idempotency_key
     TOO_MANY = "too_many"  #: that key has IDEMPOTENCY_MAX_FOLLOWERS followers: nothing stored
     RETRY = "retry"  #: the key's leader changed under us (never leaves the store)
+    NOT_MEMBER = "not_member"  #: its batch_id names a batch it is not a member of: nothing stored
 
 
 class CallbackTaken(StrEnum):

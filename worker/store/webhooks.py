@@ -13,8 +13,10 @@ own schedule.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -54,6 +56,7 @@ class Webhook:
     attempts: int
     outcome: Outcome | None  #: the job's outcome, to build the body of a first attempt
     finished_at: float
+    data: dict[str, Any] | None = None  #: a batch's webhook: its `data` (lib/batch.lua)
 
 
 class WebhookStore:
@@ -70,15 +73,20 @@ class WebhookStore:
         if not raw:
             return None
         hook = {as_text(k): as_text(v) for k, v in raw.items()}
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.hget(self._keys.job(hook.get("job_id", "")), "tenant")
-        pipe.hmget(self._keys.job(hook.get("source", "")), ["outcome", "finished_at"])
-        tenant, (found, at) = pipe.execute()
-        outcome = outcome_from_json(as_text(found)) if found and not hook.get("body") else None
-        return Webhook(message_id, hook.get("job_id", ""), as_text(tenant or b""),
-                       hook.get("type", ""), hook.get("url", ""), hook.get("body", "").encode(),
+        if "batch" in hook:  # a batch's webhook holds what it needs (lib/batch.lua)
+            tenant, outcome, at = hook.get("tenant", ""), None, hook.get("finished_at")
+        else:
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.hget(self._keys.job(hook.get("job_id", "")), "tenant")
+            pipe.hmget(self._keys.job(hook.get("source", "")), ["outcome", "finished_at"])
+            found_tenant, (found, found_at) = pipe.execute()
+            tenant, at = as_text(found_tenant or b""), as_text(found_at) if found_at else None
+            outcome = outcome_from_json(as_text(found)) if found and not hook.get("body") else None
+        return Webhook(message_id, hook.get("job_id", ""), tenant, hook.get("type", ""),
+                       hook.get("url", ""), hook.get("body", "").encode(),
                        float(hook.get("created_at") or 0), float(hook.get("first_attempt_at") or 0),
-                       int(hook.get("attempts") or 0), outcome, float(as_text(at)) if at else 0.0)
+                       int(hook.get("attempts") or 0), outcome, float(at) if at else 0.0,
+                       json.loads(hook["data"]) if "data" in hook else None)
 
     def done(self, message_id: str, *, result: Delivery, next_at: float, error: str,
              body: bytes, now: float, answered: bool) -> None:

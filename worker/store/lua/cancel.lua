@@ -38,6 +38,7 @@
 -- ARGV[11] delete_prompt    1: delete the prompt at Astria once its id is known
 -- ARGV[12] token_prefix     a callback token's key is token_prefix .. token
 -- ARGV[13] events           the pub/sub channel of job events (Keys.events_channel)
+-- ARGV[14] batch_prefix     a batch's hash is batch_prefix .. batch id (lib/batch.lua)
 -- Returns the job's state after the call: 'revoked' (by this call), or the state it kept.
 --!include common
 --!include job

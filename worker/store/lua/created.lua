@@ -23,10 +23,12 @@
 -- ARGV[6] ttl
 -- ARGV[7] events           the pub/sub channel of job events (Keys.events_channel)
 -- ARGV[8] event            the job's event JSON to append to its stream, '' for none
--- ARGV[9...] fields        prompt_id, tune_id, ... (pending_post 0)
+-- ARGV[9] batch_prefix     a batch's hash is batch_prefix .. batch id (lib/batch.lua)
+-- ARGV[10...] fields        prompt_id, tune_id, ... (pending_post 0)
 -- Returns 'waiting' | 'delete' | 'revoked' | 'lost'
 --!include common
 --!include job
+--!include batch_member
 local id, owner = ARG.job_id, ARG.owner
 if not owns(KEY.leases, id, owner) then return 'lost' end
 hset_fields(KEY.job, ARG.fields)
@@ -35,6 +37,7 @@ if redis.call('HGET', KEY.job, 'status') ~= 'queued' then
   return settle_revoked(id, tonumber(ARG.now))
 end
 redis.call('HSET', KEY.job, 'status', 'waiting')
+batch_moved(KEY.job, 1, 0)
 redis.call('HDEL', KEY.queued, id)
 redis.call('ZREM', KEY.expiry, id)
 redis.call('ZADD', KEY.due_poll, ARG.first_poll_at, id)

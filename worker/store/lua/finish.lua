@@ -41,7 +41,8 @@
 -- ARGV[17] webhook_type     job.succeeded | job.failed | job.revoked
 -- ARGV[18] token_prefix     a callback token's key is token_prefix .. token
 -- ARGV[19] events           the pub/sub channel of job events (Keys.events_channel)
--- ARGV[20...] fields        set on the job first
+-- ARGV[20] batch_prefix     a batch's hash is batch_prefix .. batch id (lib/batch.lua)
+-- ARGV[21...] fields        set on the job first
 -- Returns {'lost'} | {outcome, new (1 or 0), follower, url, follower, url, ...}
 --!include common
 --!include job

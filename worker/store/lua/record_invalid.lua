@@ -22,13 +22,16 @@
 -- ARGV[10] webhook_url
 -- ARGV[11] token_prefix
 -- ARGV[12] events           the pub/sub channel of job events (Keys.events_channel)
--- ARGV[13...] fields       spec, tenant, lane, ...
+-- ARGV[13] batch_prefix     a batch's hash is batch_prefix .. batch id (lib/batch.lua)
+-- ARGV[14] batch            the batch it was sent for ('' for none; counted if it is a member)
+-- ARGV[15...] fields       spec, tenant, lane, ...
 -- Returns 1, or 0 when the job was recorded before
 --!include common
 --!include decide
 if redis.call('EXISTS', KEY.job) == 1 then return 0 end
 redis.call('HSET', KEY.job, 'created_at', ARG.now, 'post_attempts', 0)
 hset_fields(KEY.job, ARG.fields)
+join_batch(KEY.job, ARG.job_id, redis.call('HGET', KEY.job, 'tenant') or '', ARG.batch)
 decide({status = 'failed', state = 'FAILURE', error = 'InvalidSpec', seconds = '',
         cost = '', webhook_type = 'job.failed', created_at = ARG.now})
 return 1

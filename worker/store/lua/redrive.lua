@@ -26,9 +26,11 @@
 -- ARGV[8] token_prefix     a callback token's key is token_prefix .. token
 -- ARGV[9] retention
 -- ARGV[10] events           the pub/sub channel of job events (Keys.events_channel)
+-- ARGV[11] batch_prefix     a batch's hash is batch_prefix .. batch id (lib/batch.lua)
 -- Returns 'redriven', or the state the job kept ('missing' when there is none)
 --!include common
 --!include job
+--!include batch_member
 local id, now = ARG.job_id, ARG.now
 redis.call('PUBLISH', ARG.wake, 'redrive')
 local status = redis.call('HGET', KEY.job, 'status')
@@ -44,6 +46,7 @@ redis.call('PERSIST', KEY.job)
 redis.call('ZREM', KEY.dead, id)
 redis.call('SADD', KEY.live, id)
 redis.call('DEL', KEY.result)
+batch_moved(KEY.job, f[1] and 1 or 0, -1)
 add_event(ARG.events, KEY.job, id, cjson.encode({type = 'redriven', at = tonumber(now)}))
 local function count_inflight()
   redis.call('HSET', KEY.inflight_jobs, id, ARG.tenant)

@@ -43,8 +43,10 @@
 -- ARGV[17] result_prefix
 -- ARGV[18] token_prefix
 -- ARGV[19] events           the pub/sub channel of job events (Keys.events_channel)
--- ARGV[20...] fields        the record: name, value, ...
--- Returns {'new'} | {'exists'} | {'revoked'} | {'retry'} | {'too_many'}
+-- ARGV[20] batch_prefix     a batch's hash is batch_prefix .. batch id (lib/batch.lua)
+-- ARGV[21] batch            the batch the job joins ('' for none): one it was created with
+-- ARGV[22...] fields        the record: name, value, ...
+-- Returns {'new'} | {'exists'} | {'revoked'} | {'retry'} | {'too_many'} | {'not_member'}
 --       | {'follower', leader, outcome or ''}.
 --!include common
 --!include decide
@@ -59,6 +61,10 @@ local inline_image, max_followers = ARG.inline_image, tonumber(ARG.max_followers
 
 if redis.call('HSETNX', job, 'status', 'queued') == 0 then return {'exists'} end
 local tenant = split2(member)
+if not join_batch(job, id, tenant, ARG.batch) then
+  redis.call('DEL', job)
+  return {'not_member'}
+end
 redis.call('ZADD', tenants, now, tenant)
 
 if redis.call('ZSCORE', revoked, id) then
@@ -85,8 +91,9 @@ if idem ~= job then
     add_event(ARG.events, job, id, cjson.encode({type = 'following', at = tonumber(now),
                                                  leader = leader}))
     if outcome then
-      add_event(ARG.events, job, id,
-                final_event(redis.call('HGET', leader_job, 'status'), now, outcome))
+      local leader_status = redis.call('HGET', leader_job, 'status')
+      add_event(ARG.events, job, id, final_event(leader_status, now, outcome))
+      batch_decided(job, id, leader_status, false, '')
       return {'follower', leader, outcome}
     end
     redis.call('HSET', leader_followers, id, webhook_url)

@@ -1,10 +1,11 @@
 --!include common
 --!include webhook
+--!include batch
 -- decide(d): record a job's outcome once and deliver it. The script names these KEYS and ARGV
 -- (tests/unit/test_structure.py checks it):
 --   KEY: job, followers, result, live, dead, stats, generation, latency, webhooks_due, inline
 --   ARG: job_id, now, retention, outcome, doc, ttl, result_prefix, counter, webhook_prefix,
---        webhook_url, token_prefix, events
+--        webhook_url, token_prefix, events, batch_prefix
 -- and `d` holds what differs by decision: status, state, error, seconds, cost, webhook_type,
 -- created_at, and existing: the outcome already recorded (false for none) when the caller read
 -- it, else nil.
@@ -14,7 +15,7 @@
 -- token (token_prefix .. token), drops its inline image (kept a day more for a failed job, which
 -- a redrive may POST again), keeps the record for `retention`, and only then counts it: a
 -- counter that cannot be incremented is skipped (redis.pcall), it never stops a decision
--- half-way.
+-- half-way. The job and each follower that belongs to a batch is counted in it (lib/batch.lua).
 -- Returns the outcome as recorded (an earlier decision wins), whether it is new, the followers.
 local FAILED_INLINE_IMAGE_SECONDS = 86400
 -- Upper bounds (seconds) of the enqueue-to-outcome histogram (worker.store.stats.JOB_BUCKETS).
@@ -60,6 +61,7 @@ local function decide(d)
   if outcome == nil then outcome = redis.call('HGET', KEY.job, 'outcome') end
   local followers = redis.call('HGETALL', KEY.followers)
   if outcome then return outcome, 0, followers end
+  local was_waiting = redis.call('HGET', KEY.job, 'status') == 'waiting'
   redis.call('HSET', KEY.job, 'outcome', ARG.outcome, 'status', d.status, 'finished_at', ARG.now)
   redis.call('SREM', KEY.live, ARG.job_id)
   if d.status == 'failed' then redis.call('ZADD', KEY.dead, ARG.now, ARG.job_id) end
@@ -80,8 +82,10 @@ local function decide(d)
   local ended = final_event(d.status, ARG.now, ARG.outcome)
   add_event(ARG.events, KEY.job, ARG.job_id, ended)
   local job_key_prefix = string.sub(KEY.job, 1, #KEY.job - #ARG.job_id)
+  batch_decided(KEY.job, ARG.job_id, d.status, was_waiting, d.cost)
   for i = 1, #followers, 2 do
     add_event(ARG.events, job_key_prefix .. followers[i], followers[i], ended)
+    batch_decided(job_key_prefix .. followers[i], followers[i], d.status, false, '')
   end
   count(d)
   return ARG.outcome, 1, followers

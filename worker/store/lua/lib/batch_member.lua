@@ -1,0 +1,25 @@
+-- A job's batch, for scripts that move a member between counts without deciding it (the rest
+-- is lib/batch.lua). The scripts that include this name ARG batch_prefix (a batch's hash is
+-- batch_prefix .. batch id).
+
+-- The batch hash of the job in `job_key` (its `batch` field), nil when it has none or its
+-- batch is gone.
+local function batch_of(job_key)
+  local batch = redis.call('HGET', job_key, 'batch')
+  if not batch then return nil end
+  local key = ARG.batch_prefix .. batch
+  if redis.call('EXISTS', key) == 0 then return nil end
+  return key, batch
+end
+
+-- A member's prompt exists (created.lua) or it is redriven: `waiting` and `failed`/`decided`
+-- move by the given steps.
+local function batch_moved(job_key, waiting, failed)
+  local key = batch_of(job_key)
+  if not key then return end
+  if waiting ~= 0 then redis.call('HINCRBY', key, 'waiting', waiting) end
+  if failed ~= 0 then
+    redis.call('HINCRBY', key, 'failed', failed)
+    redis.call('HINCRBY', key, 'decided', failed)
+  end
+end
