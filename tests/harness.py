@@ -27,8 +27,10 @@ from astria_local.redis_server import free_port
 from astria_local.simulator import AstriaSimulator, SimConfig
 from worker.constants import Keys
 from worker.settings import Settings
+from worker.store.batches import Batches
 from worker.store.jobs import JobStore
 from worker.store.results import ResultFormat
+from worker.store.scripts import Scripts
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "sk-test-" + uuid.uuid4().hex  # a key that must never show up anywhere
@@ -128,6 +130,23 @@ class Stack:
     def send(self, spec: Any, **options: Any) -> str:
         """Enqueue by name, exactly as a producer that does not import this project does."""
         return str(self.app.send_task("astria.submit_prompt", kwargs={"spec": spec}, **options).id)
+
+    def batches(self, client: redis.Redis | None = None) -> Batches:
+        """This stack's batches in the store (on `client`, by default its Redis)."""
+        client = client or redis.Redis.from_url(self.redis_url)
+        return Batches(client, Keys(self.prefix), Scripts(client), 3600)
+
+    def send_batch(self, specs: list[dict[str, Any]], tenant: str, callback: str | None = None
+                   ) -> tuple[str, list[str]]:
+        """A batch of `specs` (all of `tenant`) created, then its members sent by name with
+        their batch_id, as `enqueue_batch` does; its id and its members' job ids."""
+        batch_id = "batch-" + uuid.uuid4().hex[:12]
+        self.batches().create(batch_id, tenant, len(specs), callback)
+        ids = Batches.member_ids(batch_id, len(specs))
+        for job_id, spec in zip(ids, specs, strict=True):
+            self.app.send_task("astria.submit_prompt", task_id=job_id,
+                               kwargs={"spec": spec, "batch_id": batch_id})
+        return batch_id, ids
 
     def result(self, job_id: str) -> AsyncResult:
         return AsyncResult(job_id, app=self.app)

@@ -3,11 +3,13 @@ cancelled at random, workers are SIGKILLed and Redis restarts.
 
 Asserts every job reaches a terminal outcome, none is lost, no prompt is created twice (counted on
 the simulator), a cancelled job ends REVOKED unless it had ended already, and POST attempts stay
-bounded; prints the figures.
+bounded; tenant t1's jobs are one batch, which completes once, with counts equal to its members'
+states and exactly one batch.completed webhook; prints the figures.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import random
@@ -22,7 +24,8 @@ from redis.retry import Retry
 
 from astria_local.redis_server import ThrowawayRedis
 from astria_local.simulator import SimConfig
-from tests.harness import Stack, terminal_states
+from astria_local.webhook_endpoint import WebhookEndpoint
+from tests.harness import Stack, terminal_states, wait_for
 
 pytestmark = pytest.mark.slow  # starts worker processes
 
@@ -31,9 +34,12 @@ WORKERS = 3
 RETRY_ATTEMPTS = 8
 CANCELS = 30
 MIN_KILLS, MAX_KILLS = 5, 15
+SECRET = "whsec_" + base64.b64encode(b"chaos-batch-signing-key-32-bytes").decode()
 
 
-def test_chaos(make_stack: Callable[..., Stack], capsys: pytest.CaptureFixture[str]) -> None:
+def test_chaos(make_stack: Callable[..., Stack], capsys: pytest.CaptureFixture[str],
+               webhook_endpoints: Callable[..., WebhookEndpoint]) -> None:
+    hooks = webhook_endpoints(SECRET)
     seed = int(os.environ.get("CHAOS_SEED", time.time()))
     rng = random.Random(seed)
     faults = SimConfig(generation_seconds=1, fault_429=0.05, fault_5xx=0.05, fault_slow=0.05,
@@ -46,15 +52,20 @@ def test_chaos(make_stack: Callable[..., Stack], capsys: pytest.CaptureFixture[s
             broker_visibility_timeout=40, astria_job_deadline_seconds=600,
             tenant_max_in_flight='{"t2": 20}',
             astria_rate_limit_per_second=5,  # a minute of POSTs: time for the kills
+            webhook_secret=SECRET,
         )
         stack.redis_url = stack.env["REDIS_URL"] = server.url
         stack.app.conf.broker_url = stack.app.conf.result_backend = server.url
         reader = redis.Redis.from_url(server.url, retry=Retry(ExponentialBackoff(cap=2.0), 20),
                                       retry_on_error=[redis.ConnectionError])
         workers = [stack.start_worker() for _ in range(WORKERS)]
-        jobs = [stack.send({"tune_id": 42, "text": f"chaos job {i}",
-                            "priority": rng.choice(["interactive", "normal", "batch"]),
-                            "tenant": rng.choice(["t1", "t2", "t3"])}) for i in range(JOBS)]
+        specs = [{"tune_id": 42, "text": f"chaos job {i}",
+                  "priority": rng.choice(["interactive", "normal", "batch"]),
+                  "tenant": rng.choice(["t1", "t2", "t3"])} for i in range(JOBS)]
+        batched = [spec for spec in specs if spec["tenant"] == "t1"]
+        batch_id, members = stack.send_batch(batched, "t1", hooks.url)
+        by_text = dict(zip((spec["text"] for spec in batched), members, strict=True))
+        jobs = [by_text.get(spec["text"]) or stack.send(spec) for spec in specs]
 
         kills, redis_restarts, started = 0, 0, time.monotonic()
         done: dict[str, str] = {}
@@ -74,6 +85,10 @@ def test_chaos(make_stack: Callable[..., Stack], capsys: pytest.CaptureFixture[s
                 server.restart()
                 redis_restarts += 1
         elapsed = time.monotonic() - started
+        batch = stack.batches(reader).load(batch_id)
+        batch_cost = sum(json.loads(reader.hget(f"{stack.prefix}:job:{j}", "outcome") or "{}")
+                         .get("result", {}).get("cost_mc") or 0 for j in members)
+        wait_for(lambda: hooks.acknowledged, 60, "the batch.completed webhook")
 
         prompts = stack.sim_json("/_sim/prompts")
         per_text = Counter(p["text"] for p in prompts)
@@ -108,3 +123,12 @@ def test_chaos(make_stack: Callable[..., Stack], capsys: pytest.CaptureFixture[s
     assert max(attempts) <= 2 * RETRY_ATTEMPTS
     assert kills >= MIN_KILLS and redis_restarts == 1
     assert failed <= JOBS // 100, f"{failed} jobs failed"
+    states = Counter(done[job] for job in members)
+    assert batch is not None and batch.completed
+    counts = {"size": len(members), "queued": 0, "waiting": 0, "succeeded": states["SUCCESS"],
+              "failed": states["FAILURE"], "revoked": states["REVOKED"], "cost_mc": batch_cost}
+    assert (batch.succeeded, batch.failed, batch.revoked) == tuple(
+        counts[name] for name in ("succeeded", "failed", "revoked"))
+    assert list(hooks.acknowledged) == [f"msg_batch_{batch_id}"]  # one, whatever the kills
+    [event] = hooks.acknowledged.values()
+    assert event["type"] == "batch.completed" and event["data"]["counts"] == counts

@@ -150,14 +150,16 @@ def health(timeout: float) -> None:
               help="Write outcomes as JSON lines here (default: SPECS with .out.jsonl).")
 @click.option("--dry-run", is_flag=True, help="Validate every line; enqueue nothing.")
 @click.option("--timeout", type=float, default=1800.0, show_default=True)
-def batch(specs: Path, out: Path | None, dry_run: bool, timeout: float) -> None:
-    """Enqueue a JSONL file of specs, show progress, write the outcomes as JSONL."""
+@click.option("--batch-id", help="The batch's id (default: a new one). The same id and file "
+              "again resume an interrupted run: nothing is sent twice.")
+@click.option("--callback", help="Where the batch's one batch.completed webhook goes.")
+def batch(specs: Path, out: Path | None, dry_run: bool, timeout: float, batch_id: str | None,
+          callback: str | None) -> None:
+    """Enqueue a JSONL file of specs as one batch, show progress, write the outcomes as JSONL."""
     import time
 
-    from worker.broker.app import app
-    from worker.constants import SUBMIT_TASK
     from worker.errors import InvalidSpec
-    from worker.producer import check_spec, job_result
+    from worker.producer import check_spec, enqueue_batch, job_result
 
     lines = [(n, line) for n, line in enumerate(specs.read_text().splitlines(), 1) if line.strip()]
     valid, bad = [], []
@@ -174,7 +176,12 @@ def batch(specs: Path, out: Path | None, dry_run: bool, timeout: float) -> None:
         click.echo(f"{len(valid)} valid, {len(bad)} invalid" + ("" if dry_run else
                    "; nothing enqueued: fix the lines above or remove them"))
         sys.exit(1 if bad else 0)
-    jobs = [(n, app.send_task(SUBMIT_TASK, kwargs={"spec": spec}).id) for n, spec in valid]
+    try:
+        opened = enqueue_batch([spec for _, spec in valid], callback=callback, batch_id=batch_id)
+    except InvalidSpec as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"batch {opened.id}: {len(valid)} jobs (resume with --batch-id {opened.id})")
+    jobs = [(n, job_id) for (n, _), job_id in zip(valid, opened.job_ids, strict=True)]
     target = out or specs.with_suffix(".out.jsonl")
     pending = dict(jobs)
     deadline = time.monotonic() + timeout
@@ -204,22 +211,27 @@ def batch(specs: Path, out: Path | None, dry_run: bool, timeout: float) -> None:
 @main.command()
 @click.argument("job_ids", nargs=-1)
 @click.option("--tenant", help="Cancel every job of this tenant that has no outcome yet.")
+@click.option("--batch", "batch_id", help="Cancel every member of this batch without an outcome.")
 @click.option("--delete-prompt", is_flag=True,
               help="Also delete a prompt the job created, at Astria.")
-def cancel(job_ids: tuple[str, ...], tenant: str | None, delete_prompt: bool) -> None:
+def cancel(job_ids: tuple[str, ...], tenant: str | None, batch_id: str | None,
+           delete_prompt: bool) -> None:
     """Cancel jobs: not yet sent, never sent; waiting, stop polling; the outcome is REVOKED."""
     from worker.producer import cancel as cancel_job
-    from worker.producer import cancel_tenant
+    from worker.producer import cancel_batch, cancel_tenant
 
-    if bool(job_ids) == bool(tenant):
-        raise click.UsageError("name job ids, or --tenant")
-    answers = (cancel_tenant(tenant, delete_prompt=delete_prompt) if tenant
-               else {job_id: cancel_job(job_id, delete_prompt=delete_prompt)
-                     for job_id in job_ids})
+    if sum(map(bool, (job_ids, tenant, batch_id))) != 1:
+        raise click.UsageError("name job ids, or --tenant, or --batch")
+    if tenant or batch_id:
+        answers = (cancel_tenant(tenant, delete_prompt=delete_prompt) if tenant
+                   else cancel_batch(str(batch_id), delete_prompt=delete_prompt))
+    else:
+        answers = {job_id: cancel_job(job_id, delete_prompt=delete_prompt) for job_id in job_ids}
     for job_id, answer in answers.items():
         click.echo(f"{job_id}: {answer}")
-    if tenant:
-        click.echo(f"{sum(a == 'revoked' for a in answers.values())} job(s) of {tenant} revoked")
+    if tenant or batch_id:
+        click.echo(f"{sum(a == 'revoked' for a in answers.values())} job(s) of "
+                   f"{tenant or 'batch ' + str(batch_id)} revoked")
 
 
 @main.command()

@@ -9,6 +9,8 @@ from typing import Any
 
 from tests.unit.conftest import Store
 from worker.errors import InvalidSpec
+from worker.flow.shapes import WebhookEvent
+from worker.flow.webhooks import webhook_body
 from worker.records import Failed, Succeeded
 from worker.spec import parse_spec
 from worker.store.batches import Batch, BatchCreated, Batches
@@ -81,6 +83,8 @@ def test_each_decision_is_counted_and_the_last_completes_the_batch_once(store: S
     assert hook.data == {"batch_id": batch_id, "counts": {
         "size": 3, "queued": 0, "waiting": 0, "succeeded": 1, "failed": 1, "revoked": 1,
         "cost_mc": 0}}
+    body = webhook_body(hook.type, hook.data, hook.finished_at)
+    assert WebhookEvent.validate_json(body).data.counts.revoked == 1  # type: ignore[union-attr]
     store.jobs.cancel(c)  # decided already: nothing counted twice
     assert load(store, batch_id) == done and batch_webhooks(store) == [message]
     events = [json.loads(f[b"event"]) for _, f in store.redis.xrange(

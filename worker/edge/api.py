@@ -11,6 +11,9 @@ does not exist. Errors are RFC 9457 problems (`worker.edge.problems`).
     GET    /v1/jobs/{id}       state, lane, prompt ids, attempts, the outcome once decided
     GET    /v1/jobs/{id}/events  its events as server-sent events (Last-Event-ID resumes)
     DELETE /v1/jobs/{id}       cancel (?delete_prompt=true also deletes its prompt at Astria)
+    POST   /v1/batches         {"specs": [...], "callback"?, "batch_id"?}: its id, its jobs' ids
+    GET    /v1/batches/{id}    its counts (one read); /events: each member decided, `completed`
+    DELETE /v1/batches/{id}    cancel every member without an outcome
     GET    /v1/schema          the JSON Schema of a spec; /openapi.json, /docs: the API's own
 """
 
@@ -20,7 +23,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from http import HTTPStatus
 from typing import Annotated, Any
@@ -37,10 +40,12 @@ from worker.edge.problems import Problem
 from worker.edge.waiting import RECHECK, Waiters
 from worker.errors import InvalidSpec
 from worker.flow.accept import check, register
+from worker.flow.batching import open_batch
 from worker.flow.view import JobView, job_view
 from worker.records import Job, JobState
 from worker.runtime import Runtime
 from worker.spec import PromptSpec, spec_json_schema
+from worker.store.batches import Batch
 from worker.store.channels import FINAL_EVENTS
 from worker.store.types import Registered
 from worker.tenants import token_digest
@@ -74,6 +79,35 @@ COMMON = _problems(401, 413, 422, 429)
 class Accepted(BaseModel):
     id: str
     state: JobState
+
+
+class BatchRequest(BaseModel):
+    specs: list[dict[str, Any]] = Field(description="prompt specs (GET /v1/schema), one tenant")
+    callback: str | None = Field(None, description="where its one batch.completed webhook goes")
+    batch_id: str | None = Field(None, description="yours, to resume a send (default: a new id)")
+
+
+class BatchView(BaseModel):
+    """A batch's counts: `queued` is every member neither waiting for images nor decided."""
+
+    id: str
+    size: int
+    queued: int
+    waiting: int
+    succeeded: int
+    failed: int
+    revoked: int
+    cost_mc: int
+    created_at: float
+    completed_at: float | None
+    jobs: list[str] | None = Field(None, description="its members' job ids (when created)")
+
+    @classmethod
+    def of(cls, batch: Batch, jobs: list[str] | None = None) -> BatchView:
+        return cls(id=batch.id, size=batch.size, queued=batch.queued, waiting=batch.waiting,
+                   succeeded=batch.succeeded, failed=batch.failed, revoked=batch.revoked,
+                   cost_mc=batch.cost_mc, created_at=batch.created_at,
+                   completed_at=batch.completed_at, jobs=jobs)
 
 
 def create_app(rt: Runtime | None = None) -> FastAPI:
@@ -125,20 +159,28 @@ def create_app(rt: Runtime | None = None) -> FastAPI:
     def view(job: Job) -> JobView:
         return job_view(runtime_, job)
 
-    def enqueue(tenant: str, spec: dict[str, Any], idempotency_key: str | None) -> str:
+    def as_tenants(tenant: str, spec: dict[str, Any], where: str = "") -> dict[str, Any]:
+        """The spec with the token's tenant (403 when it names another)."""
         if "tenant" in spec and spec["tenant"] != tenant:
-            raise Problem(403, "forbidden",
-                          f"tenant: this token is tenant {tenant!r}'s, not {spec['tenant']!r}'s")
+            raise Problem(403, "forbidden", f"{where}tenant: this token is tenant {tenant!r}'s, "
+                          f"not {str(spec['tenant'])[:64]!r}'s")
+        return {**spec, "tenant": tenant}
+
+    def post_by(spec: PromptSpec) -> float:
+        return time.time() + spec.expires_in if spec.expires_in else 0.0
+
+    def enqueue(tenant: str, spec: dict[str, Any], idempotency_key: str | None) -> str:
+        spec = as_tenants(tenant, spec)
         if idempotency_key is not None:
             if spec.get("idempotency_key", idempotency_key) != idempotency_key:
                 raise Problem(422, "invalid-spec", "idempotency_key: differs from the "
                               "Idempotency-Key header")
             spec = {**spec, "idempotency_key": idempotency_key}
         try:
-            parsed: PromptSpec = check(runtime_, {**spec, "tenant": tenant})
+            parsed: PromptSpec = check(runtime_, spec)
             job_id = str(uuid.uuid4())
-            post_by = time.time() + parsed.expires_in if parsed.expires_in else 0.0
-            if register(runtime_, job_id, parsed, post_by=post_by).kind is Registered.TOO_MANY:
+            registration = register(runtime_, job_id, parsed, post_by=post_by(parsed))
+            if registration.kind is Registered.TOO_MANY:
                 raise InvalidSpec(f"idempotency_key: {s.idempotency_max_followers} jobs already "
                                   "wait on this key's prompt (IDEMPOTENCY_MAX_FOLLOWERS)")
         except InvalidSpec as exc:
@@ -189,23 +231,10 @@ def create_app(rt: Runtime | None = None) -> FastAPI:
         """Server-sent events: each of the job's events (`event:` its type, `data:` its JSON,
         `id:` its place), from after `Last-Event-ID` when reconnecting; the stream ends after
         the job's final event (succeeded, failed, revoked)."""
-        tenant = tenant_of(authorization)
-        await run_in_threadpool(owned, job_id, tenant)
-
-        async def stream() -> AsyncIterator[ServerSentEvent]:
-            after = last_event_id or "0-0"
-            while True:
-                with waiters.watching(job_id) as changed:
-                    events = await run_in_threadpool(runtime_.channels.events_after, job_id,
-                                                     after)
-                    for after, event in events:
-                        yield ServerSentEvent(json.dumps(event), event=event["type"], id=after)
-                        if event["type"] in FINAL_EVENTS:
-                            return
-                    if not events:
-                        await changed(RECHECK)
-
-        return EventSourceResponse(stream(), ping=15)
+        await run_in_threadpool(owned, job_id, tenant_of(authorization))
+        return event_stream(job_id, last_event_id,
+                            lambda after: runtime_.channels.events_after(job_id, after),
+                            FINAL_EVENTS)
 
     @app.delete("/v1/jobs/{job_id}", response_model=JobView,
                 responses={**COMMON, **_problems(404)})
@@ -217,6 +246,87 @@ def create_app(rt: Runtime | None = None) -> FastAPI:
         job = owned(job_id, tenant_of(authorization))
         runtime_.jobs.cancel(job.id, delete_prompt=delete_prompt)
         return view(runtime_.jobs.load(job.id))
+
+    def owned_batch(batch_id: str, tenant: str) -> Batch:
+        batch = runtime_.batches.load(batch_id)
+        if batch is None or batch.tenant != tenant:
+            raise Problem(404, "not-found", f"id: no batch {batch_id!r} of tenant {tenant!r}")
+        return batch
+
+    def enqueue_batch(tenant: str, request: BatchRequest) -> BatchView:
+        specs = [as_tenants(tenant, spec, f"specs[{n}].") for n, spec in enumerate(request.specs)]
+        try:
+            opened = open_batch(runtime_, specs, callback=request.callback,
+                                batch_id=request.batch_id)
+        except InvalidSpec as exc:
+            raise problems.invalid_spec(exc) from None
+        for job_id, spec in zip(opened.job_ids, opened.specs, strict=True):
+            register(runtime_, job_id, spec, post_by=post_by(spec), batch_id=opened.id)
+        return BatchView.of(owned_batch(opened.id, tenant), opened.job_ids)
+
+    @app.post("/v1/batches", status_code=202, response_model=BatchView,
+              responses={**COMMON, **_problems(403)})
+    async def create_batch(request: BatchRequest,
+                           authorization: Annotated[str | None, Header()] = None) -> Response:
+        """Check every spec (nothing is stored when one is refused), create the batch and queue
+        its members (`jobs[n]` is `specs[n]`); the same `batch_id` and specs again resume an
+        interrupted request."""
+        tenant = tenant_of(authorization)
+        view = await run_in_threadpool(enqueue_batch, tenant, request)
+        return JSONResponse(view.model_dump(mode="json"), status_code=202,
+                            headers={"Location": f"/v1/batches/{view.id}"})
+
+    @app.get("/v1/batches/{batch_id}", response_model=BatchView,
+             responses={**COMMON, **_problems(404)})
+    def get_batch(batch_id: Annotated[str, Path(max_length=200)],
+                  authorization: Annotated[str | None, Header()] = None) -> BatchView:
+        return BatchView.of(owned_batch(batch_id, tenant_of(authorization)))
+
+    @app.delete("/v1/batches/{batch_id}", response_model=BatchView,
+                responses={**COMMON, **_problems(404)})
+    def cancel_batch(batch_id: Annotated[str, Path(max_length=200)],
+                     authorization: Annotated[str | None, Header()] = None,
+                     delete_prompt: Annotated[bool, Query()] = False) -> BatchView:
+        """Cancel every member without an outcome (one not arrived yet is refused when it
+        does); decided members keep theirs."""
+        owned_batch(batch_id, tenant := tenant_of(authorization))
+        for job_id in runtime_.batches.members(batch_id):
+            runtime_.jobs.cancel(job_id, delete_prompt=delete_prompt)
+        return BatchView.of(owned_batch(batch_id, tenant))
+
+    @app.get("/v1/batches/{batch_id}/events", response_class=EventSourceResponse,
+             responses={200: {"content": {"text/event-stream": {}},
+                              "description": "its members' decisions, then `completed`"},
+                        **COMMON, **_problems(404)})
+    async def batch_events(batch_id: Annotated[str, Path(max_length=200)],
+                           authorization: Annotated[str | None, Header()] = None,
+                           last_event_id: Annotated[str | None, Header(max_length=64)] = None,
+                           ) -> EventSourceResponse:
+        """Server-sent events: `member` ({job_id, status}) as each member is decided (the last
+        hundred or so are kept), then `completed` with the counts, which ends the stream."""
+        await run_in_threadpool(owned_batch, batch_id, tenant_of(authorization))
+        return event_stream(f"batch:{batch_id}", last_event_id,
+                            lambda after: runtime_.channels.batch_events_after(batch_id, after),
+                            frozenset({"completed"}))
+
+    def event_stream(watched: str, last_event_id: str | None,
+                     read: Callable[[str], list[tuple[str, dict[str, Any]]]],
+                     final: frozenset[str]) -> EventSourceResponse:
+        """The events `read` gives after Last-Event-ID, read again whenever `watched` is
+        published, ending after one of the `final` types."""
+        async def stream() -> AsyncIterator[ServerSentEvent]:
+            after = last_event_id or "0-0"
+            while True:
+                with waiters.watching(watched) as changed:
+                    events = await run_in_threadpool(read, after)
+                    for after, event in events:
+                        yield ServerSentEvent(json.dumps(event), event=event["type"], id=after)
+                        if event["type"] in final:
+                            return
+                    if not events:
+                        await changed(RECHECK)
+
+        return EventSourceResponse(stream(), ping=15)
 
     return app
 

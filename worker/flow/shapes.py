@@ -73,8 +73,30 @@ class RevokedEvent(_Event):
     data: RevokedData
 
 
-WebhookEvent = TypeAdapter(
-    Annotated[SucceededEvent | FailedEvent | RevokedEvent, Field(discriminator="type")])
+class BatchCounts(_Shape):
+    size: int
+    queued: int = Field(description="members neither waiting for images nor decided")
+    waiting: int = Field(description="members whose prompt exists")
+    succeeded: int
+    failed: int
+    revoked: int
+    cost_mc: int = Field(description="the sum over decided members")
+
+
+class BatchData(_Shape):
+    batch_id: str
+    counts: BatchCounts
+
+
+class BatchCompletedEvent(_Shape):
+    type: Literal["batch.completed"]
+    timestamp: AwareDatetime = Field(description="when its last member was decided (UTC, ms)")
+    data: BatchData
+
+
+WebhookEvent = TypeAdapter(Annotated[
+    SucceededEvent | FailedEvent | RevokedEvent | BatchCompletedEvent,
+    Field(discriminator="type")])
 
 
 def schemas() -> dict[str, dict[str, Any]]:

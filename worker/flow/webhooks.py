@@ -63,10 +63,11 @@ def event_body(job_id: str, event_type: str, outcome: Outcome, finished_at: floa
         data = {"job_id": job_id, "error": outcome.error, "message": outcome.message}
     else:
         data = {"job_id": job_id, "reason": outcome.reason}
-    return _body(event_type, data, finished_at)
+    return webhook_body(event_type, data, finished_at)
 
 
-def _body(event_type: str, data: Mapping[str, Any], finished_at: float) -> bytes:
+def webhook_body(event_type: str, data: Mapping[str, Any], finished_at: float) -> bytes:
+    """A webhook's body (schema/webhook-event.schema.json): the same bytes on every attempt."""
     timestamp = datetime.fromtimestamp(finished_at, UTC).isoformat(timespec="milliseconds")
     body = {"type": event_type, "timestamp": timestamp.replace("+00:00", "Z"), "data": data}
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
@@ -98,7 +99,7 @@ def deliver(rt: Runtime, message_id: str) -> None:
     if hook and not body and hook.outcome is not None:
         body = event_body(hook.job_id, hook.type, hook.outcome, hook.finished_at or now)
     elif hook and not body and hook.data is not None:  # a batch's, its counts when completed
-        body = _body(hook.type, hook.data, hook.finished_at or now)
+        body = webhook_body(hook.type, hook.data, hook.finished_at or now)
     retry_for = rt.settings.webhook_retry_for_seconds
     error, next_at, answered = "", 0.0, False
     secrets = rt.settings.webhook_keys(hook.tenant) if hook else []

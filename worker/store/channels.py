@@ -40,9 +40,18 @@ class Channels:
 
     def events_after(self, job_id: str, after: str = "0-0") -> list[tuple[str, dict[str, Any]]]:
         """The job's events after the one with id `after` (a stream id), oldest first."""
+        return self._after(self._keys.events(job_id), after)
+
+    def batch_events_after(self, batch_id: str, after: str = "0-0"
+                           ) -> list[tuple[str, dict[str, Any]]]:
+        """The batch's events (`member`: one decided, then `completed`; the last hundred or so)
+        after the one with id `after`, oldest first. They are published as `batch:<id>`."""
+        return self._after(self._keys.batch_events(batch_id), after)
+
+    def _after(self, stream: str, after: str) -> list[tuple[str, dict[str, Any]]]:
         if not EVENT_ID.fullmatch(after):
             after = "0-0"
-        entries: Any = self._redis.xrange(self._keys.events(job_id), f"({after}", "+", count=200)
+        entries: Any = self._redis.xrange(stream, f"({after}", "+", count=200)
         return [(as_text(entry_id), json.loads(fields[b"event"])) for entry_id, fields in entries]
 
     def is_decided(self, job_id: str) -> bool:
