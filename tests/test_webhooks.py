@@ -77,3 +77,22 @@ def test_a_cancelled_job_sends_a_revoked_webhook(
     wait_for(lambda: f"msg_{job}" in hooks.acknowledged, 30, "the revoked webhook")
     assert hooks.acknowledged[f"msg_{job}"]["type"] == "job.revoked"
     assert hooks.acknowledged[f"msg_{job}"]["data"] == {"job_id": job, "reason": "revoked"}
+
+
+def test_the_events_a_spec_asks_for_arrive_once_each_before_its_end(
+    make_stack: Callable[..., Stack], webhook_endpoints: Callable[..., WebhookEndpoint],
+) -> None:
+    hooks = webhook_endpoints(SECRET)
+    stack = make_stack(sim_config=SimConfig(generation_seconds=0.5), webhook_secret=SECRET)
+    stack.start_worker()
+    job = stack.send({"tune_id": 42, "text": "tell me everything", "callback": hooks.url,
+                      "webhook_events": ["queued", "posted", "waiting"]})
+    quiet = stack.send({"tune_id": 42, "text": "only the end", "callback": hooks.url})
+    wait_for(lambda: len(hooks.acknowledged) == 5, 60, "four events of one job, one of another")
+    mine = sorted((event["data"].get("at", float("inf")), event["type"])  # the end has no `at`
+                  for event in hooks.acknowledged.values() if event["data"]["job_id"] == job)
+    assert [kind for _, kind in mine] == ["job.queued", "job.posted", "job.waiting",
+                                          "job.succeeded"]
+    assert [e["type"] for e in hooks.acknowledged.values()
+            if e["data"]["job_id"] == quiet] == ["job.succeeded"]
+    assert hooks.bad_signatures == 0

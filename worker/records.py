@@ -145,6 +145,7 @@ class Job:
     delete_error: str  #: why the prompt's DELETE failed for good (kept for operators)
     redriven: int  #: times an operator re-drove the job (each run's webhook has its own id)
     batch: str  #: the batch it belongs to ('' for none; worker.store.batches)
+    webhook_events: str  #: the spec's webhook_events, as `,queued,waiting,` (lib/job_event.lua)
 
     @cached_property
     def spec(self) -> dict[str, Any]:
@@ -225,6 +226,7 @@ class Job:
             delete_error=f.get("delete_error", ""),
             redriven=whole("redriven"),
             batch=f.get("batch", ""),
+            webhook_events=f.get("webhook_events", ""),
         )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -62,9 +62,14 @@ Controlnet = Literal[
 
 #: Spec keys that are ours, not Astria prompt fields.
 OWN_KEYS = frozenset({"tune_id", "lora_strength", "idempotency_key", "priority", "tenant",
-                      "expires_in"})
+                      "expires_in", "webhook_events"})
 #: Spec keys never sent to Astria as they are.
 NOT_SENT = OWN_KEYS | {"callback"}
+#: A job's events a spec's `webhook_events` may ask for as webhooks, besides its end (its
+#: `succeeded`, `failed` or `revoked` is always sent, and may be named too).
+WebhookEventName = Literal["queued", "following", "posted", "reconciling", "retrying", "waiting",
+                           "redriven", "succeeded", "failed", "revoked"]
+WEBHOOK_EVENTS: tuple[str, ...] = get_args(WebhookEventName)
 MAX_EXPIRES_IN = 30 * 24 * 3600
 #: A batch id (`enqueue_batch`, POST /v1/batches): its members' job ids are `<batch id>-<n>`.
 BATCH_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}")
@@ -155,6 +160,9 @@ class PromptSpec(BaseModel):
     priority: Literal["interactive", "normal", "batch"] = "normal"
     tenant: str = Field("default", pattern=TENANT_PATTERN)
     expires_in: float | None = Field(None, gt=0, le=MAX_EXPIRES_IN)
+    webhook_events: list[WebhookEventName] | None = Field(
+        None, max_length=len(WEBHOOK_EVENTS),
+        description="the job's events sent to `callback` besides its end (always sent)")
 
     @field_validator("text")
     @classmethod
@@ -195,6 +203,8 @@ class PromptSpec(BaseModel):
         for name in ("inpaint_faces", "hires_fix"):
             if getattr(self, name) and not self.super_resolution:
                 raise ValueError(f"{name}: requires super_resolution=true")
+        if self.webhook_events and not self.callback:
+            raise ValueError("webhook_events: requires callback")
         if self.controlnet and not (self.input_image_url or self.input_image_base64):
             raise ValueError("controlnet: requires input_image_url or input_image_base64")
         if self.input_image_url and self.input_image_base64:

@@ -10,7 +10,10 @@ import pytest
 
 from tests.unit.conftest import Store, posting
 from worker.errors import InvalidSpec
+from worker.flow.shapes import WebhookEvent
+from worker.flow.webhooks import webhook_body
 from worker.records import Failed, JobState, Revoked, Succeeded
+from worker.spec import parse_spec
 from worker.store.jobs import CALLBACK_SPACING
 from worker.store.scripts import Script, parse_signature
 from worker.store.stats import Stats
@@ -225,3 +228,31 @@ def test_oldest_queued_is_the_earliest_job_not_sent_in_each_lane(store: Store) -
     assert stats.backlog() == {"interactive": 0, "normal": 1, "batch": 1}
     assert store.grant(1) == {"first": "submit"}  # sent: no longer waiting for its turn
     assert list(stats.oldest_queued_at()) == ["batch"]
+
+
+def test_the_events_a_spec_asks_for_are_webhooks_once_each(store: Store) -> None:
+    queued_and_granted(store, "a", callback="https://x.test/hook",
+                       webhook_events=["queued", "waiting"])
+    lease, job = store.lease("a")
+    store.jobs.record_posts([(lease, posting(job))])  # posted: not asked for
+    store.jobs.record_prompts(lease, store.jobs.load(job.id), [9], tune_id=1, text="x",
+                              rerouted=False, first_poll_at=time.time())
+    queued_and_granted(store, "b", callback="https://x.test/hook")  # its end only
+    hooks = [store.webhooks.load(m.decode())
+             for m in store.redis.zrange(store.keys.webhooks_due, 0, -1)]
+    assert [(h.type, h.job_id) for h in hooks if h] == [
+        ("job.queued", store.jid("a")), ("job.waiting", store.jid("a"))]
+    waiting = hooks[1]
+    assert waiting is not None and waiting.data is not None and waiting.tenant == "default"
+    assert (waiting.data["prompt_id"], waiting.data["job_id"]) == (9, store.jid("a"))
+    body = webhook_body(waiting.type, waiting.data, waiting.finished_at)
+    assert WebhookEvent.validate_json(body).type == "job.waiting"
+
+
+@pytest.mark.parametrize(("spec", "rule"), [
+    ({"webhook_events": ["queued"]}, "webhook_events: requires callback"),
+    ({"webhook_events": ["started"], "callback": "https://x.test/h"}, "webhook_events.0"),
+])
+def test_webhook_events_are_checked(spec: dict[str, Any], rule: str) -> None:
+    with pytest.raises(InvalidSpec, match=rule):
+        parse_spec({"tune_id": 1, "text": "x", **spec})

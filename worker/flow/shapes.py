@@ -94,8 +94,27 @@ class BatchCompletedEvent(_Shape):
     data: BatchData
 
 
+class JobEventData(BaseModel):
+    """A job's event as its stream holds it (the API's event stream), with its job's id."""
+
+    model_config = ConfigDict(extra="allow")
+    job_id: str
+    type: str = Field(description="queued, following, posted, reconciling, retrying, waiting, "
+                                  "redriven")
+    at: float = Field(description="when (Unix seconds)")
+
+
+class JobEvent(_Shape):
+    """One the spec's `webhook_events` asked for (lib/job_event.lua)."""
+
+    type: Literal["job.queued", "job.following", "job.posted", "job.reconciling",
+                  "job.retrying", "job.waiting", "job.redriven"]
+    timestamp: AwareDatetime = Field(description="when it happened (UTC, ms)")
+    data: JobEventData
+
+
 WebhookEvent = TypeAdapter(Annotated[
-    SucceededEvent | FailedEvent | RevokedEvent | BatchCompletedEvent,
+    SucceededEvent | FailedEvent | RevokedEvent | BatchCompletedEvent | JobEvent,
     Field(discriminator="type")])
 
 

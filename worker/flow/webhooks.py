@@ -98,7 +98,7 @@ def deliver(rt: Runtime, message_id: str) -> None:
     body = hook.body if hook else b""
     if hook and not body and hook.outcome is not None:
         body = event_body(hook.job_id, hook.type, hook.outcome, hook.finished_at or now)
-    elif hook and not body and hook.data is not None:  # a batch's, its counts when completed
+    elif hook and not body and hook.data is not None:  # a batch's, or an event's of a job
         body = webhook_body(hook.type, hook.data, hook.finished_at or now)
     retry_for = rt.settings.webhook_retry_for_seconds
     error, next_at, answered = "", 0.0, False

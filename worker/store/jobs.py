@@ -86,6 +86,15 @@ class JobStore:
                 "expiry": k.expiry, "inflight": k.inflight, "inflight_jobs": k.inflight_jobs,
                 "ready": k.ready(lane), "turns": k.turns(lane)}
 
+    def _event_keys(self, job_id: str, lane: Lane) -> dict[str, str]:
+        """`_job_keys`, and where an event's webhook is queued (lua/lib/job_event.lua)."""
+        return {**self._job_keys(job_id, lane), "webhooks_due": self.keys.webhooks_due}
+
+    @property
+    def _event_args(self) -> dict[str, Any]:
+        return {"events": self.keys.events_channel, "webhook_prefix": self.keys.webhook(""),
+                "retention": self.settings.job_retention_seconds}
+
     def outcome_keys(self, job_id: str) -> dict[str, str]:
         k = self.keys
         return {"followers": k.followers(job_id), "result": k.result(job_id), "live": "",
@@ -160,9 +169,8 @@ class JobStore:
         now = time.time()
         for lease, posting in items:
             job = posting.job
-            batch.add(self.scripts.mark_posting, keys=self._job_keys(job.id, job.lane),
-                      args={"job_id": job.id, "owner": lease.owner, "now": now,
-                            "events": self.keys.events_channel,
+            batch.add(self.scripts.mark_posting, keys=self._event_keys(job.id, job.lane),
+                      args={"job_id": job.id, "owner": lease.owner, "now": now, **self._event_args,
                             "event": event("posted", attempt=job.post_attempts + 1),
                             "fields": job_fields(posting.fields())})
         replies = [Moved(as_text(reply)) for reply in batch.execute()]
@@ -194,11 +202,10 @@ class JobStore:
 
     def _requeue(self, lease: Lease, job: Job, at: float, fields: dict[str, Any],
                  event: str) -> None:
-        keys = self._job_keys(job.id, job.lane)
-        keys["dispatch"] = self.keys.dispatch
+        keys = {**self._event_keys(job.id, job.lane), "dispatch": self.keys.dispatch}
         reply = Moved(as_text(self.scripts.requeue(
             keys=keys, args={"job_id": job.id, "owner": lease.owner, "now": time.time(),
-                             "at": at, "events": self.keys.events_channel, "event": event,
+                             "at": at, **self._event_args, "event": event,
                              "fields": job_fields(fields)})))
         if reply is Moved.LOST:
             raise LeaseLost(job.id)
@@ -245,13 +252,13 @@ class JobStore:
                   "sent_text": text, "pending_post": 0, "submitted_at": now, "polls": 0,
                   "deadline": now + self.settings.astria_job_deadline_seconds,
                   "retry_attempt": 0, "retry_since": 0, "list_before": 0, "list_oldest": 0}
-        keys = self._job_keys(job.id, job.lane)
+        keys = self._event_keys(job.id, job.lane)
         keys.update(result=self.keys.result(job.id), inline=self.keys.inline_image(job.id))
         batch = self.batch(durable=True)
         batch.add(self.scripts.created, keys=keys,
                   args={"job_id": job.id, "owner": lease.owner, "now": now,
                         "first_poll_at": first_poll_at, "doc": self.results.waiting_prefix(info),
-                        "ttl": self.results.ttl, "events": self.keys.events_channel,
+                        "ttl": self.results.ttl, **self._event_args,
                         "event": event("waiting", prompt_id=prompt_ids[0], prompt_ids=prompt_ids),
                         "batch_prefix": self.keys.batch(""), "fields": job_fields(fields)})
         reply = Moved(as_text(batch.execute()[0]))
@@ -272,9 +279,9 @@ class JobStore:
         batch = self.batch()
         now = time.time()
         for lease, job, at, fields, what in items:
-            batch.add(self.scripts.schedule, keys=self._job_keys(job.id, job.lane),
+            batch.add(self.scripts.schedule, keys=self._event_keys(job.id, job.lane),
                       args={"job_id": job.id, "owner": lease.owner, "now": now, "at": at,
-                            "events": self.keys.events_channel, "event": what,
+                            **self._event_args, "event": what,
                             "fields": job_fields(fields)})
         lost = [job.id for (_, job, *_), reply in zip(items, batch.execute(), strict=True)
                 if Moved(as_text(reply)) is Moved.LOST]
@@ -371,7 +378,7 @@ class JobStore:
         job = self.load(job_id)
         now = time.time()
         seq = job.seq or f"{int(now * 1_000_000):017d}"
-        keys = {**self._job_keys(job_id, job.lane), "dead": self.keys.dead,
+        keys = {**self._event_keys(job_id, job.lane), "dead": self.keys.dead,
                 "live": self.keys.live(job.tenant), "result": self.keys.result(job_id),
                 "dispatch": self.keys.dispatch}
         return as_text(self.scripts.redrive(
@@ -380,6 +387,5 @@ class JobStore:
                   "deadline": now + self.settings.astria_job_deadline_seconds,
                   "lane": job.lane, "member": f"{job.tenant}|{seq}|{job_id}",
                   "tenant": job.tenant, "wake": self.keys.wake,
-                  "token_prefix": self.keys.token(""), "events": self.keys.events_channel,
-                  "retention": self.settings.job_retention_seconds,
+                  "token_prefix": self.keys.token(""), **self._event_args,
                   "batch_prefix": self.keys.batch("")}))

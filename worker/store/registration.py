@@ -96,6 +96,8 @@ class Registrations:
                   "tenant": spec.tenant, "lane": lane, "seq": seq, "created_at": now,
                   "post_by": post_by, "seed": seed, "token": secrets.token_urlsafe(16),
                   "post_attempts": 0, "polls": 0}
+        if spec.webhook_events:  # lua/lib/job_event.lua: ',queued,waiting,'
+            fields["webhook_events"] = f",{','.join(spec.webhook_events)},"
         idem = (k.idempotency(spec.tenant, spec.idempotency_key) if spec.idempotency_key
                 else k.job(job_id))
         # what a job cancelled before it arrived is decided with (register.lua, lib/decide.lua)

@@ -56,7 +56,7 @@ class Webhook:
     attempts: int
     outcome: Outcome | None  #: the job's outcome, to build the body of a first attempt
     finished_at: float
-    data: dict[str, Any] | None = None  #: a batch's webhook: its `data` (lib/batch.lua)
+    data: dict[str, Any] | None = None  #: a batch's or a job event's webhook: its `data`
 
 
 class WebhookStore:
@@ -73,7 +73,8 @@ class WebhookStore:
         if not raw:
             return None
         hook = {as_text(k): as_text(v) for k, v in raw.items()}
-        if "batch" in hook:  # a batch's webhook holds what it needs (lib/batch.lua)
+        if "data" in hook:  # a batch's or a job event's holds what it needs (lib/batch.lua,
+            # lib/job_event.lua)
             tenant, outcome, at = hook.get("tenant", ""), None, hook.get("finished_at")
         else:
             pipe = self._redis.pipeline(transaction=False)

@@ -15,6 +15,7 @@
 -- KEYS[11] turns
 -- KEYS[12] result
 -- KEYS[13] inline           the job's inline image
+-- KEYS[14] webhooks_due
 -- ARGV[1] job_id
 -- ARGV[2] owner
 -- ARGV[3] now
@@ -24,9 +25,12 @@
 -- ARGV[7] events           the pub/sub channel of job events (Keys.events_channel)
 -- ARGV[8] event            the job's event JSON to append to its stream, '' for none
 -- ARGV[9] batch_prefix     a batch's hash is batch_prefix .. batch id (lib/batch.lua)
--- ARGV[10...] fields        prompt_id, tune_id, ... (pending_post 0)
+-- ARGV[10] webhook_prefix
+-- ARGV[11] retention
+-- ARGV[12...] fields        prompt_id, tune_id, ... (pending_post 0)
 -- Returns 'waiting' | 'delete' | 'revoked' | 'lost'
 --!include common
+--!include job_event
 --!include job
 --!include batch_member
 local id, owner = ARG.job_id, ARG.owner
@@ -43,5 +47,5 @@ redis.call('ZREM', KEY.expiry, id)
 redis.call('ZADD', KEY.due_poll, ARG.first_poll_at, id)
 redis.call('HDEL', KEY.leases, id)
 write_result(KEY.result, ARG.doc, id, ARG.ttl)
-add_event(ARG.events, KEY.job, id, ARG.event)
+job_event(KEY.job, id, ARG.event)
 return 'waiting'

@@ -12,14 +12,18 @@
 -- KEYS[9] inflight_jobs
 -- KEYS[10] ready
 -- KEYS[11] turns
+-- KEYS[12] webhooks_due
 -- ARGV[1] job_id
 -- ARGV[2] owner
 -- ARGV[3] now
 -- ARGV[4] events           the pub/sub channel of job events (Keys.events_channel)
 -- ARGV[5] event            the job's event JSON to append to its stream, '' for none
--- ARGV[6...] fields
+-- ARGV[6] webhook_prefix
+-- ARGV[7] retention
+-- ARGV[8...] fields
 -- Returns 'ok' | 'lost' | 'revoked'
 --!include common
+--!include job_event
 --!include job
 local id, owner = ARG.job_id, ARG.owner
 if not owns(KEY.leases, id, owner) then return 'lost' end
@@ -28,5 +32,5 @@ if redis.call('HGET', KEY.job, 'status') ~= 'queued' then
   return 'revoked'
 end
 hset_fields(KEY.job, ARG.fields)
-add_event(ARG.events, KEY.job, id, ARG.event)
+job_event(KEY.job, id, ARG.event)
 return 'ok'

@@ -16,6 +16,7 @@
 -- KEYS[13] live
 -- KEYS[14] result
 -- KEYS[15] dispatch
+-- KEYS[16] webhooks_due
 -- ARGV[1] job_id
 -- ARGV[2] now
 -- ARGV[3] deadline         a redriven waiting job's new deadline
@@ -27,8 +28,10 @@
 -- ARGV[9] retention
 -- ARGV[10] events           the pub/sub channel of job events (Keys.events_channel)
 -- ARGV[11] batch_prefix     a batch's hash is batch_prefix .. batch id (lib/batch.lua)
+-- ARGV[12] webhook_prefix
 -- Returns 'redriven', or the state the job kept ('missing' when there is none)
 --!include common
+--!include job_event
 --!include job
 --!include batch_member
 local id, now = ARG.job_id, ARG.now
@@ -47,7 +50,7 @@ redis.call('ZREM', KEY.dead, id)
 redis.call('SADD', KEY.live, id)
 redis.call('DEL', KEY.result)
 batch_moved(KEY.job, f[1] and 1 or 0, -1)
-add_event(ARG.events, KEY.job, id, cjson.encode({type = 'redriven', at = tonumber(now)}))
+job_event(KEY.job, id, cjson.encode({type = 'redriven', at = tonumber(now)}))
 local function count_inflight()
   redis.call('HSET', KEY.inflight_jobs, id, ARG.tenant)
   redis.call('HINCRBY', KEY.inflight, ARG.tenant, 1)

@@ -50,6 +50,7 @@
 --       | {'follower', leader, outcome or ''}.
 --!include common
 --!include decide
+--!include job_event
 local job, idem, leader_job, leader_followers = KEY.job, KEY.idem, KEY.leader, KEY.leader_followers
 local token, live, ready, turns, queued = KEY.token, KEY.live, KEY.ready, KEY.turns, KEY.queued
 local expiry, revoked, dispatch, stats = KEY.expiry, KEY.revoked, KEY.dispatch, KEY.stats
@@ -88,8 +89,7 @@ if idem ~= job then
     end
     redis.call('HSET', job, 'status', 'follower', 'leader', leader, unpack(ARG.fields))
     redis.call('EXPIRE', job, retention)
-    add_event(ARG.events, job, id, cjson.encode({type = 'following', at = tonumber(now),
-                                                 leader = leader}))
+    job_event(job, id, cjson.encode({type = 'following', at = tonumber(now), leader = leader}))
     if outcome then
       local leader_status = redis.call('HGET', leader_job, 'status')
       add_event(ARG.events, job, id, final_event(leader_status, now, outcome))
@@ -116,5 +116,5 @@ if join_ready(ready, turns, dispatch, lane, member) then
   redis.call('PUBLISH', wake, 'job')  -- a tenant with a backlog keeps the engines busy
 end
 redis.call('HINCRBY', stats, counter .. '|enqueued', 1)
-add_event(ARG.events, job, id, cjson.encode({type = 'queued', at = tonumber(now), lane = lane}))
+job_event(job, id, cjson.encode({type = 'queued', at = tonumber(now), lane = lane}))
 return {'new'}

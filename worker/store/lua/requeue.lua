@@ -14,15 +14,19 @@
 -- KEYS[10] ready
 -- KEYS[11] turns
 -- KEYS[12] dispatch
+-- KEYS[13] webhooks_due
 -- ARGV[1] job_id
 -- ARGV[2] owner
 -- ARGV[3] now
 -- ARGV[4] at
 -- ARGV[5] events           the pub/sub channel of job events (Keys.events_channel)
 -- ARGV[6] event            the job's event JSON to append to its stream, '' for none
--- ARGV[7...] fields
+-- ARGV[7] webhook_prefix
+-- ARGV[8] retention
+-- ARGV[9...] fields
 -- Returns 'ok' | 'lost' | 'revoked'
 --!include common
+--!include job_event
 --!include job
 local id, owner, now, at = ARG.job_id, ARG.owner, tonumber(ARG.now), tonumber(ARG.at)
 if not owns(KEY.leases, id, owner) then return 'lost' end
@@ -39,5 +43,5 @@ else
   local lane, member = split2(redis.call('HGET', KEY.queued, id))
   join_ready(KEY.ready, KEY.turns, KEY.dispatch, lane, member)
 end
-add_event(ARG.events, KEY.job, id, ARG.event)
+job_event(KEY.job, id, ARG.event)
 return 'ok'

@@ -13,15 +13,19 @@
 -- KEYS[9] inflight_jobs
 -- KEYS[10] ready
 -- KEYS[11] turns
+-- KEYS[12] webhooks_due
 -- ARGV[1] job_id
 -- ARGV[2] owner
 -- ARGV[3] now
 -- ARGV[4] at
 -- ARGV[5] events           the pub/sub channel of job events (Keys.events_channel)
 -- ARGV[6] event            the job's event JSON to append to its stream, '' for none
--- ARGV[7...] fields
+-- ARGV[7] webhook_prefix
+-- ARGV[8] retention
+-- ARGV[9...] fields
 -- Returns 'ok' | 'lost' | 'revoked' | 'delete'
 --!include common
+--!include job_event
 --!include job
 local id, owner, now = ARG.job_id, ARG.owner, tonumber(ARG.now)
 if not owns(KEY.leases, id, owner) then return 'lost' end
@@ -35,5 +39,5 @@ if f[3] then
 else
   redis.call('ZADD', KEY.due_poll, ARG.at, id)
 end
-add_event(ARG.events, KEY.job, id, ARG.event)
+job_event(KEY.job, id, ARG.event)
 return 'ok'

@@ -70,14 +70,16 @@ end
 -- add_event(channel, job_key, job_id, event): append `event` (JSON with its `type`) to the job's
 -- event stream (its hash's key .. ':events', worker.constants.Keys.events), trimmed to about its
 -- last 100, and PUBLISH the job id on `channel`, where the HTTP API's event streams listen.
--- '' adds nothing. The stream is kept as long as the job's record.
+-- '' adds nothing. The stream is kept as long as the job's record. Returns the entry's id (nil
+-- for none).
 local function add_event(channel, job_key, job_id, event)
-  if event == '' then return end
+  if event == '' then return nil end
   local stream = job_key .. ':events'
-  redis.call('XADD', stream, 'MAXLEN', '~', 100, '*', 'event', event)
+  local entry = redis.call('XADD', stream, 'MAXLEN', '~', 100, '*', 'event', event)
   local ttl = redis.call('TTL', job_key)
   if ttl > 0 then redis.call('EXPIRE', stream, ttl) else redis.call('PERSIST', stream) end
   redis.call('PUBLISH', channel, job_id)
+  return entry
 end
 
 -- The final event of a job (`type` its final state, `outcome` as recorded, JSON): a string,

@@ -1,0 +1,24 @@
+--!include common
+--!include webhook
+-- job_event(job_key, job_id, event): append a job's event (JSON with its `type` and `at`) to its
+-- stream and publish it (lib/common.lua add_event); and, when its spec's `webhook_events` asked
+-- for this type (the job's `webhook_events` field, ',queued,waiting,'), queue it as a webhook
+-- `job.<type>` to the spec's callback, its `data` the event with the job's id, its id
+-- `msg_<job id>_<stream entry id>`: each event once, in the same script as its transition. A
+-- job's end is not sent here (lib/decide.lua queues it for every job with a callback). The
+-- scripts that include this name ARG events, now, retention, webhook_prefix and KEY
+-- webhooks_due.
+local function job_event(job_key, job_id, event)
+  local entry = add_event(ARG.events, job_key, job_id, event)
+  if not entry then return end
+  local f = redis.call('HMGET', job_key, 'webhook_events', 'spec', 'tenant')
+  if not f[1] or not f[2] then return end
+  local data = cjson.decode(event)
+  if not string.find(f[1], ',' .. data.type .. ',', 1, true) then return end
+  local url = cjson.decode(f[2]).callback
+  if type(url) ~= 'string' then return end
+  data.job_id = job_id
+  put_webhook('msg_' .. job_id .. '_' .. entry, url, {
+    'job_id', job_id, 'tenant', f[3] or 'default', 'type', 'job.' .. data.type,
+    'data', cjson.encode(data), 'finished_at', data.at})
+end
