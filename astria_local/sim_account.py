@@ -29,6 +29,11 @@ class SimConfig:
     flux_tunes: set[int] = field(default_factory=set)
     #: Tunes whose POST answers a list of this many prompts (partner models do).
     list_answer_tunes: dict[int, int] = field(default_factory=dict)
+    #: Tunes still training when the simulator starts: seconds until each one's training ends
+    #: (its prompts start generating then; GET /tunes/:id says `trained_at` null until then).
+    training_tunes: dict[int, float] = field(default_factory=dict)
+    #: Tunes that have expired: GET /tunes/:id says so, and their prompts never finish.
+    expired_tunes: set[int] = field(default_factory=set)
     sdxl_base_tune_id: int = 666678
     faceid_base_tune_id: int = 690204
     flux_base_tune_id: int = 1504944
@@ -88,6 +93,19 @@ class Account:
         self.wakeup = threading.Condition(self.lock)
         self.limit = AccountLimit(config.rate_limit, config.rate_limit_counter,
                                   config.rate_limit_burst)
+        self.started = time.time()
+
+    def tune_trained_at(self, tune_id: int) -> float:
+        """When the tune's training ends (or ended: the simulator's start, for most)."""
+        return self.started + self.config.training_tunes.get(tune_id, 0.0)
+
+    def tune(self, tune_id: int) -> dict[str, Any]:
+        """GET /tunes/:id: Astria's tune object, as far as the queue reads it."""
+        trained = self.tune_trained_at(tune_id)
+        expired = tune_id in self.config.expired_tunes
+        return {"id": tune_id, "title": f"tune {tune_id}",
+                "trained_at": iso(trained) if trained <= time.time() else None,
+                "expires_at": iso(self.started - 1 if expired else self.started + 30 * 86400)}
 
     def take_token(self) -> float | None:
         """The account limit: None when the request may pass, else seconds until it would (a

@@ -19,6 +19,7 @@ from astria_local.sim_account import Account, iso, now_iso
 _INT_FIELDS = {"num_images", "seed", "steps", "w", "h"}
 _FLOAT_FIELDS = {"cfg_scale", "denoising_strength", "controlnet_conditioning_scale"}
 _PROMPT_PATH = re.compile(r"^/tunes/(\d+)/prompts/?$")
+_TUNE_PATH = re.compile(r"^/tunes/(\d+)(?:\.json)?$")
 _ONE_PROMPT_PATH = re.compile(r"^/(?:tunes/\d+/)?prompts/(\d+)(?:\.json)?$")
 
 
@@ -132,6 +133,9 @@ class AstriaHandler(BaseHTTPRequestHandler):
             elif listing:
                 self.state.count("list")
                 body = self._list(listing, parse_qs(parts.query))
+            elif tune := _TUNE_PATH.match(parts.path):
+                self.state.count("get_tune")
+                body = self.state.tune(int(tune.group(1)))
             else:
                 body = None
         if body is None:
@@ -298,8 +302,12 @@ class AstriaHandler(BaseHTTPRequestHandler):
         prompt["id"], prompt["tune_id"] = prompt_id, tune_id
         state.prompts[prompt_id] = prompt
         generation = cfg.generation_seconds_by_tune.get(tune_id, cfg.generation_seconds)
-        state.ready_at[prompt_id] = time.monotonic() + generation
-        state.trained_at[prompt_id] = iso(time.time() + generation)
+        if tune_id in cfg.expired_tunes:
+            generation = float("inf")
+        # a prompt on a tune still training starts when the training ends
+        starts = max(time.time(), state.tune_trained_at(tune_id)) - time.time()
+        state.ready_at[prompt_id] = time.monotonic() + starts + generation
+        state.trained_at[prompt_id] = iso(time.time() + starts + min(generation, 10**9))
         state.count("created")
         if prompt.get("callback"):
             heapq.heappush(state.pending_callbacks, (state.ready_at[prompt_id], prompt_id))

@@ -60,3 +60,23 @@ def test_a_flux_lora_tune_is_rerouted_to_the_flux_base(stack: Stack) -> None:
     assert stack.sim.counters["rejected_422"] == 1  # learnt once
     wait_for(lambda: stack.redis.get(f"{stack.prefix}:route:{FLUX_TUNE}") == b"flux", 5,
              "the route remembered")
+
+
+def test_a_prompt_waits_for_its_tune_to_train_and_one_on_an_expired_tune_fails_typed(
+    make_stack: Callable[..., Stack],
+) -> None:
+    """Tune 2006 trains for 6 s after the start; the deadline is 2 s from the prompt's creation.
+    Counted from creation the job would time out; counted from the training's end it succeeds.
+    A prompt on an expired tune never gets images: TuneExpired at its deadline."""
+    training, expired = 2006, 2007
+    stack = make_stack(sim_config=SimConfig(generation_seconds=0.5,
+                                            training_tunes={training: 6.0},
+                                            expired_tunes={expired}),
+                       astria_job_deadline_seconds=2, astria_tune_recheck_seconds=1)
+    stack.start_worker()
+    waits = stack.send({"tune_id": training, "text": "after the training"})
+    dies = stack.send({"tune_id": expired, "text": "on an expired tune"})
+    assert stack.outcome(waits, timeout=60)["images"]
+    error = stack.outcome(dies, timeout=60)
+    assert type(error).__name__ == "TuneExpired" and f"tune {expired} expired" in str(error)
+    assert stack.sim.counters["get_tune"] <= 12  # at the tune's pace (1 s), not every poll

@@ -18,6 +18,7 @@ from worker.errors import (
     InvalidSpec,
     PromptFailed,
     PromptTimeout,
+    TuneExpired,
 )
 from worker.flow.webhooks import verify as verify_webhook
 from worker.producer import (
@@ -54,6 +55,7 @@ __all__ = [
     "PromptSpec",
     "PromptTimeout",
     "Settings",
+    "TuneExpired",
     "app",
     "batch",
     "cancel",

@@ -62,6 +62,11 @@ class Keys:
         tune."""
         return f"{self.prefix}:route:{tune_id}"
 
+    def tune(self, tune_id: int) -> str:
+        """String: the tune as last read (GET /tunes/:id, JSON), kept while it is fresh: whether
+        its training has ended and when it expires (lib: worker.store.learnt)."""
+        return f"{self.prefix}:tune:{tune_id}"
+
     def live(self, tenant: str) -> str:
         """Set: a tenant's jobs without an outcome (for `astria-queue cancel --tenant`)."""
         return f"{self.prefix}:live:{tenant}"

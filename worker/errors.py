@@ -9,6 +9,7 @@
     │   ├── AstriaRejected     a 4xx other than 429: never retried
     │   └── AstriaUnavailable  429 / 5xx / network errors outlasted the retry budget
     ├── PromptFailed           Astria set `user_error` on the prompt
+    │   └── TuneExpired        the prompt's tune expired before its images came
     ├── PromptTimeout          no images before the job's deadline
     └── InternalError          a job's steps kept failing unexpectedly
 
@@ -59,6 +60,11 @@ class AstriaUnavailable(AstriaError):
 
 class PromptFailed(AstriaQueueError):
     """Astria accepted the prompt but set ``user_error`` on it."""
+
+
+class TuneExpired(PromptFailed):
+    """The prompt's tune expired at Astria (its `expires_at` passed) before the prompt had its
+    images: they will never come."""
 
 
 class PromptTimeout(AstriaQueueError):

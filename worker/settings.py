@@ -95,6 +95,10 @@ class Settings(BaseSettings):
     astria_poll_max_interval: float = Field(30.0, gt=0)
     #: How long Astria may take, from the prompt's creation to its images.
     astria_job_deadline_seconds: float = Field(900.0, gt=0)
+    #: A prompt on a tune still training waits for it (its deadline starts at the tune's
+    #: `trained_at`), looking at the tune this often, for at most this long after its POST.
+    astria_tune_recheck_seconds: float = Field(60.0, gt=0)
+    astria_tune_training_max_seconds: float = Field(6 * 3600.0, gt=0)
 
     # One rate limit per kind of request (creating prompts; everything else), shared by every
     # worker process and host, adapting to Astria's own limit below this ceiling.

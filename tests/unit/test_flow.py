@@ -218,6 +218,8 @@ def test_waiting_jobs_of_one_tune_are_answered_by_one_listing(
 def test_a_prompt_still_without_images_at_its_deadline_fails_the_job_and_is_not_polled_again(
         flow: Callable[..., Flow]) -> None:
     def astria(call: Call) -> Answer:
+        if call.path == f"/tunes/{TUNE}":  # trained long ago: the deadline stands
+            return 200, {"id": TUNE, "trained_at": "2026-01-01T00:00:00Z"}
         return 200, prompt(81)  # created, and never done
 
     f = flow(astria, astria_job_deadline_seconds=0.2)
@@ -231,3 +233,26 @@ def test_a_prompt_still_without_images_at_its_deadline_fails_the_job_and_is_not_
     assert isinstance(outcome, Failed) and outcome.error == "PromptTimeout"
     calls = len(f.astria.calls)
     assert f.run_due(later=3600) == [] and len(f.astria.calls) == calls
+
+
+def test_at_its_deadline_a_prompt_waits_for_its_tune_in_training_and_fails_on_an_expired_one(
+        flow: Callable[..., Flow]) -> None:
+    tune: dict[str, Any] = {"id": TUNE, "trained_at": None}
+
+    def astria(call: Call) -> Answer:
+        return 200, tune if call.path == f"/tunes/{TUNE}" else prompt(81)
+
+    f = flow(astria, astria_job_deadline_seconds=0.2, astria_tune_recheck_seconds=0.3)
+    job_id = f.enqueue()
+    f.run_due()
+    first = f.job(job_id).deadline
+    time.sleep(max(0.0, first - time.time()) + 0.01)
+    f.run_due(later=600)
+    job = f.job(job_id)  # still training: looked at again at the tune's pace, not failed
+    assert job.status is JobState.WAITING and job.deadline > first
+    tune["expires_at"] = "2026-01-01T00:00:00Z"
+    time.sleep(max(0.0, job.deadline - time.time()) + 0.01)
+    f.rt.redis.delete(f.rt.keys.tune(TUNE))  # what was read of the tune is stale by now
+    f.run_due(later=600)
+    outcome = f.job(job_id).outcome
+    assert isinstance(outcome, Failed) and outcome.error == "TuneExpired"

@@ -17,11 +17,12 @@ from typing import Any, Protocol
 from urllib.parse import urlencode
 
 import requests
+from pydantic import ValidationError
 from requests.adapters import BaseAdapter, HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 
-from worker.astria.prompt import MAX_PROMPTS, Prompt, read_prompt
+from worker.astria.prompt import MAX_PROMPTS, Prompt, Tune, read_prompt
 from worker.errors import AstriaError, AstriaRejected, AstriaUnavailable
 from worker.records import RequestKind
 from worker.settings import Settings
@@ -160,6 +161,14 @@ class AstriaClient:
         """GET /tunes/{tune_id}/prompts/{prompt_id}."""
         path = f"/tunes/{tune_id}/prompts/{prompt_id}"
         return _as_prompt(self._request(RequestKind.POLL, "GET", path), "GET")
+
+    def get_tune(self, tune_id: int) -> Tune:
+        """GET /tunes/{tune_id}: is its training over, when does it expire."""
+        body = self._request(RequestKind.POLL, "GET", f"/tunes/{tune_id}")
+        try:
+            return Tune.model_validate(body)
+        except ValidationError:
+            raise TransientError("GET tune: answer is not a tune object") from None
 
     def list_prompts(self, tune_id: int, *, limit: int = 120, before_id: int | None = None
                      ) -> list[Prompt]:

@@ -77,6 +77,17 @@ class Prompt(BaseModel):
         return json.dumps([p.model_dump(mode="json") for p in prompts])
 
 
+class Tune(BaseModel):
+    """The fields of Astria's tune object the queue reads (GET /tunes/:id): whether its training
+    has ended, and when it expires. Lenient: a date that is not one is unknown."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    id: int = Field(gt=0, le=2**63 - 1, strict=True)
+    trained_at: Annotated[datetime | None, WrapValidator(_or_none)] = None
+    expires_at: Annotated[datetime | None, WrapValidator(_or_none)] = None
+
+
 def read_prompt(body: Any) -> Prompt | None:
     """The prompt in an answer's body (Astria's own CLI unwraps a one-element list), or None."""
     if isinstance(body, list) and len(body) == 1:

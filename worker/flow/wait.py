@@ -19,7 +19,7 @@ from worker.astria.client import TransientError
 from worker.astria.polling import next_poll_delay
 from worker.astria.prompt import Prompt
 from worker.astria.retry import advised_wait, astria_policy, next_attempt_in
-from worker.errors import AstriaRejected, PromptTimeout
+from worker.errors import AstriaRejected, PromptTimeout, TuneExpired
 from worker.flow import outcomes
 from worker.records import Job, RequestKind
 from worker.runtime import Runtime
@@ -29,6 +29,8 @@ log = logging.getLogger("astria.wait")
 PAGE = 120
 #: Pages of the listing one look reads at most; older prompts are asked for one by one.
 MAX_PAGES = 3
+#: A tune whose training has ended is read again after this long (for its expiry).
+TRAINED_TUNE_FRESH_SECONDS = 3600.0
 
 
 def pending(job: Job) -> list[int]:
@@ -126,17 +128,55 @@ def _settle(rt: Runtime, items: list[tuple[Lease, Job, dict[int, Prompt]]],
 
 def _later(rt: Runtime, lease: Lease, job: Job, retry_after: float,
            done: list[Prompt]) -> NextPoll | Ending:
-    """The next look at a job whose prompts are not all done, or its PromptTimeout."""
-    now = time.time()
-    if now >= job.deadline:
-        return Ending(lease, job, outcomes.failure(PromptTimeout(
-            f"prompt {job.prompt_id} had no images after "
-            f"{rt.settings.astria_job_deadline_seconds:g}s (ASTRIA_JOB_DEADLINE_SECONDS)")))
+    """The next look at a job whose prompts are not all done, or its PromptTimeout (or
+    TuneExpired)."""
+    now, deadline, moved = time.time(), job.deadline, None
+    more = done if len(done) > len(job.prompts_done) else None
+    if now >= deadline:
+        found = _training_deadline(rt, job, now)
+        if isinstance(found, TuneExpired):
+            return Ending(lease, job, outcomes.failure(found))
+        if found is None:
+            return Ending(lease, job, outcomes.failure(PromptTimeout(
+                f"prompt {job.prompt_id} had no images after "
+                f"{rt.settings.astria_job_deadline_seconds:g}s (ASTRIA_JOB_DEADLINE_SECONDS)")))
+        if found - now <= rt.settings.astria_tune_recheck_seconds:  # training: the tune's pace
+            return NextPoll(lease, job, found, more, deadline=found)
+        deadline = moved = found
     expected = rt.learnt.expected_generation_seconds()
     delay = max(next_poll_delay(rt.settings, job.lane, expected, job.polls + 1,
                                 now - job.submitted_at), retry_after)
-    return NextPoll(lease, job, min(now + delay, job.deadline),
-                    done if len(done) > len(job.prompts_done) else None)
+    return NextPoll(lease, job, min(now + delay, deadline), more, deadline=moved)
+
+
+def _training_deadline(rt: Runtime, job: Job, now: float) -> float | TuneExpired | None:
+    """A prompt at its deadline may have waited for its tune's training (Astria starts it when
+    the training ends): its deadline counted from the tune's `trained_at` when that is later; a
+    look again in ASTRIA_TUNE_RECHECK_SECONDS while the tune trains (or Astria does not say), for
+    at most ASTRIA_TUNE_TRAINING_MAX_SECONDS after the POST; TuneExpired once the tune expired;
+    None when it has simply timed out. The tune is read once per tune and pace, by any worker
+    (`Learnt.tune`)."""
+    s = rt.settings
+    tune = rt.learnt.tune(job.requested_tune_id)
+    if tune is None:
+        try:
+            tune = rt.astria.get_tune(job.requested_tune_id)
+        except AstriaRejected:
+            return None  # no tune to wait for
+        except TransientError:
+            tune = None
+        else:
+            rt.learnt.remember_tune(tune, s.astria_tune_recheck_seconds if tune.trained_at is None
+                                    else TRAINED_TUNE_FRESH_SECONDS)
+    if tune and tune.expires_at and tune.expires_at.timestamp() <= now:
+        return TuneExpired(f"tune {tune.id} expired at {tune.expires_at.isoformat()} before "
+                           f"prompt {job.prompt_id} had images")
+    if tune and tune.trained_at:
+        counted = tune.trained_at.timestamp() + s.astria_job_deadline_seconds
+        return counted if counted > now else None
+    if now - job.submitted_at >= s.astria_tune_training_max_seconds:
+        return None
+    return now + s.astria_tune_recheck_seconds
 
 
 def delete(rt: Runtime, lease: Lease, job: Job) -> None:

@@ -271,7 +271,9 @@ class JobStore:
         self._schedule([
             (p.lease, p.job, p.at, {"polls": p.job.polls + 1,
                                     **({} if p.done is None
-                                       else {"prompts_done": Prompt.dumps(p.done)})}, "")
+                                       else {"prompts_done": Prompt.dumps(p.done)}),
+                                    **({} if p.deadline is None else {"deadline": p.deadline})},
+             "")
             for p in polls])
 
     def _schedule(self, items: list[tuple[Lease, Job, float, dict[str, Any], str]]) -> None:

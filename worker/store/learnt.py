@@ -1,5 +1,6 @@
 """What the queue learns from Astria, shared through Redis and read through a short local cache:
-which tunes need their base tune (from 422s), and how long a generation takes (from successes).
+which tunes need their base tune (from 422s), how long a generation takes (from successes), and
+whether a tune's training has ended (GET /tunes/:id, kept while fresh).
 
 A stale read costs little: a missed route costs one 422 (which creates and bills nothing), a
 stale generation time one early or late poll.
@@ -13,6 +14,7 @@ from typing import Generic, TypeVar, cast
 
 import redis
 
+from worker.astria.prompt import Tune
 from worker.astria.routing import ROUTE_KINDS, RouteKind
 from worker.constants import Keys
 
@@ -63,6 +65,15 @@ class Learnt:
 
             self._routes[tune_id] = Recent(read)
         return self._routes[tune_id].get()
+
+    def tune(self, tune_id: int) -> Tune | None:
+        """The tune as last read by any worker, while fresh (`remember_tune`); None when not."""
+        raw = self._redis.get(self._keys.tune(tune_id))
+        return Tune.model_validate_json(raw) if raw else None
+
+    def remember_tune(self, tune: Tune, fresh_for: float) -> None:
+        self._redis.set(self._keys.tune(tune.id), tune.model_dump_json(),
+                        px=max(1, int(fresh_for * 1000)))
 
     def remember_route(self, tune_id: int, kind: RouteKind) -> None:
         self._redis.set(self._keys.route(tune_id), kind)

@@ -102,12 +102,14 @@ class Posting:
 @dataclass(frozen=True)
 class NextPoll:
     """A waiting job to look at again at `at` (`JobStore.schedule_polls`); `done`, its prompts
-    known to be done now, when this look found more of them."""
+    known to be done now, when this look found more of them; `deadline`, its new deadline when
+    it moved (its tune was still training)."""
 
     lease: Lease
     job: Job
     at: float
     done: list[Prompt] | None = None
+    deadline: float | None = None
 
 
 class Noted(StrEnum):
