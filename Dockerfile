@@ -4,11 +4,11 @@ WORKDIR /app
 # Dependencies first, from the tested versions: a change to the source reuses this layer.
 COPY pyproject.toml constraints.txt README.md ./
 RUN mkdir -p worker tasks && touch worker/__init__.py tasks/__init__.py \
-    && pip install --no-cache-dir -c constraints.txt '.[ops,server]' \
+    && pip install --no-cache-dir -c constraints.txt '.[ops,server,s3]' \
     && pip uninstall -y astria-queue
 COPY worker ./worker
 COPY tasks ./tasks
-RUN pip install --no-cache-dir --no-deps '.[ops,server]'
+RUN pip install --no-cache-dir --no-deps '.[ops,server,s3]'
 # A numeric user, so that runAsNonRoot can check it; nothing is written to the image at run time.
 RUN useradd --uid 10001 --create-home --shell /usr/sbin/nologin astria
 USER 10001
@@ -21,5 +21,5 @@ CMD ["celery", "-A", "worker", "worker", "-c", "2", "--loglevel", "INFO"]
 FROM runtime AS local
 USER root
 COPY astria_local ./astria_local
-RUN pip install --no-cache-dir --no-deps '.[ops,server]'
+RUN pip install --no-cache-dir --no-deps '.[ops,server,s3]'
 USER 10001

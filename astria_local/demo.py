@@ -7,10 +7,12 @@ simulator. Against the real Astria, ASTRIA_DEMO_TUNES names your tunes, for exam
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import ExitStack
 from typing import Any
@@ -96,6 +98,10 @@ def run_demo(timeout: float = 300.0) -> int:
             os.environ.setdefault("ASTRIA_POLL_INTERVAL", "1")
             tunes = SIM_TUNES
             print(f"ASTRIA_API_KEY not set: started the Astria simulator at {sim.url}")
+        if not os.environ.get("STORAGE_URL"):
+            copies = stack.enter_context(tempfile.TemporaryDirectory(prefix="astria-copies-"))
+            os.environ["STORAGE_URL"] = f"file://{copies}"
+            print(f"STORAGE_URL not set: durable copies of the images go to {copies}")
         get_settings.cache_clear()
         runtime.cache_clear()
         worker = subprocess.Popen(
@@ -117,7 +123,7 @@ def run_demo(timeout: float = 300.0) -> int:
             print(f"enqueued {name}: job {job_id}")
             pending[job_id] = (name, AsyncResult(job_id, app=app))
 
-        failures = 0
+        failures, succeeded = 0, []
         while pending and time.monotonic() - started < timeout:
             if worker.poll() is not None:
                 print(f"the worker exited with code {worker.returncode}")
@@ -126,11 +132,30 @@ def run_demo(timeout: float = 300.0) -> int:
                 if result.ready():
                     print(_describe(name, result, time.monotonic() - started))
                     failures += not result.successful() and name != "invalid spec"
+                    if result.successful():
+                        succeeded.append(job_id)
                     del pending[job_id]
             time.sleep(0.2)
         for name, _ in pending.values():
             print(f"TIMEOUT {name}: no outcome within {timeout:.0f}s")
-        return 1 if pending or failures else 0
+        return 1 if pending or failures or not _copies_stored(succeeded, 60.0) else 0
+
+
+def _copies_stored(job_ids: list[str], timeout: float) -> bool:
+    """Wait for the succeeded jobs' durable copies (STORAGE_URL) and show where they are."""
+    deadline = time.monotonic() + timeout
+    jobs = runtime().jobs
+    while time.monotonic() < deadline:
+        stored = {job_id: jobs.load(job_id).stored for job_id in job_ids}
+        if all(stored.values()):
+            for job_id, raw in stored.items():
+                for copy in json.loads(raw):
+                    print(f"STORED job {job_id}: {copy['url']} ({copy['bytes']} bytes, "
+                          f"sha256 {copy['sha256'][:16]}...)")
+            return True
+        time.sleep(0.2)
+    print(f"TIMEOUT copies: not all stored within {timeout:.0f}s")
+    return False
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

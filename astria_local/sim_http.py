@@ -3,6 +3,7 @@ rate limit and injected faults, and the `/_sim/*` admin endpoints tests use."""
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import json
 import math
@@ -19,6 +20,11 @@ from astria_local.sim_account import Account, iso, now_iso
 _INT_FIELDS = {"num_images", "seed", "steps", "w", "h"}
 _FLOAT_FIELDS = {"cfg_scale", "denoising_strength", "controlnet_conditioning_scale"}
 _PROMPT_PATH = re.compile(r"^/tunes/(\d+)/prompts/?$")
+def image_bytes(path: str) -> bytes:
+    """A generated image's bytes (16 KiB after a JPEG's start marker), derived from its path."""
+    return b"\xff\xd8\xff\xe0" + hashlib.sha256(path.encode()).digest() * 512
+
+
 _TUNE_PATH = re.compile(r"^/tunes/(\d+)(?:\.json)?$")
 _ONE_PROMPT_PATH = re.compile(r"^/(?:tunes/\d+/)?prompts/(\d+)(?:\.json)?$")
 
@@ -42,10 +48,11 @@ class AstriaHandler(BaseHTTPRequestHandler):
                 self.state.inflight -= 1
             self._in_flight = False
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        headers = dict(headers or {})
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", headers.pop("Content-Type", "application/json"))
         self.send_header("Content-Length", str(len(raw)))
-        for name, value in (headers or {}).items():
+        for name, value in headers.items():
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(raw)
@@ -315,6 +322,9 @@ class AstriaHandler(BaseHTTPRequestHandler):
 
     # --- admin ----------------------------------------------------------------------------
     def _admin_get(self, path: str) -> None:
+        if path.startswith("/_sim/images/"):  # an image's bytes: the same for the same URL
+            self._send(200, image_bytes(path), {"Content-Type": "image/jpeg"})
+            return
         with self.state.lock:
             if path == "/_sim/stats":
                 body: Any = {"counters": dict(self.state.counters),
@@ -324,8 +334,6 @@ class AstriaHandler(BaseHTTPRequestHandler):
             elif path == "/_sim/config":
                 body = {k: sorted(v) if isinstance(v, set) else v
                         for k, v in asdict(self.state.config).items() if k != "api_key"}
-            elif path.startswith("/_sim/images/"):
-                body = {"image": path}
             else:
                 body = None
         self._send(200 if body is not None else 404, body or {"error": "Not found"})

@@ -126,7 +126,8 @@ def test_chaos(make_stack: Callable[..., Stack], capsys: pytest.CaptureFixture[s
     states = Counter(done[job] for job in members)
     assert batch is not None and batch.completed
     counts = {"size": len(members), "queued": 0, "waiting": 0, "succeeded": states["SUCCESS"],
-              "failed": states["FAILURE"], "revoked": states["REVOKED"], "cost_mc": batch_cost}
+              "failed": states["FAILURE"], "revoked": states["REVOKED"], "cost_mc": batch_cost,
+              "stored": 0}
     assert (batch.succeeded, batch.failed, batch.revoked) == tuple(
         counts[name] for name in ("succeeded", "failed", "revoked"))
     assert list(hooks.acknowledged) == [f"msg_batch_{batch_id}"]  # one, whatever the kills

@@ -47,6 +47,7 @@ def main(redis_url: str | None) -> None:
 
 main.add_command(dead_letters.dead)
 main.add_command(dead_letters.webhooks)
+main.add_command(dead_letters.copies)
 main.add_command(job_commands.jobs)
 main.add_command(job_commands.status)
 main.add_command(job_commands.probe)

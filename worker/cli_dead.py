@@ -1,8 +1,10 @@
-"""`astria-queue dead ...` and `astria-queue webhooks ...`: what failed, kept for an operator.
+"""`astria-queue dead ...`, `astria-queue webhooks ...` and `astria-queue copies ...`: what
+failed, kept for an operator.
 
 Failed jobs (`dead list | redrive`), broker messages that could not be read (`dead messages
 list | redrive | purge`, `worker.broker.intake`) and webhooks whose deliveries ran out
-(`webhooks list | redrive`). Each list prints JSON lines, newest first.
+(`webhooks list | redrive`), and jobs whose durable copies ran out (`copies list | redrive`).
+Each list prints JSON lines, newest first.
 """
 
 from __future__ import annotations
@@ -131,3 +133,35 @@ def webhooks_redrive(webhook_ids: tuple[str, ...], redrive_all: bool) -> None:
         raise click.UsageError("name webhook ids or pass --all")
     for message_id in ids:
         click.echo(f"{message_id}: {store.redrive(message_id)}")
+
+
+@click.group()
+def copies() -> None:
+    """Jobs whose durable copies (STORAGE_URL) ran out of attempts: list them, copy again."""
+
+
+@copies.command("list")
+@click.option("--limit", type=int, default=100, show_default=True)
+def copies_list(limit: int) -> None:
+    """Dead copies, newest first (JSON lines): job, attempts, last error."""
+    from dataclasses import asdict
+
+    from worker.runtime import runtime
+
+    for dead_copy in runtime().copies.dead(limit):
+        click.echo(json.dumps(asdict(dead_copy)))
+
+
+@copies.command("redrive")
+@click.argument("job_ids", nargs=-1)
+@click.option("--all", "redrive_all", is_flag=True, help="Copy every dead letter again.")
+def copies_redrive(job_ids: tuple[str, ...], redrive_all: bool) -> None:
+    """Copy the images of these jobs again, with a fresh count of attempts."""
+    from worker.runtime import runtime
+
+    store = runtime().copies
+    ids = [c.job_id for c in store.dead(100_000)] if redrive_all else list(job_ids)
+    if not ids:
+        raise click.UsageError("name job ids or pass --all")
+    for job_id in ids:
+        click.echo(f"{job_id}: {'redriven' if store.redrive(job_id) else 'not a dead copy'}")

@@ -195,6 +195,17 @@ class Keys:
         return f"{self.prefix}:webhooks:due"
 
     @property
+    def copies_due(self) -> str:
+        """Sorted set: succeeded jobs whose images are to be copied to STORAGE_URL, by when
+        (granted ones: by their lease's end)."""
+        return f"{self.prefix}:copies:due"
+
+    @property
+    def copies_dead(self) -> str:
+        """Sorted set: jobs whose copies ran out of attempts, by when (`astria-queue copies`)."""
+        return f"{self.prefix}:copies:dead"
+
+    @property
     def webhooks_dead(self) -> str:
         """Sorted set: webhook message -> when its deliveries ran out."""
         return f"{self.prefix}:webhooks:dead"

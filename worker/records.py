@@ -146,6 +146,9 @@ class Job:
     redriven: int  #: times an operator re-drove the job (each run's webhook has its own id)
     batch: str  #: the batch it belongs to ('' for none; worker.store.batches)
     webhook_events: str  #: the spec's webhook_events, as `,queued,waiting,` (lib/job_event.lua)
+    stored: str  #: its images' durable copies, JSON (worker.flow.copies), '' before
+    copy_attempts: int
+    copy_error: str  #: what the last failed attempt at its copies got
 
     @cached_property
     def spec(self) -> dict[str, Any]:
@@ -227,6 +230,9 @@ class Job:
             redriven=whole("redriven"),
             batch=f.get("batch", ""),
             webhook_events=f.get("webhook_events", ""),
+            stored=f.get("stored", ""),
+            copy_attempts=whole("copy_attempts"),
+            copy_error=f.get("copy_error", ""),
         )
 
 

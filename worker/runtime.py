@@ -9,12 +9,15 @@ from requests.adapters import BaseAdapter
 
 from worker.astria.client import AstriaClient
 from worker.constants import Keys
+from worker.errors import ConfigError
 from worker.net.egress import Egress
+from worker.net.storage import Storage, open_storage
 from worker.settings import Settings, get_settings
 from worker.store.batches import Batches
 from worker.store.channels import Channels
 from worker.store.clock import RedisClock
 from worker.store.connections import redis_client
+from worker.store.copies import CopyStore
 from worker.store.dispatch import Dispatcher
 from worker.store.engines import EngineRegistry
 from worker.store.housekeeping import Housekeeping
@@ -48,6 +51,8 @@ class Runtime:
         self.webhooks = WebhookStore(self.redis, self.keys, self.jobs.scripts,
                                      settings.job_retention_seconds)
         self.engines = EngineRegistry(self.redis, self.keys)
+        self.copies = CopyStore(self.redis, self.keys, self.jobs.scripts,
+                                settings.job_retention_seconds)
         self.batches = Batches(self.redis, self.keys, self.jobs.scripts,
                                settings.job_retention_seconds)
         self.dead_messages = DeadMessages(self.redis, self.keys, self.results)
@@ -67,6 +72,14 @@ class Runtime:
         s = self.settings
         return Egress(per_destination=s.webhook_max_in_flight_per_destination,
                       allow_private=s.webhook_allow_private_addresses)
+
+    @cached_property
+    def storage(self) -> Storage:
+        """Where durable copies go (STORAGE_URL; ConfigError without one)."""
+        s = self.settings
+        if not s.storage_url:
+            raise ConfigError("STORAGE_URL is not set: no copies are made")
+        return open_storage(s.storage_url, s.storage_endpoint_url, s.storage_url_ttl_seconds)
 
     @property
     def scripts(self) -> Scripts:

@@ -145,6 +145,23 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = Field(10.0, gt=0, le=300)
     #: Threads of each worker host for webhooks, apart from Astria's requests.
     webhook_concurrency: int = Field(16, ge=1, le=1024)
+    #: Durable copies of each succeeded job's images (worker.flow.copies): `file:///dir` or
+    #: `s3://bucket/prefix` (STORAGE_ENDPOINT_URL for any S3-compatible store; credentials from
+    #: the standard AWS chain). Unset: none.
+    storage_url: str | None = Field(None, pattern=r"^(file:///.+|s3://[a-z0-9][a-z0-9.-]{1,62}"
+                                                  r"(/[^?#]*)?)$")
+    storage_endpoint_url: str | None = Field(None, pattern=r"^https?://")
+    #: A copy's URL in `stored` (an S3 presigned GET) is valid this long (SigV4: 7 days at most).
+    storage_url_ttl_seconds: int = Field(7 * 24 * 3600, ge=60, le=7 * 24 * 3600)
+    #: Threads of each worker host for copies, apart from Astria's and the webhooks'.
+    storage_concurrency: int = Field(8, ge=1, le=256)
+    #: An image larger than this is not copied (the copy fails).
+    storage_max_image_bytes: int = Field(50 * 1024 * 1024, ge=1024)
+    #: A job's copies are granted for this long: a dead worker's are taken up again then, and an
+    #: attempt starts no image after two thirds of it (the rest is left to the next attempt).
+    storage_lease_seconds: float = Field(90.0, ge=5)
+    #: Attempts of a job's copy before it is a dead letter (`astria-queue copies`).
+    storage_copy_attempts: int = Field(8, ge=1, le=100)
     #: Attempts in flight to one destination (scheme://host:port) at once, all hosts together.
     webhook_max_in_flight_per_destination: int = Field(4, ge=1, le=1024)
     #: Let webhooks reach loopback, private, link-local, ... addresses (development, tests).

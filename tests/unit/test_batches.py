@@ -82,7 +82,7 @@ def test_each_decision_is_counted_and_the_last_completes_the_batch_once(store: S
     assert hook is not None and hook.type == "batch.completed" and hook.tenant == "app"
     assert hook.data == {"batch_id": batch_id, "counts": {
         "size": 3, "queued": 0, "waiting": 0, "succeeded": 1, "failed": 1, "revoked": 1,
-        "cost_mc": 0}}
+        "cost_mc": 0, "stored": 0}}
     body = webhook_body(hook.type, hook.data, hook.finished_at)
     assert WebhookEvent.validate_json(body).data.counts.revoked == 1  # type: ignore[union-attr]
     store.jobs.cancel(c)  # decided already: nothing counted twice

@@ -52,7 +52,7 @@ class Flow:
         table makes of it, as the engine does (here one task after the other)."""
         self.clock += later
         grant = self.rt.dispatcher.grant(16, now=self.clock)
-        work, _ = steps.plan(self.rt, grant)
+        work, _, _ = steps.plan(self.rt, grant)
         for task in work:
             task.call()
         return [unit.kind for unit in grant.units]

@@ -98,6 +98,7 @@ class BatchView(BaseModel):
     failed: int
     revoked: int
     cost_mc: int
+    stored: int
     created_at: float
     completed_at: float | None
     jobs: list[str] | None = Field(None, description="its members' job ids (when created)")
@@ -106,7 +107,7 @@ class BatchView(BaseModel):
     def of(cls, batch: Batch, jobs: list[str] | None = None) -> BatchView:
         return cls(id=batch.id, size=batch.size, queued=batch.queued, waiting=batch.waiting,
                    succeeded=batch.succeeded, failed=batch.failed, revoked=batch.revoked,
-                   cost_mc=batch.cost_mc, created_at=batch.created_at,
+                   cost_mc=batch.cost_mc, stored=batch.stored, created_at=batch.created_at,
                    completed_at=batch.completed_at, jobs=jobs)
 
 

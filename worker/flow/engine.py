@@ -1,12 +1,13 @@
 """`Engine`: the I/O layer of a worker, where Astria requests and webhooks are made.
 
 Celery's pool only validates and registers jobs (`worker.flow.accept`). Every HTTP request runs
-here, on two thread pools: WORKER_HTTP_CONCURRENCY threads for Astria (sharing one connection pool:
-a request in flight costs a thread blocked on a socket, not a process, so one 2-core host keeps
-hundreds in flight) and WEBHOOK_CONCURRENCY threads for producers' webhooks, so that no producer's
-endpoint can hold a thread an Astria request needs. Nothing here sleeps for a back-off, a
-Retry-After, a rate limit or a grace period: those are due times in Redis, and the dispatcher loop
-only hands out work that may run now.
+here, on three thread pools: WORKER_HTTP_CONCURRENCY threads for Astria (sharing one connection
+pool: a request in flight costs a thread blocked on a socket, not a process, so one 2-core host
+keeps hundreds in flight), WEBHOOK_CONCURRENCY threads for producers' webhooks, so that no
+producer's endpoint can hold a thread an Astria request needs, and STORAGE_CONCURRENCY threads
+for durable copies (with STORAGE_URL), so that a slow store holds neither. Nothing here sleeps
+for a back-off, a Retry-After, a rate limit or a grace period: those are due times in Redis, and
+the dispatcher loop only hands out work that may run now.
 
 The loop asks the dispatcher (`worker.store.dispatch`) for as many units as each pool has free
 threads and hands the work the decision table makes of them (`worker.flow.steps.plan`: which
@@ -71,6 +72,8 @@ class Engine:
         self.id = f"{socket.gethostname()}:{os.getpid()}"
         self._astria = Slots(rt.settings.worker_http_concurrency, "astria-http")
         self._hooks = Slots(rt.settings.webhook_concurrency, "astria-webhook")
+        self._copies = Slots(rt.settings.storage_concurrency, "astria-copy")
+        self._copying = bool(rt.settings.storage_url)  #: durable copies are made
         self._changed = threading.Condition()
         self._woken = False
         self._stopping = False
@@ -93,7 +96,7 @@ class Engine:
             self._changed.notify_all()
         if self._thread:
             self._thread.join(timeout)
-        for slots in (self._astria, self._hooks):
+        for slots in (self._astria, self._hooks, self._copies):
             slots.pool.shutdown(wait=True, cancel_futures=True)
         with contextlib.suppress(redis.RedisError):
             self._rt.engines.gone(self.id)
@@ -136,14 +139,16 @@ class Engine:
         failures = 0
         while True:
             with self._changed:
-                while not self._stopping and not (self._astria.free or self._hooks.free):
+                while not self._stopping and not (self._astria.free or self._hooks.free
+                                                  or (self._copying and self._copies.free)):
                     self._changed.wait()
                 if self._stopping:
                     return
                 room, hook_room = self._astria.free, self._hooks.free
+                copy_room = self._copies.free if self._copying else 0
                 self._woken = False
             try:
-                grant = self._rt.dispatcher.grant(room, hook_room)
+                grant = self._rt.dispatcher.grant(room, hook_room, copy_room)
                 self._rt.clock.seen(grant.now)
                 self._start(grant)
                 self._beat()
@@ -155,7 +160,8 @@ class Engine:
                           type(exc).__name__, failures, pause,
                           exc_info=not isinstance(exc, redis.ConnectionError))
                 grant = Grant([], "", pause)
-            if len(grant.units) < room and len(grant.webhooks) < hook_room:
+            if len(grant.units) < room and len(grant.webhooks) < hook_room and (
+                    len(grant.copies) < copy_room or not self._copying):
                 delay = grant.wait if failures else min(grant.wait, tick)
                 with self._changed:
                     if not self._woken and not self._stopping:
@@ -175,9 +181,10 @@ class Engine:
     def _start(self, grant: Grant) -> None:
         """Hand the grant's work to the pools, as the decision table (`worker.flow.steps`)
         says."""
-        work, hooks = steps.plan(self._rt, grant)
+        work, hooks, copying = steps.plan(self._rt, grant)
         self._submit(self._astria, work)
         self._submit(self._hooks, hooks)
+        self._submit(self._copies, copying)
 
     def _submit(self, slots: Slots, tasks: list[Work]) -> None:
         with self._changed:

@@ -81,6 +81,7 @@ class BatchCounts(_Shape):
     failed: int
     revoked: int
     cost_mc: int = Field(description="the sum over decided members")
+    stored: int = Field(description="members whose images are copied (STORAGE_URL)")
 
 
 class BatchData(_Shape):
@@ -100,15 +101,17 @@ class JobEventData(BaseModel):
     model_config = ConfigDict(extra="allow")
     job_id: str
     type: str = Field(description="queued, following, posted, reconciling, retrying, waiting, "
-                                  "redriven")
+                                  "redriven; stored (with `stored`: each copy's url, key, "
+                                  "sha256, bytes, content_type)")
     at: float = Field(description="when (Unix seconds)")
 
 
 class JobEvent(_Shape):
-    """One the spec's `webhook_events` asked for (lib/job_event.lua)."""
+    """One the spec's `webhook_events` asked for (lib/job_event.lua); `job.stored` is sent to
+    every callback once the job's images are copied (STORAGE_URL)."""
 
     type: Literal["job.queued", "job.following", "job.posted", "job.reconciling",
-                  "job.retrying", "job.waiting", "job.redriven"]
+                  "job.retrying", "job.waiting", "job.redriven", "job.stored"]
     timestamp: AwareDatetime = Field(description="when it happened (UTC, ms)")
     data: JobEventData
 

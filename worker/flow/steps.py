@@ -24,6 +24,7 @@ with an unanswered POST looks for its prompt, never POSTs blindly.
     REVOKED, its DELETE asked and not made   any             wait.delete           alone
     REVOKED, otherwise; decided; gone        any             retire                alone
     a webhook                                                webhooks.deliver      webhook threads
+    a job's copies (STORAGE_URL)                             copies.copy           copy threads
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from worker.errors import InternalError, InvalidSpec
-from worker.flow import outcomes, submit, wait, webhooks
+from worker.flow import copies, outcomes, submit, wait, webhooks
 from worker.records import Job, JobState, RequestKind
 from worker.runtime import Runtime
 from worker.store.dispatch import Grant
@@ -86,9 +87,10 @@ def _step(kind: RequestKind, job: Job) -> Step | None:
     return _retire
 
 
-def plan(rt: Runtime, grant: Grant) -> tuple[list[Work], list[Work]]:
-    """The grant's work: for the Astria threads, and for the webhook threads. Its jobs are
-    loaded in one round trip and its POSTs recorded in another (`submit.record_posts`)."""
+def plan(rt: Runtime, grant: Grant) -> tuple[list[Work], list[Work], list[Work]]:
+    """The grant's work: for the Astria threads, the webhook threads and the copy threads. Its
+    jobs are loaded in one round trip and its POSTs recorded in another
+    (`submit.record_posts`)."""
     loaded = rt.jobs.load_many([u.id for u in grant.units]) if grant.units else {}
     work: list[Work] = []
     polls: dict[int, list[tuple[Lease, Job]]] = {}
@@ -117,7 +119,9 @@ def plan(rt: Runtime, grant: Grant) -> tuple[list[Work], list[Work]]:
              for lease, ready in submit.record_posts(rt, planned)]
     hooks = [Work(f"webhook {message_id}", partial(webhooks.deliver, rt, message_id))
              for message_id in grant.webhooks]
-    return work, hooks
+    copying = [Work(f"copies of job {job_id}", partial(copies.copy, rt, job_id))
+               for job_id in grant.copies]
+    return work, hooks, copying
 
 
 def step_failed(rt: Runtime, lease: Lease, job: Job, exc: Exception) -> None:

@@ -27,18 +27,23 @@ class JobView(BaseModel):
     outcome: dict[str, Any] | None = Field(
         None, description="once decided: {state: SUCCESS, result} | {state: FAILURE, error: "
                           "{type, message}} | {state: REVOKED, reason}")
+    stored: list[dict[str, Any]] | None = Field(
+        None, description="with STORAGE_URL, once its images are copied: each {url, key, "
+                          "sha256, bytes, content_type} (a follower: its leader's)")
 
 
 def job_view(rt: Runtime, job: Job) -> JobView:
     """The job as its producer sees it; a follower shows its leader's outcome."""
-    outcome = job.outcome
-    if outcome is None and job.status is JobState.FOLLOWER and job.leader:
-        outcome = rt.jobs.load(job.leader).outcome
+    outcome, stored = job.outcome, job.stored
+    if job.status is JobState.FOLLOWER and job.leader:
+        leader = rt.jobs.load(job.leader)
+        outcome, stored = outcome or leader.outcome, leader.stored
     return JobView(id=job.id, state=job.status, tenant=job.tenant, lane=job.lane,
                    tune_id=_asked_tune(job), prompt_id=job.prompt_id,
                    prompt_ids=list(job.prompt_ids), post_attempts=job.post_attempts,
                    polls=job.polls, created_at=job.created_at,
-                   outcome=json.loads(outcome_to_json(outcome)) if outcome else None)
+                   outcome=json.loads(outcome_to_json(outcome)) if outcome else None,
+                   stored=json.loads(stored) if stored else None)
 
 
 def _asked_tune(job: Job) -> int | None:

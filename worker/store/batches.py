@@ -42,6 +42,7 @@ class Batch:
     failed: int
     revoked: int
     cost_mc: int
+    stored: int  #: members whose images are copied (STORAGE_URL)
     created_at: float
     completed_at: float | None  #: when its last member was decided
 
@@ -79,7 +80,8 @@ class Batches:
 
         return Batch(batch_id, f.get("tenant", ""), n("size"),
                      n("size") - n("waiting") - n("decided"), n("waiting"), n("succeeded"),
-                     n("failed"), n("revoked"), n("cost_mc"), float(f.get("created_at") or 0),
+                     n("failed"), n("revoked"), n("cost_mc"), n("stored"),
+                     float(f.get("created_at") or 0),
                      float(f["completed_at"]) if f.get("completed_at") else None)
 
     def members(self, batch_id: str) -> list[str]:

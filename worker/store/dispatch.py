@@ -54,6 +54,7 @@ class Grant:
     owner: str  #: the lease owner token of every job in `units`
     wait: float  #: seconds until more work may be due (the next token, the next due time)
     webhooks: list[str] = field(default_factory=list)  #: webhook message ids to deliver
+    copies: list[str] = field(default_factory=list)  #: job ids whose images to copy
     now: float = 0.0  #: the time the grant used: Redis's clock (or the one it was given)
 
 
@@ -129,10 +130,13 @@ class Dispatcher:
             "webhook_prefix": keys.webhook(""), "destination_prefix": keys.destination(""),
         }
         self._webhooks_due = keys.webhooks_due
+        self._copies_due = keys.copies_due
+        self._copy_lease_seconds = s.storage_lease_seconds
 
-    def grant(self, room: int, webhook_room: int = 0, *, now: float | None = None) -> Grant:
-        """Up to `room` units of work, each leased to the returned owner token, and up to
-        `webhook_room` webhooks, in one round trip."""
+    def grant(self, room: int, webhook_room: int = 0, copy_room: int = 0, *,
+              now: float | None = None) -> Grant:
+        """Up to `room` units of work, each leased to the returned owner token, up to
+        `webhook_room` webhooks and `copy_room` jobs' copies, in one round trip."""
         owner = secrets.token_hex(8)
         report = self.reports.take()
         clock = "" if now is None else now
@@ -142,12 +146,17 @@ class Dispatcher:
                         "report": json.dumps(report), "now": clock})
         batch.add(self._scripts.grant_webhooks, keys={"webhooks_due": self._webhooks_due},
                   args={**self._webhook_policy, "room": webhook_room, "now": clock})
+        batch.add(self._scripts.grant_copies, keys={"copies_due": self._copies_due},
+                  args={"room": copy_room, "now": clock,
+                        "lease_seconds": self._copy_lease_seconds})
         try:
-            jobs, webhooks = batch.execute()
+            jobs, webhooks, copies = batch.execute()
         except Exception:
             self.reports.restore(report)
             raise
         wait, clock_now, *flat = (as_text(x) for x in jobs)
         hooks_wait, *hooks = (as_text(x) for x in webhooks)
+        copies_wait, *copy_ids = (as_text(x) for x in copies)
         units = [Unit(flat[i], RequestKind(flat[i + 1])) for i in range(0, len(flat), 2)]
-        return Grant(units, owner, min(float(wait), float(hooks_wait)), hooks, float(clock_now))
+        return Grant(units, owner, min(float(wait), float(hooks_wait), float(copies_wait)), hooks,
+                     copy_ids, float(clock_now))

@@ -335,7 +335,7 @@ class JobStore:
             job, outcome = e.job, e.outcome
             batch.add(self.scripts.finish,
                       keys={**self._job_keys(job.id, job.lane), **self.outcome_keys(job.id),
-                            "live": self.keys.live(job.tenant)},
+                            "live": self.keys.live(job.tenant), "copies_due": self.keys.copies_due},
                       args={"job_id": job.id, "owner": e.lease.owner, "now": now,
                             **self.outcome_args(outcome, job.tenant, job.lane),
                             "status": outcome_status(outcome), "state": outcome.state,
@@ -344,6 +344,7 @@ class JobStore:
                             "cost": "" if e.cost_mc is None else e.cost_mc,
                             "webhook_url": job.webhook_url or "",
                             "webhook_type": webhook_type(outcome),
+                            "copy": int(bool(self.settings.storage_url)),
                             "fields": job_fields(e.fields())})
         return [None if as_text(reply[0]) == "lost"
                 else Decided(outcome_from_json(as_text(reply[0])), int(reply[1]) == 1)

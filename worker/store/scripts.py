@@ -186,7 +186,7 @@ class Scripts:
     NAMES = ("register", "grant", "grant_webhooks", "mark_posting", "created", "requeue",
              "schedule", "finish", "release", "cancel", "callback", "redrive", "record_invalid",
              "webhook_done", "webhook_redrive", "deliver", "bury_message", "renew",
-             "create_batch")
+             "create_batch", "grant_copies", "copied")
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
@@ -212,3 +212,5 @@ class Scripts:
     bury_message: Script
     renew: Script
     create_batch: Script
+    grant_copies: Script
+    copied: Script

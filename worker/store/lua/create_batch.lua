@@ -24,7 +24,7 @@ if f[1] then
 end
 redis.call('HSET', batch, 'tenant', ARG.tenant, 'size', size, 'callback', ARG.callback,
            'created_at', ARG.now, 'waiting', 0, 'succeeded', 0, 'failed', 0, 'revoked', 0,
-           'decided', 0, 'cost_mc', 0)
+           'decided', 0, 'cost_mc', 0, 'stored', 0)
 for i = 1, size, 1000 do
   redis.call('SADD', members, unpack(ARG.job_ids, i, math.min(size, i + 999)))
 end

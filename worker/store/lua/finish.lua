@@ -22,6 +22,7 @@
 -- KEYS[18] latency          finished jobs' enqueue-to-outcome seconds
 -- KEYS[19] webhooks_due
 -- KEYS[20] inline           the job's inline image
+-- KEYS[21] copies_due       jobs whose images are to be copied (worker.flow.copies)
 -- ARGV[1] job_id
 -- ARGV[2] owner
 -- ARGV[3] now
@@ -42,7 +43,8 @@
 -- ARGV[18] token_prefix     a callback token's key is token_prefix .. token
 -- ARGV[19] events           the pub/sub channel of job events (Keys.events_channel)
 -- ARGV[20] batch_prefix     a batch's hash is batch_prefix .. batch id (lib/batch.lua)
--- ARGV[21...] fields        set on the job first
+-- ARGV[21] copy             1: a success's images are to be copied (STORAGE_URL is set)
+-- ARGV[22...] fields        set on the job first
 -- Returns {'lost'} | {outcome, new (1 or 0), follower, url, follower, url, ...}
 --!include common
 --!include job
@@ -54,6 +56,9 @@ local f = redis.call('HMGET', KEY.job, 'status', 'created_at', 'outcome')
 local d = {status = ARG.status, state = ARG.state, error = ARG.error, seconds = ARG.seconds,
            cost = ARG.cost, webhook_type = ARG.webhook_type, created_at = f[2], existing = f[3]}
 local outcome, new, followers = decide(d)
+if new == 1 and ARG.status == 'succeeded' and ARG.copy == '1' then
+  redis.call('ZADD', KEY.copies_due, ARG.now, id)  -- in the decision: no success loses its copy
+end
 if f[1] == 'revoked' then
   settle_revoked(id, tonumber(ARG.now))
 elseif f[1] == 'waiting' then

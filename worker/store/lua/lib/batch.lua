@@ -3,7 +3,8 @@
 --!include batch_member
 -- Batches (worker.store.batches). A batch's hash (ARG.batch_prefix .. id) holds its tenant,
 -- size, callback and counts: `waiting` (members whose prompt exists), `succeeded`, `failed`,
--- `revoked`, `decided` (their sum), `cost_mc`; `completed_at` once its last member is decided.
+-- `revoked`, `decided` (their sum), `cost_mc`, `stored` (members whose images are copied,
+-- copied.lua); `completed_at` once its last member is decided.
 -- Its members (job ids, a set) are at .. ':members', its events (a stream) at .. ':events'.
 -- A member's decision is counted by the script that decides it (lib/decide.lua), so no crash
 -- can count one without the other; the decision that makes `decided` reach `size` sets
@@ -28,11 +29,11 @@ end
 -- which is size - waiting - decided).
 local function batch_counts(key)
   local v = redis.call('HMGET', key, 'size', 'waiting', 'succeeded', 'failed', 'revoked',
-                       'decided', 'cost_mc')
+                       'decided', 'cost_mc', 'stored')
   local n = {}
-  for i = 1, 7 do n[i] = tonumber(v[i] or '0') or 0 end
+  for i = 1, 8 do n[i] = tonumber(v[i] or '0') or 0 end
   return {size = n[1], queued = n[1] - n[2] - n[6], waiting = n[2], succeeded = n[3],
-          failed = n[4], revoked = n[5], cost_mc = n[7]}
+          failed = n[4], revoked = n[5], cost_mc = n[7], stored = n[8]}
 end
 
 -- Count a member's decision (`status`: succeeded, failed or revoked; `was_waiting`: its prompt

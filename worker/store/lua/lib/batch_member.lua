@@ -12,14 +12,16 @@ local function batch_of(job_key)
   return key, batch
 end
 
+-- Add `n` to a count of the job's batch (when it has one).
+local function batch_count(job_key, name, n)
+  local key = batch_of(job_key)
+  if key and n ~= 0 then redis.call('HINCRBY', key, name, n) end
+end
+
 -- A member's prompt exists (created.lua) or it is redriven: `waiting` and `failed`/`decided`
 -- move by the given steps.
 local function batch_moved(job_key, waiting, failed)
-  local key = batch_of(job_key)
-  if not key then return end
-  if waiting ~= 0 then redis.call('HINCRBY', key, 'waiting', waiting) end
-  if failed ~= 0 then
-    redis.call('HINCRBY', key, 'failed', failed)
-    redis.call('HINCRBY', key, 'decided', failed)
-  end
+  batch_count(job_key, 'waiting', waiting)
+  batch_count(job_key, 'failed', failed)
+  batch_count(job_key, 'decided', failed)
 end

@@ -4,17 +4,20 @@
 -- stream and publish it (lib/common.lua add_event); and, when its spec's `webhook_events` asked
 -- for this type (the job's `webhook_events` field, ',queued,waiting,'), queue it as a webhook
 -- `job.<type>` to the spec's callback, its `data` the event with the job's id, its id
--- `msg_<job id>_<stream entry id>`: each event once, in the same script as its transition. A
--- job's end is not sent here (lib/decide.lua queues it for every job with a callback). The
+-- `msg_<job id>_<stream entry id>`: each event once, in the same script as its transition.
+-- `stored` (its images copied: copied.lua) is sent to every job with a callback, as its end is
+-- (which is not sent here: lib/decide.lua queues it). The
 -- scripts that include this name ARG events, now, retention, webhook_prefix and KEY
 -- webhooks_due.
 local function job_event(job_key, job_id, event)
   local entry = add_event(ARG.events, job_key, job_id, event)
   if not entry then return end
   local f = redis.call('HMGET', job_key, 'webhook_events', 'spec', 'tenant')
-  if not f[1] or not f[2] then return end
+  if not f[2] then return end
   local data = cjson.decode(event)
-  if not string.find(f[1], ',' .. data.type .. ',', 1, true) then return end
+  if data.type ~= 'stored' and not string.find(f[1] or '', ',' .. data.type .. ',', 1, true) then
+    return
+  end
   local url = cjson.decode(f[2]).callback
   if type(url) ~= 'string' then return end
   data.job_id = job_id
