@@ -34,6 +34,8 @@ class SimConfig:
     training_tunes: dict[int, float] = field(default_factory=dict)
     #: Tunes that have expired: GET /tunes/:id says so, and their prompts never finish.
     expired_tunes: set[int] = field(default_factory=set)
+    #: The size of each image served at an image URL (KiB).
+    image_kib: int = 16
     sdxl_base_tune_id: int = 666678
     faceid_base_tune_id: int = 690204
     flux_base_tune_id: int = 1504944

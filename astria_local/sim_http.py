@@ -20,9 +20,9 @@ from astria_local.sim_account import Account, iso, now_iso
 _INT_FIELDS = {"num_images", "seed", "steps", "w", "h"}
 _FLOAT_FIELDS = {"cfg_scale", "denoising_strength", "controlnet_conditioning_scale"}
 _PROMPT_PATH = re.compile(r"^/tunes/(\d+)/prompts/?$")
-def image_bytes(path: str) -> bytes:
-    """A generated image's bytes (16 KiB after a JPEG's start marker), derived from its path."""
-    return b"\xff\xd8\xff\xe0" + hashlib.sha256(path.encode()).digest() * 512
+def image_bytes(path: str, kib: int = 16) -> bytes:
+    """A generated image's bytes (`kib` KiB after a JPEG's start marker), from its path."""
+    return b"\xff\xd8\xff\xe0" + hashlib.sha256(path.encode()).digest() * 32 * kib
 
 
 _TUNE_PATH = re.compile(r"^/tunes/(\d+)(?:\.json)?$")
@@ -323,7 +323,8 @@ class AstriaHandler(BaseHTTPRequestHandler):
     # --- admin ----------------------------------------------------------------------------
     def _admin_get(self, path: str) -> None:
         if path.startswith("/_sim/images/"):  # an image's bytes: the same for the same URL
-            self._send(200, image_bytes(path), {"Content-Type": "image/jpeg"})
+            self._send(200, image_bytes(path, self.state.config.image_kib),
+                       {"Content-Type": "image/jpeg"})
             return
         with self.state.lock:
             if path == "/_sim/stats":

@@ -10,6 +10,7 @@
                                         # Redis bytes per job with a 4 MiB inline image
     python -m bench api                 # the HTTP API: POST latency at 200 clients, Prefer:
                                         # wait against the Python producer, held requests' memory
+    python -m bench copies              # durable copies to S3: images/s, MB/s, outcome-to-stored
 
 It starts its own Redis, the simulator, the receiver when a row needs callbacks, and the worker
 processes; nothing else is touched.
@@ -22,7 +23,7 @@ import json
 from dataclasses import replace
 
 from astria_local.redis_server import ThrowawayRedis
-from bench import api, capacity, hostile, lanes
+from bench import api, capacity, copies, hostile, lanes
 from bench.run import Pool, ceiling
 from bench.scenarios import RECOMMENDED, SCENARIOS, row, run
 
@@ -40,7 +41,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", nargs="?", default="scenarios",
-                        choices=["scenarios", "lanes", "capacity", "hostile", "api"])
+                        choices=["scenarios", "lanes", "capacity", "hostile", "api", "copies"])
     parser.add_argument("--only", action="append", help="run this scenario (repeatable)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="run each scenario this many times; the table shows the median run")
@@ -59,6 +60,9 @@ def main() -> None:
             return
         if args.what == "api":
             api.main(server.url, pool or RECOMMENDED)
+            return
+        if args.what == "copies":
+            copies.main(server.url, pool or RECOMMENDED)
             return
         if args.what == "hostile":
             hostile.main(server.url, pool or RECOMMENDED)

@@ -14,11 +14,12 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
+from astria_local.s3_server import ThrowawayS3
 from astria_local.sim_http import image_bytes
 from astria_local.simulator import SimConfig
 from astria_local.webhook_endpoint import WebhookEndpoint
 from tests.harness import Stack, wait_for
-from tests.s3_server import FaultyProxy, ThrowawayS3
+from tests.s3_server import FaultyProxy
 
 pytestmark = pytest.mark.slow  # starts worker processes
 
