@@ -37,6 +37,7 @@ class Runtime:
         """`astria_transport`: the Astria client's HTTP seam (tests answer in-process)."""
         self.settings = settings
         self._astria_transport = astria_transport
+        self._stores: dict[str, Storage] = {}
         self.redis: redis.Redis = redis_client(settings)
         self.keys = Keys(settings.key_prefix)
         self.clock = RedisClock(self.redis)
@@ -73,13 +74,17 @@ class Runtime:
         return Egress(per_destination=s.webhook_max_in_flight_per_destination,
                       allow_private=s.webhook_allow_private_addresses)
 
-    @cached_property
-    def storage(self) -> Storage:
-        """Where durable copies go (STORAGE_URL; ConfigError without one)."""
-        s = self.settings
-        if not s.storage_url:
-            raise ConfigError("STORAGE_URL is not set: no copies are made")
-        return open_storage(s.storage_url, s.storage_endpoint_url, s.storage_url_ttl_seconds)
+    def storage(self, tenant: str) -> Storage:
+        """Where a tenant's durable copies go (its storage_url, else STORAGE_URL; ConfigError
+        with neither), opened once per store."""
+        url = self.settings.storage_url_for(tenant)
+        if not url:
+            raise ConfigError(f"no STORAGE_URL, nor a storage_url of tenant {tenant!r}")
+        if url not in self._stores:
+            s = self.settings
+            self._stores[url] = open_storage(url, s.storage_endpoint_url,
+                                             s.storage_url_ttl_seconds)
+        return self._stores[url]
 
     @property
     def scripts(self) -> Scripts:

@@ -23,7 +23,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from worker.constants import QUEUE
 from worker.errors import ConfigError
 from worker.records import Lane
-from worker.tenants import Tenants, load_tenants, webhook_secret_rule
+from worker.tenants import STORAGE_URL_PATTERN, Tenants, load_tenants, webhook_secret_rule
 
 #: Seconds the ambiguous-POST grace exceeds the read timeout by, at least.
 GRACE_MARGIN = 10.0
@@ -148,8 +148,7 @@ class Settings(BaseSettings):
     #: Durable copies of each succeeded job's images (worker.flow.copies): `file:///dir` or
     #: `s3://bucket/prefix` (STORAGE_ENDPOINT_URL for any S3-compatible store; credentials from
     #: the standard AWS chain). Unset: none.
-    storage_url: str | None = Field(None, pattern=r"^(file:///.+|s3://[a-z0-9][a-z0-9.-]{1,62}"
-                                                  r"(/[^?#]*)?)$")
+    storage_url: str | None = Field(None, pattern=STORAGE_URL_PATTERN)
     storage_endpoint_url: str | None = Field(None, pattern=r"^https?://")
     #: A copy's URL in `stored` (an S3 presigned GET) is valid this long (SigV4: 7 days at most).
     storage_url_ttl_seconds: int = Field(7 * 24 * 3600, ge=60, le=7 * 24 * 3600)
@@ -276,6 +275,16 @@ class Settings(BaseSettings):
     def turn_caps(self) -> dict[str, int]:
         """Each tenant's cap of prompts in flight: the file's, else TENANT_MAX_IN_FLIGHT."""
         return self._tenants.caps() if self._tenants.registered else self.tenant_max_in_flight
+
+    def storage_url_for(self, tenant: str) -> str | None:
+        """Where a tenant's durable copies go: its own (TENANTS_FILE), else STORAGE_URL."""
+        return self._tenants.storage_url(tenant) or self.storage_url
+
+    @property
+    def copies_on(self) -> bool:
+        """Whether any job's images are copied (STORAGE_URL, or a tenant's storage_url)."""
+        return bool(self.storage_url) or any(
+            t.storage_url for t in self._tenants.named.values())
 
     def webhook_keys(self, tenant: str) -> list[str]:
         """The `whsec_...` secrets a tenant's webhooks are signed with, newest first: its own

@@ -4,7 +4,7 @@ its weight and cap in the dispatcher's turns, and the tunes it may use:
 
     {"tenants": {"app": {"token_sha256": ["<hex sha256 of an API token>"],
                          "webhook_secret": "whsec_...", "weight": 3, "max_in_flight": 50,
-                         "tune_ids": [4242, 111111]}}}
+                         "tune_ids": [4242, 111111], "storage_url": "s3://app-images/astria"}}}
 
 With a file, a job of a tenant it does not name is refused, and so is a tune not in the tenant's
 `tune_ids` (absent: any); its webhooks are signed with its own secrets (a list, newest first,
@@ -37,6 +37,8 @@ from worker.errors import ConfigError, InvalidSpec
 
 #: A tenant's name, as a spec gives it (worker.spec) and as the file keys it.
 TENANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+#: A durable copies' store (STORAGE_URL, a tenant's `storage_url`): a directory or an S3 bucket.
+STORAGE_URL_PATTERN = r"^(file:///.+|s3://[a-z0-9][a-z0-9.-]{1,62}(/[^?#]*)?)$"
 #: Bigger than any list of teams and their tokens; a file past it is a mistake.
 MAX_FILE_BYTES = 1_000_000
 
@@ -64,6 +66,8 @@ class Tenant(BaseModel):
     weight: float = Field(1.0, gt=0, le=1000)
     max_in_flight: int | None = Field(None, ge=0)  #: None: TENANT_DEFAULT_MAX_IN_FLIGHT
     tune_ids: frozenset[int] | None = None  #: None: any tune
+    #: Where its images' durable copies go (None: STORAGE_URL).
+    storage_url: str | None = Field(None, pattern=STORAGE_URL_PATTERN)
 
     @field_validator("webhook_secret", mode="before")
     @classmethod
@@ -118,6 +122,10 @@ class Tenants:
         """The tenant's own webhook secrets, newest first; [] when it has none."""
         entry = self.named.get(tenant)
         return [s.get_secret_value() for s in entry.webhook_secret] if entry else []
+
+    def storage_url(self, tenant: str) -> str | None:
+        entry = self.named.get(tenant)
+        return entry.storage_url if entry else None
 
     def weights(self) -> dict[str, float]:
         return {name: t.weight for name, t in self.named.items()}

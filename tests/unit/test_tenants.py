@@ -50,6 +50,17 @@ def test_a_registry_gives_tokens_turns_caps_and_secrets(make_store: Any, tmp_pat
     assert s.webhook_keys("app") == [NEW, OLD]
     assert s.webhook_keys("bulk") == [OLD]  # registered, no secret of its own: WEBHOOK_SECRET
     assert s.webhook_keys("stranger") == []  # never signed with anyone's secret
+    assert s.storage_url_for("app") is None and not s.copies_on
+
+
+def test_a_tenant_may_have_its_own_store_for_durable_copies(make_store: Any,
+                                                            tmp_path: Path) -> None:
+    store: Store = make_store(tenants_file=registry(tmp_path, storage_url="s3://app-images/x"),
+                              storage_url=f"file://{tmp_path}/shared")
+    s = store.settings
+    assert s.copies_on and s.storage_url_for("app") == "s3://app-images/x"
+    assert s.storage_url_for("bulk") == f"file://{tmp_path}/shared"
+    assert Runtime(s).storage("bulk").put("k", b"x", "image/jpeg").url.startswith("file://")
 
 
 def test_a_job_the_registry_does_not_allow_is_refused_naming_the_field(
@@ -83,6 +94,7 @@ def test_a_rotated_secret_signs_with_both_and_either_verifies() -> None:
     ({"app": {"token_sha256": ["not-a-hash"]}}, "tenants.app.token_sha256.0"),
     ({"app": {"webhook_secret": "plain"}}, "tenants.app.webhook_secret"),
     ({"app": {"tokens": []}}, "tenants.app.tokens"),
+    ({"app": {"storage_url": "ftp://x/y"}}, "tenants.app.storage_url"),
     ({"bad name!": {}}, "tenants.bad name!"),
     ({"a": {"token_sha256": ["0" * 64]}, "b": {"token_sha256": ["0" * 64]}}, "tenants.b"),
     ({}, "names no tenant"),

@@ -1,4 +1,5 @@
-"""Durable copies: each image of a succeeded job copied to STORAGE_URL, exactly once.
+"""Durable copies: each image of a succeeded job copied to STORAGE_URL (or its tenant's own
+`storage_url`, TENANTS_FILE), exactly once.
 
 Astria deletes generated images 30 days after the tune's training, so an outcome's image URLs
 do not last. With STORAGE_URL set, the script that decides a success also makes the job due for
@@ -30,7 +31,7 @@ from urllib.parse import urlsplit
 import requests
 
 from worker.errors import AstriaQueueError
-from worker.net.storage import StoredObject, sha256_hex
+from worker.net.storage import Storage, StoredObject, sha256_hex
 from worker.records import Succeeded
 from worker.runtime import Runtime
 from worker.store.copies import Copied
@@ -75,14 +76,14 @@ def download(url: str, limit: int) -> tuple[bytes, str]:
         "application/octet-stream")
 
 
-def copy_one(rt: Runtime, key: str, url: str) -> StoredObject:
+def copy_one(rt: Runtime, storage: Storage, key: str, url: str) -> StoredObject:
     """One image: kept if it is there whole already, else downloaded, written, checked."""
-    found = rt.storage.find(key)
+    found = storage.find(key)
     if found is not None:
         return found
     data, content_type = download(url, rt.settings.storage_max_image_bytes)
-    rt.storage.put(key, data, content_type)
-    written = rt.storage.find(key)
+    storage.put(key, data, content_type)
+    written = storage.find(key)
     if written is None or (written.sha256, written.bytes) != (sha256_hex(data), len(data)):
         raise CopyFailed(f"{key}: what was written does not match what was read")
     return written
@@ -102,7 +103,8 @@ def copy(rt: Runtime, job_id: str) -> None:
             if time.monotonic() > ends:
                 raise CopyFailed(f"{n} of {len(images)} images copied within this attempt's "
                                  "time (STORAGE_LEASE_SECONDS); the rest next time")
-            stored.append(copy_one(rt, object_key(job.tenant, job.id, n, url), url).as_dict())
+            stored.append(copy_one(rt, rt.storage(job.tenant),
+                                   object_key(job.tenant, job.id, n, url), url).as_dict())
     except Exception as exc:  # the store, the image's host, the disk: all retried
         attempt = job.copy_attempts + 1
         error = str(exc) if isinstance(exc, CopyFailed) else type(exc).__name__

@@ -73,7 +73,7 @@ class Engine:
         self._astria = Slots(rt.settings.worker_http_concurrency, "astria-http")
         self._hooks = Slots(rt.settings.webhook_concurrency, "astria-webhook")
         self._copies = Slots(rt.settings.storage_concurrency, "astria-copy")
-        self._copying = bool(rt.settings.storage_url)  #: durable copies are made
+        self._copying = rt.settings.copies_on  #: durable copies are made
         self._changed = threading.Condition()
         self._woken = False
         self._stopping = False

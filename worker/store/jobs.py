@@ -344,7 +344,7 @@ class JobStore:
                             "cost": "" if e.cost_mc is None else e.cost_mc,
                             "webhook_url": job.webhook_url or "",
                             "webhook_type": webhook_type(outcome),
-                            "copy": int(bool(self.settings.storage_url)),
+                            "copy": int(bool(self.settings.storage_url_for(job.tenant))),
                             "fields": job_fields(e.fields())})
         return [None if as_text(reply[0]) == "lost"
                 else Decided(outcome_from_json(as_text(reply[0])), int(reply[1]) == 1)
