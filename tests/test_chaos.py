@@ -4,18 +4,22 @@ cancelled at random, workers are SIGKILLed and Redis restarts.
 Asserts every job reaches a terminal outcome, none is lost, no prompt is created twice (counted on
 the simulator), a cancelled job ends REVOKED unless it had ended already, and POST attempts stay
 bounded; tenant t1's jobs are one batch, which completes once, with counts equal to its members'
-states and exactly one batch.completed webhook; prints the figures.
+states and exactly one batch.completed webhook; every succeeded job's image is stored once, with
+its source's sha256, in a throwaway S3 server behind a proxy that fails or stalls some PUTs;
+prints the figures.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import random
 import time
 from collections import Counter
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 import pytest
 import redis
@@ -23,9 +27,12 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from astria_local.redis_server import ThrowawayRedis
+from astria_local.s3_server import ThrowawayS3
+from astria_local.sim_http import image_bytes
 from astria_local.simulator import SimConfig
 from astria_local.webhook_endpoint import WebhookEndpoint
 from tests.harness import Stack, terminal_states, wait_for
+from tests.s3_server import FaultyProxy
 
 pytestmark = pytest.mark.slow  # starts worker processes
 
@@ -45,14 +52,18 @@ def test_chaos(make_stack: Callable[..., Stack], capsys: pytest.CaptureFixture[s
     faults = SimConfig(generation_seconds=1, fault_429=0.05, fault_5xx=0.05, fault_slow=0.05,
                        slow_seconds=1.0, fault_garbage=0.03, fault_504_after_create=0.05,
                        retry_after=0.1, rng_seed=seed)
-    with ThrowawayRedis(appendonly=True) as server:
+    with ThrowawayRedis(appendonly=True) as server, ThrowawayS3() as s3:
+        proxy = FaultyProxy(s3.endpoint, fail=0.2, stall=2.0, stall_share=0.05)
         stack = make_stack(
             sim_config=faults, job_lease_seconds=6, astria_read_timeout=3,
             astria_retry_max_seconds=10, astria_retry_attempts=RETRY_ATTEMPTS,
             broker_visibility_timeout=40, astria_job_deadline_seconds=600,
             tenant_max_in_flight='{"t2": 20}',
             astria_rate_limit_per_second=5,  # a minute of POSTs: time for the kills
-            webhook_secret=SECRET,
+            webhook_secret=SECRET, storage_url="s3://images/chaos",
+            storage_endpoint_url=proxy.url, storage_lease_seconds=10,
+            aws_access_key_id="test", aws_secret_access_key="test",
+            aws_default_region="us-east-1",
         )
         stack.redis_url = stack.env["REDIS_URL"] = server.url
         stack.app.conf.broker_url = stack.app.conf.result_backend = server.url
@@ -85,6 +96,24 @@ def test_chaos(make_stack: Callable[..., Stack], capsys: pytest.CaptureFixture[s
                 server.restart()
                 redis_restarts += 1
         elapsed = time.monotonic() - started
+        succeeded_jobs = [j for j in jobs if done.get(j) == "SUCCESS"]
+
+        def copies() -> dict[str, list[dict[str, object]]]:
+            return {j: json.loads(raw) for j in succeeded_jobs
+                    if (raw := reader.hget(f"{stack.prefix}:job:{j}", "stored"))}
+
+        wait_for(lambda: len(copies()) == len(succeeded_jobs), 120, "every success's copies",
+                 every=1.0)
+        copied = copies()
+        stored_events = Counter(
+            j for j in succeeded_jobs
+            for _, f in reader.xrange(f"{stack.prefix}:job:{j}:events")
+            if json.loads(f[b"event"])["type"] == "stored")
+        objects = {o["Key"]: o for o in s3.client().list_objects_v2(
+            Bucket="images", Prefix="chaos/", MaxKeys=10000).get("Contents", [])}
+        images = {j: json.loads(reader.hget(f"{stack.prefix}:job:{j}", "outcome") or "{}")
+                  ["result"]["images"] for j in succeeded_jobs}
+        proxy.close()
         batch = stack.batches(reader).load(batch_id)
         batch_cost = sum(json.loads(reader.hget(f"{stack.prefix}:job:{j}", "outcome") or "{}")
                          .get("result", {}).get("cost_mc") or 0 for j in members)
@@ -109,7 +138,9 @@ def test_chaos(make_stack: Callable[..., Stack], capsys: pytest.CaptureFixture[s
                   f"duplicates={duplicates} "
                   f"prompts={len(prompts)} worker_kills={kills} redis_restarts={redis_restarts} "
                   f"faults={sum(injected.values())} {injected} "
-                  f"max_post_attempts={max(attempts)} elapsed={elapsed:.0f}s"
+                  f"max_post_attempts={max(attempts)} elapsed={elapsed:.0f}s "
+                  f"batch={len(members)} copies={len(objects)} "
+                  f"puts_failed={proxy.counts['failed']} puts_stalled={proxy.counts['stalled']}"
                   + (f" failures={dict(reasons)}" if reasons else ""))
         stack.close()
 
@@ -126,10 +157,20 @@ def test_chaos(make_stack: Callable[..., Stack], capsys: pytest.CaptureFixture[s
     states = Counter(done[job] for job in members)
     assert batch is not None and batch.completed
     counts = {"size": len(members), "queued": 0, "waiting": 0, "succeeded": states["SUCCESS"],
-              "failed": states["FAILURE"], "revoked": states["REVOKED"], "cost_mc": batch_cost,
-              "stored": 0}
+              "failed": states["FAILURE"], "revoked": states["REVOKED"], "cost_mc": batch_cost}
     assert (batch.succeeded, batch.failed, batch.revoked) == tuple(
         counts[name] for name in ("succeeded", "failed", "revoked"))
     assert list(hooks.acknowledged) == [f"msg_batch_{batch_id}"]  # one, whatever the kills
     [event] = hooks.acknowledged.values()
-    assert event["type"] == "batch.completed" and event["data"]["counts"] == counts
+    told = dict(event["data"]["counts"])
+    assert 0 <= told.pop("stored") <= states["SUCCESS"]  # copies stored by the completion
+    assert event["type"] == "batch.completed" and told == counts
+    assert batch.stored == states["SUCCESS"]  # and, once all are, counted each once
+    # every image of every success stored once, as its source
+    wanted = {str(c["key"]): (c, url) for j in succeeded_jobs
+              for c, url in zip(copied[j], images[j], strict=True)}
+    assert set(objects) == set(wanted) and len(wanted) == sum(map(len, images.values()))
+    for key, (copy, url) in wanted.items():
+        assert objects[key]["Size"] == copy["bytes"]
+        assert copy["sha256"] == hashlib.sha256(image_bytes(urlsplit(url).path)).hexdigest()
+    assert set(stored_events.values()) == {1}  # each job told once
