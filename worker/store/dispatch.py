@@ -146,17 +146,18 @@ class Dispatcher:
                         "report": json.dumps(report), "now": clock})
         batch.add(self._scripts.grant_webhooks, keys={"webhooks_due": self._webhooks_due},
                   args={**self._webhook_policy, "room": webhook_room, "now": clock})
-        batch.add(self._scripts.grant_copies, keys={"copies_due": self._copies_due},
-                  args={"room": copy_room, "now": clock,
-                        "lease_seconds": self._copy_lease_seconds})
+        if copy_room:  # with no copy thread free (or no STORAGE_URL), not even asked
+            batch.add(self._scripts.grant_copies, keys={"copies_due": self._copies_due},
+                      args={"room": copy_room, "now": clock,
+                            "lease_seconds": self._copy_lease_seconds})
         try:
-            jobs, webhooks, copies = batch.execute()
+            jobs, webhooks, *copies = batch.execute()
         except Exception:
             self.reports.restore(report)
             raise
         wait, clock_now, *flat = (as_text(x) for x in jobs)
         hooks_wait, *hooks = (as_text(x) for x in webhooks)
-        copies_wait, *copy_ids = (as_text(x) for x in copies)
+        copies_wait, *copy_ids = (as_text(x) for x in copies[0]) if copies else ("3600",)
         units = [Unit(flat[i], RequestKind(flat[i + 1])) for i in range(0, len(flat), 2)]
         return Grant(units, owner, min(float(wait), float(hooks_wait), float(copies_wait)), hooks,
                      copy_ids, float(clock_now))

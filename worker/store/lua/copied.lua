@@ -30,7 +30,7 @@ if result == 'stored' then
   redis.call('ZREM', KEY.copies_dead, id)
   if redis.call('HSETNX', KEY.job, 'stored', ARG.stored) == 1 then
     redis.call('HDEL', KEY.job, 'copy_error')
-    batch_count(KEY.job, 'stored', 1)
+    batch_count(KEY.job, {'stored', 1})
     job_event(KEY.job, id, '{"type":"stored","at":' .. ARG.now .. ',"stored":' .. ARG.stored .. '}')
   end
   return 1

@@ -12,16 +12,17 @@ local function batch_of(job_key)
   return key, batch
 end
 
--- Add `n` to a count of the job's batch (when it has one).
-local function batch_count(job_key, name, n)
+-- Add to counts of the job's batch (when it has one): `counts` is {name, n, name, n, ...}.
+local function batch_count(job_key, counts)
   local key = batch_of(job_key)
-  if key and n ~= 0 then redis.call('HINCRBY', key, name, n) end
+  if not key then return end
+  for i = 1, #counts, 2 do
+    if counts[i + 1] ~= 0 then redis.call('HINCRBY', key, counts[i], counts[i + 1]) end
+  end
 end
 
 -- A member's prompt exists (created.lua) or it is redriven: `waiting` and `failed`/`decided`
 -- move by the given steps.
 local function batch_moved(job_key, waiting, failed)
-  batch_count(job_key, 'waiting', waiting)
-  batch_count(job_key, 'failed', failed)
-  batch_count(job_key, 'decided', failed)
+  batch_count(job_key, {'waiting', waiting, 'failed', failed, 'decided', failed})
 end

@@ -12,16 +12,17 @@
 local function job_event(job_key, job_id, event)
   local entry = add_event(ARG.events, job_key, job_id, event)
   if not entry then return end
-  local f = redis.call('HMGET', job_key, 'webhook_events', 'spec', 'tenant')
-  if not f[2] then return end
+  local stored = string.find(event, '{"type":"stored"', 1, true) == 1
+  local wanted = redis.call('HGET', job_key, 'webhook_events')  -- most jobs: none, one read
+  if not stored and not wanted then return end
   local data = cjson.decode(event)
-  if data.type ~= 'stored' and not string.find(f[1] or '', ',' .. data.type .. ',', 1, true) then
-    return
-  end
-  local url = cjson.decode(f[2]).callback
+  if not stored and not string.find(wanted, ',' .. data.type .. ',', 1, true) then return end
+  local f = redis.call('HMGET', job_key, 'spec', 'tenant')
+  if not f[1] then return end
+  local url = cjson.decode(f[1]).callback
   if type(url) ~= 'string' then return end
   data.job_id = job_id
   put_webhook('msg_' .. job_id .. '_' .. entry, url, {
-    'job_id', job_id, 'tenant', f[3] or 'default', 'type', 'job.' .. data.type,
+    'job_id', job_id, 'tenant', f[2] or 'default', 'type', 'job.' .. data.type,
     'data', cjson.encode(data), 'finished_at', data.at})
 end
