@@ -59,7 +59,7 @@ def test_chaos(make_stack: Callable[..., Stack], capsys: pytest.CaptureFixture[s
             astria_retry_max_seconds=10, astria_retry_attempts=RETRY_ATTEMPTS,
             broker_visibility_timeout=40, astria_job_deadline_seconds=600,
             tenant_max_in_flight='{"t2": 20}',
-            astria_rate_limit_per_second=5,  # a minute of POSTs: time for the kills
+            astria_rate_limit_per_second=max(5, JOBS // 60),  # a minute of POSTs: the kills' time
             webhook_secret=SECRET, storage_url="s3://images/chaos",
             storage_endpoint_url=proxy.url, storage_lease_seconds=10,
             aws_access_key_id="test", aws_secret_access_key="test",
