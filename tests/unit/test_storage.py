@@ -31,3 +31,10 @@ def test_a_directory_keeps_whole_objects_with_their_sha256(tmp_path: Path) -> No
     assert store.find("app/j/1.jpg") is None  # not whole: written again
     with pytest.raises(ValueError, match="leaves the storage directory"):
         store.put("../outside", b"x", "image/jpeg")
+
+
+def test_an_image_on_an_internal_address_is_not_fetched() -> None:
+    from worker.flow.copies import CopyFailed, download
+
+    with pytest.raises(CopyFailed, match="not public"):
+        download("http://127.0.0.1:9/_sim/images/1/0.jpg", 1024, allow_private=False)

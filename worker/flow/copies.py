@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 import requests
 
 from worker.errors import AstriaQueueError
+from worker.net.addresses import resolved_problem
 from worker.net.storage import Storage, StoredObject, sha256_hex
 from worker.records import Succeeded
 from worker.runtime import Runtime
@@ -56,8 +57,13 @@ def object_key(tenant: str, job_id: str, index: int, url: str) -> str:
     return f"{tenant}/{safe_id}/{index}{ext}"
 
 
-def download(url: str, limit: int) -> tuple[bytes, str]:
-    """The image's bytes (at most `limit`) and content type."""
+def download(url: str, limit: int, *, allow_private: bool) -> tuple[bytes, str]:
+    """The image's bytes (at most `limit`) and content type. An image URL comes from Astria's
+    answer, which is checked like anything from outside: unless WEBHOOK_ALLOW_PRIVATE_ADDRESSES,
+    its host must resolve to public addresses only (as a webhook's must), so an answer cannot
+    turn a worker on an internal service."""
+    if not allow_private and (problem := resolved_problem(url)):
+        raise CopyFailed(f"image {urlsplit(url).netloc}: {problem}")
     try:
         with requests.get(url, stream=True, timeout=(CONNECT_SECONDS, READ_SECONDS),
                           allow_redirects=False) as answer:
@@ -81,7 +87,8 @@ def copy_one(rt: Runtime, storage: Storage, key: str, url: str) -> StoredObject:
     found = storage.find(key)
     if found is not None:
         return found
-    data, content_type = download(url, rt.settings.storage_max_image_bytes)
+    data, content_type = download(url, rt.settings.storage_max_image_bytes,
+                                  allow_private=rt.settings.webhook_allow_private_addresses)
     storage.put(key, data, content_type)
     written = storage.find(key)
     if written is None or (written.sha256, written.bytes) != (sha256_hex(data), len(data)):
