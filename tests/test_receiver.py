@@ -124,6 +124,10 @@ def test_metrics_are_prometheus_text_with_a_histogram_and_labels(
            for s in families["astria_queue_job_seconds"].samples  # type: ignore[attr-defined]
            if s.name.endswith("_count")}
     assert slo == {("normal", "succeeded"): 1.0, ("normal", "failed"): 1.0}
+    queued = {s.labels["lane"]: s.value
+              for s in families["astria_queue_post_seconds"].samples  # type: ignore[attr-defined]
+              if s.name.endswith("_count")}
+    assert queued == {"normal": 2.0}  # each job's first POST, once
     failures = families["astria_queue_failures"].samples  # type: ignore[attr-defined]
     assert [(s.labels, s.value) for s in failures] == [({"error": "PromptFailed"}, 1.0)]
     assert {s.labels["lane"] for s in families["astria_queue_backlog"].samples} == {  # type: ignore[attr-defined]

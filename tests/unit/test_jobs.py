@@ -132,6 +132,7 @@ def test_finish_decides_once_counts_and_queues_the_webhook(store: Store) -> None
     assert stats["outcome:FAILURE"] == "1" and stats["t|app|normal|FAILURE"] == "1"
     assert stats["job_seconds|normal|FAILURE|1"] == "1"  # decided within a second of enqueue
     assert stats["job_seconds|normal|FAILURE|count"] == "1"
+    assert stats.get("post_seconds|normal|count") is None  # never POSTed
     assert store.redis.zscore(store.keys.dead, store.jid("a")) is not None
     assert store.redis.zcard(store.keys.webhooks_due) == 1
     assert store.redis.hget(store.keys.inflight, "app") is None  # released

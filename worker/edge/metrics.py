@@ -9,6 +9,7 @@ where no receiver runs. Metric names start with `astria_queue_`:
     failures_total{error}                    counter: failed jobs by error class
     jobs_current{state}                      gauge: queued (not sent yet), at_astria, retrying
     job_seconds{lane,outcome}                histogram: enqueue to outcome (the SLO's figure)
+    post_seconds{lane}                       histogram: enqueue to the job's first POST
     backlog{lane}                            gauge: jobs waiting in the lane's queue
     oldest_queued_seconds{lane}              gauge: age of the lane's oldest job not sent yet
     engines{state}                           gauge: engines beating (fresh) or not (stale)
@@ -122,7 +123,7 @@ class QueueCollector:
                 requests.add_metric([method, status], value)
         yield requests
         yield from self._latency(counters)
-        yield self._job_seconds(counters)
+        yield from self._histograms(counters)
 
         limit = GaugeMetricFamily("astria_queue_rate_limit_per_second",
                                   "The rate limiter's current rate, by kind of request",
@@ -149,22 +150,27 @@ class QueueCollector:
         yield engines
 
     @staticmethod
-    def _job_seconds(counters: dict[str, float]) -> Metric:
-        """Enqueue-to-outcome time by lane and outcome: the SLO's own figure."""
-        histogram = HistogramMetricFamily("astria_queue_job_seconds",
-                                          "Seconds from enqueue to outcome",
-                                          labels=["lane", "outcome"])
-        series = sorted({tuple(name.split("|")[1:3]) for name in counters
-                         if name.startswith("job_seconds|") and name.endswith("|count")})
-        for lane, state in series:
-            name = f"job_seconds|{lane}|{state}|"
-            running, buckets = 0.0, []
-            for bound in [*(f"{b:g}" for b in JOB_BUCKETS), "+Inf"]:
-                running += counters.get(name + bound, 0.0)
-                buckets.append((bound, running))
-            histogram.add_metric([lane, _STATES.get(state, state)], buckets,
-                                 sum_value=counters.get(name + "sum", 0.0))
-        return histogram
+    def _histograms(counters: dict[str, float]) -> Iterable[Metric]:
+        """Enqueue-to-outcome time by lane and outcome (the SLO's own figure) and enqueue to
+        the first POST by lane (the wait in the queue), as lib/histogram.lua keeps them."""
+        for metric, labels, help_text in (
+                ("astria_queue_job_seconds", ["lane", "outcome"],
+                 "Seconds from enqueue to outcome"),
+                ("astria_queue_post_seconds", ["lane"],
+                 "Seconds from enqueue to the job's first POST")):
+            field = metric.removeprefix("astria_queue_")
+            histogram = HistogramMetricFamily(metric, help_text, labels=labels)
+            series = sorted({tuple(name.split("|")[1:-1]) for name in counters
+                             if name.startswith(field + "|") and name.endswith("|count")})
+            for values in series:
+                name = "|".join((field, *values, ""))
+                running, buckets = 0.0, []
+                for bound in [*(f"{b:g}" for b in JOB_BUCKETS), "+Inf"]:
+                    running += counters.get(name + bound, 0.0)
+                    buckets.append((bound, running))
+                histogram.add_metric([values[0], *(_STATES.get(v, v) for v in values[1:])],
+                                     buckets, sum_value=counters.get(name + "sum", 0.0))
+            yield histogram
 
     @staticmethod
     def _latency(counters: dict[str, float]) -> Iterable[Metric]:

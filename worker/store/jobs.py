@@ -169,7 +169,8 @@ class JobStore:
         now = time.time()
         for lease, posting in items:
             job = posting.job
-            batch.add(self.scripts.mark_posting, keys=self._event_keys(job.id, job.lane),
+            batch.add(self.scripts.mark_posting,
+                      keys={**self._event_keys(job.id, job.lane), "stats": self.keys.stats},
                       args={"job_id": job.id, "owner": lease.owner, "now": now, **self._event_args,
                             "event": event("posted", attempt=job.post_attempts + 1),
                             "fields": job_fields(posting.fields())})

@@ -13,6 +13,8 @@
 -- KEYS[10] ready
 -- KEYS[11] turns
 -- KEYS[12] webhooks_due
+-- KEYS[13] stats            the job's first POST is observed in `post_seconds|<lane>` (enqueue
+--                           to POST, lib/histogram.lua)
 -- ARGV[1] job_id
 -- ARGV[2] owner
 -- ARGV[3] now
@@ -25,11 +27,16 @@
 --!include common
 --!include job_event
 --!include job
+--!include histogram
 local id, owner = ARG.job_id, ARG.owner
 if not owns(KEY.leases, id, owner) then return 'lost' end
 if redis.call('HGET', KEY.job, 'status') ~= 'queued' then
   settle_revoked(id, tonumber(ARG.now))
   return 'revoked'
+end
+local f = redis.call('HMGET', KEY.job, 'first_post_at', 'created_at', 'lane')
+if tonumber(f[1] or '0') == 0 and f[2] and f[3] then  -- its first POST
+  observe(KEY.stats, 'post_seconds|' .. f[3], math.max(0, ARG.now - tonumber(f[2])))
 end
 hset_fields(KEY.job, ARG.fields)
 job_event(KEY.job, id, ARG.event)

@@ -1,6 +1,7 @@
 --!include common
 --!include webhook
 --!include batch
+--!include histogram
 -- decide(d): record a job's outcome once and deliver it. The script names these KEYS and ARGV
 -- (tests/unit/test_structure.py checks it):
 --   KEY: job, followers, result, live, dead, stats, generation, latency, webhooks_due, inline
@@ -18,22 +19,6 @@
 -- half-way. The job and each follower that belongs to a batch is counted in it (lib/batch.lua).
 -- Returns the outcome as recorded (an earlier decision wins), whether it is new, the followers.
 local FAILED_INLINE_IMAGE_SECONDS = 86400
--- Upper bounds (seconds) of the enqueue-to-outcome histogram (worker.store.stats.JOB_BUCKETS).
-local JOB_BUCKETS = {1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600}
-
--- The job's enqueue-to-outcome time in its bucket of the histogram of its lane and outcome:
--- fields `job_seconds|<lane>|<state>|<bound>` (not cumulative; +Inf past the last), `..|count`
--- and `..|sum`.
-local function observe(lane, state, seconds)
-  local bound = '+Inf'
-  for _, b in ipairs(JOB_BUCKETS) do
-    if seconds <= b then bound = tostring(b); break end
-  end
-  local name = 'job_seconds|' .. lane .. '|' .. state .. '|'
-  redis.pcall('HINCRBY', KEY.stats, name .. bound, 1)
-  redis.pcall('HINCRBY', KEY.stats, name .. 'count', 1)
-  redis.pcall('HINCRBYFLOAT', KEY.stats, name .. 'sum', seconds)
-end
 
 local function count(d)
   redis.pcall('HINCRBY', KEY.stats, 'outcome:' .. d.state, 1)
@@ -50,7 +35,9 @@ local function count(d)
   if created and created > 0 then
     local seconds_since = tonumber(ARG.now) - created
     local _, _, lane = string.match(ARG.counter, '^(t)|(.*)|([^|]*)$')
-    if lane then observe(lane, d.state, math.max(0, seconds_since)) end
+    if lane then  -- the enqueue-to-outcome histogram of its lane and outcome
+      observe(KEY.stats, 'job_seconds|' .. lane .. '|' .. d.state, math.max(0, seconds_since))
+    end
     local kept = redis.call('LPUSH', KEY.latency, ARG.counter .. '|' .. seconds_since)
     if kept > 5100 then redis.call('LTRIM', KEY.latency, 0, 4999) end
   end
