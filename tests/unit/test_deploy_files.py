@@ -123,6 +123,10 @@ def test_the_sentinel_variant_reaches_redis_through_three_sentinels() -> None:
     env = override["worker"]["environment"]
     hosts, db, _ = sentinel_hosts(env["REDIS_URL"])
     assert hosts == [(f"sentinel-{i}", 26379) for i in (1, 2, 3)] and db == 0
+    # each Sentinel's learnt state (the current master) survives its restart, on its own volume
+    volumes = [override[f"sentinel-{i}"]["volumes"][0] for i in (1, 2, 3)]
+    assert len(set(volumes)) == 3 and all(v.endswith(":/data") for v in volumes)
+    assert "[ -f /data/sentinel.conf ] ||" in override["sentinel-1"]["command"]
     assert Settings(redis_url=env["REDIS_URL"],
                     redis_sentinel_master=env["REDIS_SENTINEL_MASTER"]).wait_replicas == 1
     assert override["callbacks"]["environment"] == env == override["flower"]["environment"]
