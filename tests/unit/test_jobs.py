@@ -204,6 +204,8 @@ def test_webhook_delivery_outcomes(store: Store) -> None:
     assert store.redis.zscore(k.webhooks_due, message) is None
     assert store.webhooks.redrive(message) == "redriven"
     assert store.redis.hget(k.webhook(message), "attempts") == b"2"
+    counted = store.redis.hmget(k.stats, ["webhook:retry", "webhook:dead", "webhook:delivered"])
+    assert counted == [b"1", b"1", None]  # astria_queue_webhook_attempts_total{result}
 
 
 def test_a_script_refuses_arguments_it_does_not_name(store: Store) -> None:

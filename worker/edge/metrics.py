@@ -7,6 +7,7 @@ where no receiver runs. Metric names start with `astria_queue_`:
     jobs_total{state,tenant,lane}            counter: enqueued, succeeded, failed, revoked
     jobs_cost_mc_total{tenant,lane}          counter: Astria's cost_mc of finished jobs
     failures_total{error}                    counter: failed jobs by error class
+    webhook_attempts_total{result}           counter: webhook attempts: delivered, retry, dead
     jobs_current{state}                      gauge: queued (not sent yet), at_astria, retrying
     job_seconds{lane,outcome}                histogram: enqueue to outcome (the SLO's figure)
     post_seconds{lane}                       histogram: enqueue to the job's first POST
@@ -92,10 +93,17 @@ class QueueCollector:
         yield cost
         failures = CounterMetricFamily("astria_queue_failures", "Failed jobs by error class",
                                        labels=["error"])
+        attempts = CounterMetricFamily("astria_queue_webhook_attempts",
+                                       "Webhook delivery attempts by result: delivered, retry "
+                                       "(to be tried again), dead (out of attempts)",
+                                       labels=["result"])
         for name, value in sorted(counters.items()):
             if name.startswith("error:"):
                 failures.add_metric([name.removeprefix("error:")], value)
+            elif name.startswith("webhook:"):
+                attempts.add_metric([name.removeprefix("webhook:")], value)
         yield failures
+        yield attempts
 
         current = GaugeMetricFamily("astria_queue_jobs_current", "Jobs now, by state",
                                     labels=["state"])

@@ -96,7 +96,7 @@ class WebhookStore:
         k = self._keys
         self._scripts.webhook_done(
             keys={"webhook": k.webhook(message_id), "webhooks_due": k.webhooks_due,
-                  "webhooks_dead": k.webhooks_dead},
+                  "webhooks_dead": k.webhooks_dead, "stats": k.stats},
             args={"message_id": message_id, "now": now, "result": result.value,
                   "next_at": next_at,
                   "error": error, "body": body.decode(), "destination_prefix": k.destination(""),

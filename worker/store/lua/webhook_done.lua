@@ -10,6 +10,7 @@
 -- KEYS[1] webhook
 -- KEYS[2] webhooks_due
 -- KEYS[3] webhooks_dead
+-- KEYS[4] stats            counts the attempt: `webhook:<result>` (delivered, retry, dead)
 -- ARGV[1] message_id
 -- ARGV[2] now
 -- ARGV[3] result             delivered | retry | dead
@@ -49,6 +50,7 @@ if dest then
     redis.call('EXPIRE', state, 86400)
   end
 end
+redis.pcall('HINCRBY', KEY.stats, 'webhook:' .. result, 1)
 redis.call('HSETNX', webhook, 'body', ARG.body)
 redis.call('HSETNX', webhook, 'first_attempt_at', now)
 redis.call('HINCRBY', webhook, 'attempts', 1)
