@@ -128,6 +128,10 @@ def test_metrics_are_prometheus_text_with_a_histogram_and_labels(
               for s in families["astria_queue_post_seconds"].samples  # type: ignore[attr-defined]
               if s.name.endswith("_count")}
     assert queued == {"normal": 2.0}  # each job's first POST, once
+    threads = {(s.labels["pool"], s.labels["state"]): s.value
+               for s in families["astria_queue_engine_threads"].samples}  # type: ignore[attr-defined]
+    assert threads[("astria", "total")] == 512 and threads[("webhook", "total")] == 16
+    assert ("copy", "total") not in threads  # no STORAGE_URL: no copy pool at work
     failures = families["astria_queue_failures"].samples  # type: ignore[attr-defined]
     assert [(s.labels, s.value) for s in failures] == [({"error": "PromptFailed"}, 1.0)]
     assert {s.labels["lane"] for s in families["astria_queue_backlog"].samples} == {  # type: ignore[attr-defined]

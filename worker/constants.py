@@ -216,6 +216,11 @@ class Keys:
         return f"{self.prefix}:engines"
 
     @property
+    def engine_threads(self) -> str:
+        """Hash: engine id -> its thread pools at its last beat, JSON {pool: [busy, size]}."""
+        return f"{self.prefix}:engines:threads"
+
+    @property
     def tenants(self) -> str:
         """Sorted set: tenant -> when it last registered a job (stats of idle tenants are
         pruned, `worker.store.housekeeping`)."""

@@ -37,4 +37,8 @@ def test_an_image_on_an_internal_address_is_not_fetched() -> None:
     from worker.flow.copies import CopyFailed, download
 
     with pytest.raises(CopyFailed, match="not public"):
-        download("http://127.0.0.1:9/_sim/images/1/0.jpg", 1024, allow_private=False)
+        download("http://127.0.0.1:9/_sim/images/1/0.jpg", 1024, allow_private=False,
+                 astria="https://api.astria.ai")
+    with pytest.raises(CopyFailed, match=r"127\.0\.0\.1:9: ConnectionError"):  # its own host
+        download("http://127.0.0.1:9/_sim/images/1/0.jpg", 1024, allow_private=False,
+                 astria="http://127.0.0.1:9")

@@ -14,6 +14,7 @@ where no receiver runs. Metric names start with `astria_queue_`:
     backlog{lane}                            gauge: jobs waiting in the lane's queue
     oldest_queued_seconds{lane}              gauge: age of the lane's oldest job not sent yet
     engines{state}                           gauge: engines beating (fresh) or not (stale)
+    engine_threads{pool,state}               gauge: their threads, busy and total, by pool
     astria_requests_total{method,status}     counter: by HTTP status, or "network"
     astria_request_seconds{method}           histogram: Astria request latency
     rate_limit_per_second{kind}              gauge: the limiter's current rate (submit, poll)
@@ -156,6 +157,14 @@ class QueueCollector:
         engines.add_metric(["fresh"], len(beats.fresh))
         engines.add_metric(["stale"], len(beats.stale))
         yield engines
+        threads = GaugeMetricFamily("astria_queue_engine_threads",
+                                    "Engine threads of the beating engines, by pool (astria, "
+                                    "webhook, copy) and state (busy, total)",
+                                    labels=["pool", "state"])
+        for pool, (busy, size) in sorted(beats.threads.items()):
+            threads.add_metric([pool, "busy"], busy)
+            threads.add_metric([pool, "total"], size)
+        yield threads
 
     @staticmethod
     def _histograms(counters: dict[str, float]) -> Iterable[Metric]:

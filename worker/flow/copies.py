@@ -57,12 +57,14 @@ def object_key(tenant: str, job_id: str, index: int, url: str) -> str:
     return f"{tenant}/{safe_id}/{index}{ext}"
 
 
-def download(url: str, limit: int, *, allow_private: bool) -> tuple[bytes, str]:
+def download(url: str, limit: int, *, allow_private: bool, astria: str = "") -> tuple[bytes, str]:
     """The image's bytes (at most `limit`) and content type. An image URL comes from Astria's
     answer, which is checked like anything from outside: unless WEBHOOK_ALLOW_PRIVATE_ADDRESSES,
-    its host must resolve to public addresses only (as a webhook's must), so an answer cannot
-    turn a worker on an internal service."""
-    if not allow_private and (problem := resolved_problem(url)):
+    or it is on the host of ASTRIA_BASE_URL (`astria`) itself, its host must resolve to public
+    addresses only (as a webhook's must), so an answer cannot turn a worker on an internal
+    service."""
+    trusted = allow_private or urlsplit(url).netloc == urlsplit(astria).netloc
+    if not trusted and (problem := resolved_problem(url)):
         raise CopyFailed(f"image {urlsplit(url).netloc}: {problem}")
     try:
         with requests.get(url, stream=True, timeout=(CONNECT_SECONDS, READ_SECONDS),
@@ -87,8 +89,9 @@ def copy_one(rt: Runtime, storage: Storage, key: str, url: str) -> StoredObject:
     found = storage.find(key)
     if found is not None:
         return found
-    data, content_type = download(url, rt.settings.storage_max_image_bytes,
-                                  allow_private=rt.settings.webhook_allow_private_addresses)
+    s = rt.settings
+    data, content_type = download(url, s.storage_max_image_bytes, astria=s.astria_base_url,
+                                  allow_private=s.webhook_allow_private_addresses)
     storage.put(key, data, content_type)
     written = storage.find(key)
     if written is None or (written.sha256, written.bytes) != (sha256_hex(data), len(data)):

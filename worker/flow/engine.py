@@ -175,7 +175,12 @@ class Engine:
         now = time.time()
         if now - self._beat_at >= HEARTBEAT_SECONDS:
             self._beat_at = now
-            self._rt.engines.beat(self.id, now)
+            with self._changed:
+                threads = {"astria": (self._astria.busy, self._astria.size),
+                           "webhook": (self._hooks.busy, self._hooks.size),
+                           **({"copy": (self._copies.busy, self._copies.size)}
+                              if self._copying else {})}
+            self._rt.engines.beat(self.id, now, threads)
             self._submit(self._astria, [Work("housekeeping", self._rt.housekeeping.run_if_due)])
 
     def _start(self, grant: Grant) -> None:
