@@ -25,6 +25,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import asdict
 from http import HTTPStatus
 from typing import Annotated, Any
 
@@ -105,10 +106,8 @@ class BatchView(BaseModel):
 
     @classmethod
     def of(cls, batch: Batch, jobs: list[str] | None = None) -> BatchView:
-        return cls(id=batch.id, size=batch.size, queued=batch.queued, waiting=batch.waiting,
-                   succeeded=batch.succeeded, failed=batch.failed, revoked=batch.revoked,
-                   cost_mc=batch.cost_mc, stored=batch.stored, created_at=batch.created_at,
-                   completed_at=batch.completed_at, jobs=jobs)
+        """The store's record (`worker.store.batches.Batch`) as the API shows it."""
+        return cls.model_validate({**asdict(batch), "jobs": jobs})
 
 
 def create_app(rt: Runtime | None = None) -> FastAPI:
