@@ -160,8 +160,11 @@ class Engine:
                           type(exc).__name__, failures, pause,
                           exc_info=not isinstance(exc, redis.ConnectionError))
                 grant = Grant([], "", pause)
-            if len(grant.units) < room and len(grant.webhooks) < hook_room and (
-                    len(grant.copies) < copy_room or not self._copying):
+            granted = ((len(grant.units), room), (len(grant.webhooks), hook_room),
+                       (len(grant.copies), copy_room))
+            if not any(given >= asked for given, asked in granted if asked):
+                # no pool with free threads got all it asked for: nothing more is due now (a
+                # full pool asked for nothing, and a freed thread wakes the loop)
                 delay = grant.wait if failures else min(grant.wait, tick)
                 with self._changed:
                     if not self._woken and not self._stopping:
