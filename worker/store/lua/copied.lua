@@ -31,7 +31,8 @@ if result == 'stored' then
   if redis.call('HSETNX', KEY.job, 'stored', ARG.stored) == 1 then
     redis.call('HDEL', KEY.job, 'copy_error')
     batch_count(KEY.job, {'stored', 1})
-    job_event(KEY.job, id, '{"type":"stored","at":' .. ARG.now .. ',"stored":' .. ARG.stored .. '}')
+    job_event(KEY.job, id, '{"type":"stored","at":' .. ARG.now .. ',"stored":' .. ARG.stored .. '}',
+              true)
   end
   return 1
 end

@@ -61,10 +61,5 @@ if room > 0 then
   end
 end
 
-local wait = 3600  -- with no free thread the caller looks again when one is freed
-local first = redis.call('ZRANGE', due, 0, 0, 'WITHSCORES')
-if room > #granted and #first > 0 then
-  wait = math.max(0, math.min(wait, tonumber(first[2]) - now))
-end
-table.insert(granted, 1, tostring(wait))
+table.insert(granted, 1, tostring(next_due_in(due, now, room - #granted)))
 return granted

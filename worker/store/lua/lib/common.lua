@@ -18,6 +18,14 @@ local function leased(leases, id, now)
   return tonumber(string.sub(v, string.find(v, '|', 1, true) + 1)) > now
 end
 
+-- Seconds until the first member of the due set `due` is due (at most 3600), for a caller that
+-- has threads to spare (`spare`); with none, 3600: it looks again when one is freed.
+local function next_due_in(due, now, spare)
+  local first = redis.call('ZRANGE', due, 0, 0, 'WITHSCORES')
+  if spare <= 0 or #first == 0 then return 3600 end
+  return math.max(0, math.min(3600, tonumber(first[2]) - now))
+end
+
 -- HSET of a list of field names and values (a script's ARG.fields), when it has any.
 local function hset_fields(key, fields)
   if #fields > 0 then redis.call('HSET', key, unpack(fields)) end

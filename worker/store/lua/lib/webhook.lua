@@ -18,6 +18,7 @@ end
 -- script names KEY job (the source's hash, when job_id is the source). A redriven job's
 -- webhook gets a message id of its own: its first one was delivered.
 local function queue_webhook(webhook_type, source, job_id, url)
+  if url == '' then return end  -- most jobs: no callback, nothing read
   local message = 'msg_' .. job_id
   if job_id == source then
     local redriven = redis.call('HGET', KEY.job, 'redriven')
