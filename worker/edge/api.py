@@ -40,6 +40,7 @@ from worker.edge.guards import BodyLimit, TokenRates
 from worker.edge.problems import Problem
 from worker.edge.waiting import RECHECK, Waiters
 from worker.errors import InvalidSpec
+from worker.flow import batching
 from worker.flow.accept import check, register
 from worker.flow.batching import open_batch
 from worker.flow.view import JobView, job_view
@@ -290,8 +291,7 @@ def create_app(rt: Runtime | None = None) -> FastAPI:
         """Cancel every member without an outcome (one not arrived yet is refused when it
         does); decided members keep theirs."""
         owned_batch(batch_id, tenant := tenant_of(authorization))
-        for job_id in runtime_.batches.members(batch_id):
-            runtime_.jobs.cancel(job_id, delete_prompt=delete_prompt)
+        batching.cancel_batch(runtime_, batch_id, delete_prompt=delete_prompt)
         return BatchView.of(owned_batch(batch_id, tenant))
 
     @app.get("/v1/batches/{batch_id}/events", response_class=EventSourceResponse,

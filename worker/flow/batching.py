@@ -64,3 +64,10 @@ def open_batch(rt: Runtime, specs: Sequence[Mapping[str, Any]], *, callback: str
         raise InvalidSpec(f"batch_id: {batch_id!r} is another batch's (another tenant's, or "
                           "other specs or callback)")
     return OpenBatch(batch_id, tenant, rt.batches.member_ids(batch_id, len(parsed)), parsed)
+
+
+def cancel_batch(rt: Runtime, batch_id: str, *, delete_prompt: bool = False) -> dict[str, str]:
+    """Cancel every member of the batch that has no outcome (one not arrived yet is refused when
+    it does); job id -> what the cancel said (its state after it)."""
+    return {job_id: rt.jobs.cancel(job_id, delete_prompt=delete_prompt)
+            for job_id in rt.batches.members(batch_id)}

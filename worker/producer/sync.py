@@ -16,6 +16,7 @@ from celery.result import AsyncResult
 
 from worker.broker.app import app
 from worker.constants import SUBMIT_TASK
+from worker.flow import batching
 from worker.flow.accept import check
 from worker.flow.batching import OpenBatch, open_batch
 from worker.runtime import runtime
@@ -59,9 +60,7 @@ def batch(batch_id: str) -> Batch | None:
 def cancel_batch(batch_id: str, *, delete_prompt: bool = False) -> dict[str, str]:
     """Cancel every member of the batch that has no outcome (one not arrived yet is refused when
     it does); job id -> what `cancel` said."""
-    jobs = runtime().jobs
-    return {job_id: jobs.cancel(job_id, delete_prompt=delete_prompt)
-            for job_id in runtime().batches.members(batch_id)}
+    return batching.cancel_batch(runtime(), batch_id, delete_prompt=delete_prompt)
 
 
 def job_result(job_id: str) -> AsyncResult:
