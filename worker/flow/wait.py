@@ -140,22 +140,23 @@ def _later(rt: Runtime, lease: Lease, job: Job, retry_after: float,
             return Ending(lease, job, outcomes.failure(PromptTimeout(
                 f"prompt {job.prompt_id} had no images after "
                 f"{rt.settings.astria_job_deadline_seconds:g}s (ASTRIA_JOB_DEADLINE_SECONDS)")))
-        if found - now <= rt.settings.astria_tune_recheck_seconds:  # training: the tune's pace
-            return NextPoll(lease, job, found, more, deadline=found)
-        deadline = moved = found
+        deadline = moved = found[0]
+        if found[1]:  # still training: looked at again at the tune's pace, not every poll
+            return NextPoll(lease, job, deadline, more, deadline=deadline)
     expected = rt.learnt.expected_generation_seconds()
     delay = max(next_poll_delay(rt.settings, job.lane, expected, job.polls + 1,
                                 now - job.submitted_at), retry_after)
     return NextPoll(lease, job, min(now + delay, deadline), more, deadline=moved)
 
 
-def _training_deadline(rt: Runtime, job: Job, now: float) -> float | TuneExpired | None:
+def _training_deadline(rt: Runtime, job: Job, now: float
+                       ) -> tuple[float, bool] | TuneExpired | None:
     """A prompt at its deadline may have waited for its tune's training (Astria starts it when
-    the training ends): its deadline counted from the tune's `trained_at` when that is later; a
-    look again in ASTRIA_TUNE_RECHECK_SECONDS while the tune trains (or Astria does not say), for
-    at most ASTRIA_TUNE_TRAINING_MAX_SECONDS after the POST; TuneExpired once the tune expired;
-    None when it has simply timed out. The tune is read once per tune and pace, by any worker
-    (`Learnt.tune`)."""
+    the training ends): (its new deadline, whether the tune still trains): counted from the
+    tune's `trained_at` when that is later; or, while the tune trains (or Astria does not say), a
+    look again in ASTRIA_TUNE_RECHECK_SECONDS, for at most ASTRIA_TUNE_TRAINING_MAX_SECONDS after
+    the POST. TuneExpired once the tune expired; None when it has simply timed out. The tune is
+    read once per tune and pace, by any worker (`Learnt.tune`)."""
     s = rt.settings
     tune = rt.learnt.tune(job.requested_tune_id)
     if tune is None:
@@ -173,10 +174,10 @@ def _training_deadline(rt: Runtime, job: Job, now: float) -> float | TuneExpired
                            f"prompt {job.prompt_id} had images")
     if tune and tune.trained_at:
         counted = tune.trained_at.timestamp() + s.astria_job_deadline_seconds
-        return counted if counted > now else None
+        return (counted, False) if counted > now else None
     if now - job.submitted_at >= s.astria_tune_training_max_seconds:
         return None
-    return now + s.astria_tune_recheck_seconds
+    return now + s.astria_tune_recheck_seconds, True
 
 
 def delete(rt: Runtime, lease: Lease, job: Job) -> None:
