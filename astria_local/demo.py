@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
 
@@ -28,6 +29,8 @@ from worker.producer import enqueue
 from worker.runtime import runtime
 from worker.settings import get_settings
 
+#: Tells one step of the demo: its text for people, its data for --json.
+Say = Callable[[str, dict[str, Any]], None]
 SIM_TUNES = {"checkpoint": 1001, "lora": 1002, "faceid": 1003}
 
 
@@ -78,15 +81,22 @@ def _describe(name: str, result: AsyncResult, elapsed: float) -> str:
     return f"FAIL {name}: {type(error).__name__}: {error} ({elapsed:.1f}s)"
 
 
-def run_demo(timeout: float = 300.0) -> int:
+def _print(text: str, data: dict[str, Any]) -> None:
+    print(text, flush=True)
+
+
+def run_demo(timeout: float = 300.0, say: Say = _print) -> int:
+    """Run the demo; `say(text, data)` tells each step (the CLI's --json prints `data`)."""
     with ExitStack() as stack:
         if not os.environ.get("REDIS_URL"):
             redis = stack.enter_context(ThrowawayRedis())
             os.environ["REDIS_URL"] = redis.url
-            print(f"REDIS_URL not set: started a throwaway Redis at {redis.url}")
+            say(f"REDIS_URL not set: started a throwaway Redis at {redis.url}",
+                {"event": "redis", "url": redis.url})
         if os.environ.get("ASTRIA_API_KEY"):
             tunes = _tunes_from_env()
-            print(f"ASTRIA_API_KEY set: using {os.environ.get('ASTRIA_BASE_URL', 'Astria')}")
+            base = os.environ.get("ASTRIA_BASE_URL", "https://api.astria.ai")
+            say(f"ASTRIA_API_KEY set: using {base}", {"event": "astria", "url": base})
         else:
             key = secrets.token_hex(8)
             sim = stack.enter_context(AstriaSimulator(SimConfig(
@@ -97,11 +107,13 @@ def run_demo(timeout: float = 300.0) -> int:
             os.environ.setdefault("ASTRIA_FIRST_POLL_SECONDS", "2")
             os.environ.setdefault("ASTRIA_POLL_INTERVAL", "1")
             tunes = SIM_TUNES
-            print(f"ASTRIA_API_KEY not set: started the Astria simulator at {sim.url}")
+            say(f"ASTRIA_API_KEY not set: started the Astria simulator at {sim.url}",
+                {"event": "simulator", "url": sim.url})
         if not os.environ.get("STORAGE_URL"):
             copies = stack.enter_context(tempfile.TemporaryDirectory(prefix="astria-copies-"))
             os.environ["STORAGE_URL"] = f"file://{copies}"
-            print(f"STORAGE_URL not set: durable copies of the images go to {copies}")
+            say(f"STORAGE_URL not set: durable copies of the images go to {copies}",
+                {"event": "storage", "path": copies})
         get_settings.cache_clear()
         runtime.cache_clear()
         worker = subprocess.Popen(
@@ -117,31 +129,40 @@ def run_demo(timeout: float = 300.0) -> int:
             try:
                 job_id = enqueue(spec)
             except InvalidSpec as exc:
-                print(f"enqueue() refused the {name} at once: {exc}")
-                print("       sending it by name anyway, as a producer in another language would")
+                say(f"enqueue() refused the {name} at once: {exc}\n       sending it by name "
+                    "anyway, as a producer in another language would",
+                    {"event": "refused", "name": name, "error": str(exc)})
                 job_id = app.send_task(SUBMIT_TASK, kwargs={"spec": spec}).id
-            print(f"enqueued {name}: job {job_id}")
+            say(f"enqueued {name}: job {job_id}", {"event": "enqueued", "name": name,
+                                                   "job_id": job_id})
             pending[job_id] = (name, AsyncResult(job_id, app=app))
 
         failures, succeeded = 0, []
         while pending and time.monotonic() - started < timeout:
             if worker.poll() is not None:
-                print(f"the worker exited with code {worker.returncode}")
+                say(f"the worker exited with code {worker.returncode}",
+                    {"event": "worker_exited", "code": worker.returncode})
                 return 1
             for job_id, (name, result) in list(pending.items()):
                 if result.ready():
-                    print(_describe(name, result, time.monotonic() - started))
+                    elapsed = time.monotonic() - started
+                    say(_describe(name, result, elapsed),
+                        {"event": "outcome", "name": name, "job_id": job_id,
+                         "state": result.state, "seconds": round(elapsed, 1),
+                         **({"outcome": result.result} if result.successful() else
+                            {"error": f"{type(result.result).__name__}: {result.result}"})})
                     failures += not result.successful() and name != "invalid spec"
                     if result.successful():
                         succeeded.append(job_id)
                     del pending[job_id]
             time.sleep(0.2)
         for name, _ in pending.values():
-            print(f"TIMEOUT {name}: no outcome within {timeout:.0f}s")
-        return 1 if pending or failures or not _copies_stored(succeeded, 60.0) else 0
+            say(f"TIMEOUT {name}: no outcome within {timeout:.0f}s",
+                {"event": "timeout", "name": name})
+        return 1 if pending or failures or not _copies_stored(succeeded, 60.0, say) else 0
 
 
-def _copies_stored(job_ids: list[str], timeout: float) -> bool:
+def _copies_stored(job_ids: list[str], timeout: float, say: Say) -> bool:
     """Wait for the succeeded jobs' durable copies (STORAGE_URL) and show where they are."""
     deadline = time.monotonic() + timeout
     jobs = runtime().jobs
@@ -150,11 +171,13 @@ def _copies_stored(job_ids: list[str], timeout: float) -> bool:
         if all(stored.values()):
             for job_id, raw in stored.items():
                 for copy in json.loads(raw):
-                    print(f"STORED job {job_id}: {copy['url']} ({copy['bytes']} bytes, "
-                          f"sha256 {copy['sha256'][:16]}...)")
+                    say(f"STORED job {job_id}: {copy['url']} ({copy['bytes']} bytes, "
+                        f"sha256 {copy['sha256'][:16]}...)",
+                        {"event": "stored", "job_id": job_id, **copy})
             return True
         time.sleep(0.2)
-    print(f"TIMEOUT copies: not all stored within {timeout:.0f}s")
+    say(f"TIMEOUT copies: not all stored within {timeout:.0f}s", {"event": "timeout",
+                                                                   "name": "copies"})
     return False
 
 

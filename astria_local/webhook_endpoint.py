@@ -27,6 +27,7 @@ class WebhookEndpoint:
         self.connections = self.open = self.most_open = 0
         self.attempts: Counter[str] = Counter()
         self.acknowledged: dict[str, Any] = {}
+        self.headers: dict[str, dict[str, str]] = {}  #: of each acknowledged webhook, lower-case
         self.bodies: defaultdict[str, set[bytes]] = defaultdict(set)
         self.bad_signatures = 0
         lock, endpoint = threading.Lock(), self
@@ -63,6 +64,8 @@ class WebhookEndpoint:
                 ok = endpoint.attempts[message] > endpoint.failures
                 if ok:
                     endpoint.acknowledged.setdefault(message, event)
+                    endpoint.headers.setdefault(
+                        message, {k.lower(): v for k, v in self.headers.items()})
                 self._answer(204 if ok else 500)
 
             def _answer(self, status: int) -> None:

@@ -8,12 +8,15 @@ or the account limit it is held to.
 
 from __future__ import annotations
 
+import contextlib
+import secrets
 import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from astria_local.otlp_sink import OtlpSink
 from astria_local.sim_limit import Counter as LimitCounter
 from astria_local.simulator import SimConfig
 from bench.run import Figures, Pool, Run
@@ -37,6 +40,9 @@ class Scenario:
     retry_after: bool = True  #: whether its 429s say when to come back
     stray_429: float = 0.0  #: share of POSTs answered 429 for no reason (counted in the share)
     tuned: bool = True  #: the bench's settings (rate limit out of the way); else the defaults
+    #: traced: each job sent with a traceparent, spans exported over OTLP/HTTP to a collector on
+    #: loopback (`astria_local.otlp_sink`)
+    tracing: bool = False
     baseline: str | None = None  #: the row (zero latency, no fault) whose makespan this one is
     #: compared with
     pool: Pool | None = None  #: None: the recommended command
@@ -61,6 +67,8 @@ ISSUE_4 = [
 REAL = [
     Scenario("gen 3 s, latency 250 ms", 2000, 3.0, latency=0.25, baseline="gen 3 s, polling"),
     Scenario("gen 3 s, latency 1 s", 2000, 3.0, latency=1.0, baseline="gen 3 s, polling"),
+    Scenario("gen 3 s, latency 250 ms, traced", 2000, 3.0, latency=0.25, tracing=True,
+             baseline="gen 3 s, latency 250 ms"),
     Scenario("1 answer in 5 takes 30 s, then 504", 300, 3.0, latency=0.25, slow_share=0.2,
              tuned=False),
     Scenario("account limit 5 POST/s", 300, 1.0, latency=0.25, account_limit=5.0, tuned=False),
@@ -90,14 +98,26 @@ SCENARIOS = {s.label: s for s in ISSUE_4 + REAL + ASTRIA_LIMITS}
 
 
 def run(url: str, sc: Scenario) -> Figures:
-    with Run(url, sc.sim(), sc.pool or RECOMMENDED, tuned=sc.tuned,
-             callbacks=sc.callbacks) as stack:
+    with contextlib.ExitStack() as cleanup:
+        env = {}
+        if sc.tracing:
+            sink = cleanup.enter_context(OtlpSink())
+            env = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url, "OTEL_SERVICE_NAME": "bench"}
+        stack = cleanup.enter_context(Run(url, sc.sim(), sc.pool or RECOMMENDED, tuned=sc.tuned,
+                                          callbacks=sc.callbacks, env=env))
         enqueued: dict[str, float] = {}
         started = time.time()
         for i in range(sc.jobs):
-            job = stack.send({"tune_id": 42, "text": f"bench {i}"})
+            headers = ({"traceparent": f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"}
+                       if sc.tracing else None)
+            job = stack.send({"tune_id": 42, "text": f"bench {i}"}, headers=headers)
             enqueued[job] = time.time()
-        return stack.measure(enqueued, started, sc.timeout)
+        figures = stack.measure(enqueued, started, sc.timeout)
+        if sc.tracing:
+            time.sleep(6)  # the exporters' last batch (every 5 s)
+            print(f"{sc.label}: {len(sink.spans)} spans exported, "
+                  f"{len(sink.spans) / sc.jobs:.1f} per job", flush=True)
+        return figures
 
 
 def _created(prompt: dict[str, Any]) -> float:

@@ -27,7 +27,8 @@ log = logging.getLogger("astria.accept")
 def submit_prompt(self: Any, *args: Any, **kwargs: Any) -> None:
     """Validate and register the job (its id is this task's id)."""
     try:
-        accept(runtime(), self.request.id, args, kwargs, message_expires=self.request.expires)
+        accept(runtime(), self.request.id, args, kwargs, message_expires=self.request.expires,
+               traceparent=self.request.get("traceparent"))
     except redis.RedisError as exc:
         # Not registered: Redis is away, out of memory (OOM under maxmemory), read-only after a
         # failover, ... Nothing is recorded and the message is not acknowledged: it goes back to

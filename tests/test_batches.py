@@ -45,13 +45,18 @@ def test_the_cli_batch_answers_once_and_resumes_without_sending_twice(
     assert counts["cost_mc"] > 0
 
     again = stack.cli("batch", str(specs), "--callback", hooks.url, "--batch-id", batch_id,
-                      "--timeout", "60", check=False)  # a resume: everything is there
-    assert "18 succeeded, 1 failed, 0 unfinished" in again.stdout
+                      "--timeout", "60", "--json", check=False)  # a resume: all is there
+    assert [json.loads(line) for line in again.stdout.splitlines()] == [
+        {"batch_id": batch_id, "jobs": 19},
+        {"batch_id": batch_id, "succeeded": 18, "failed": 1, "unfinished": 0,
+         "out": str(specs.with_suffix(".out.jsonl"))}]
     texts = [prompt["text"] for prompt in stack.sim_json("/_sim/prompts")]
     assert len(texts) == len(set(texts)) == 19  # nothing sent twice
     assert list(hooks.acknowledged) == [message]
     other = stack.cli("batch", str(specs), "--batch-id", batch_id, check=False)
     assert other.returncode == 1 and "is another batch's" in other.stderr  # no callback now
+    other = stack.cli("--json", "batch", str(specs), "--batch-id", batch_id, check=False)
+    assert other.returncode == 1 and "is another batch's" in json.loads(other.stderr)["error"]
 
 
 def test_the_api_creates_reads_streams_and_cancels_a_batch(

@@ -3,6 +3,7 @@ failing ends, and an engine that stopped beating is reported by both health chec
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable
@@ -23,6 +24,8 @@ def test_an_unreadable_job_record_stops_no_other_job(stack: Stack) -> None:
     wait_for(lambda: len(terminal_states(stack.redis, jobs)) == 10, 60, "10 jobs")
     assert "its record cannot be read" in stack.worker_logs()
     assert stack.cli("health").stdout.startswith("OK redis, 1 worker(s), 1 engine(s) beating")
+    assert json.loads(stack.cli("health", "--json").stdout) == {
+        "ok": True, "workers": 1, "engines": 1, "notes": []}
 
 
 def test_a_job_whose_steps_keep_failing_ends_with_an_internal_error(

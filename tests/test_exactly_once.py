@@ -86,7 +86,8 @@ def test_dead_letters_are_kept_listed_and_redriven(make_stack: Callable[..., Sta
     assert dead[0]["error"] == "AstriaUnavailable" and dead[0]["post_attempts"] == 2
 
     stack.sim.config.fault_429 = 0.0
-    assert cli(stack, "dead", "redrive", job).strip() == f"{job}: redriven"
+    assert json.loads(cli(stack, "dead", "redrive", job, "--json")) == {
+        "job_id": job, "result": "redriven"}
     assert stack.outcome(job)["images"]
     assert stack.sim.counters["created"] == 1
     assert cli(stack, "dead", "list") == ""

@@ -149,6 +149,7 @@ class Job:
     stored: str  #: its images' durable copies, JSON (worker.flow.copies), '' before
     copy_attempts: int
     copy_error: str  #: what the last failed attempt at its copies got
+    traceparent: str  #: its trace's register span, W3C (worker.net.tracing); '' when untraced
 
     @cached_property
     def spec(self) -> dict[str, Any]:
@@ -233,6 +234,7 @@ class Job:
             stored=f.get("stored", ""),
             copy_attempts=whole("copy_attempts"),
             copy_error=f.get("copy_error", ""),
+            traceparent=f.get("traceparent", ""),
         )
 
 

@@ -12,6 +12,7 @@ from worker.constants import Keys
 from worker.errors import ConfigError
 from worker.net.egress import Egress
 from worker.net.storage import Storage, open_storage
+from worker.net.tracing import Tracing
 from worker.settings import Settings, get_settings
 from worker.store.batches import Batches
 from worker.store.channels import Channels
@@ -65,6 +66,11 @@ class Runtime:
         """The Astria client (needs ASTRIA_API_KEY; producers and the CLI mostly do not)."""
         return AstriaClient(self.settings, self.stats, self.dispatcher.reports,
                             self._astria_transport)
+
+    @cached_property
+    def tracing(self) -> Tracing:
+        """Traces of jobs (OTEL_*), set up on first use: a producer never needs them."""
+        return Tracing(self.settings.tracing_on)
 
     @cached_property
     def egress(self) -> Egress:

@@ -188,6 +188,13 @@ class Settings(BaseSettings):
     key_prefix: str = Field("astria", pattern=r"^[A-Za-z0-9_.:-]+$")
     #: Celery task events from the start; Flower switches them on by itself when it connects.
     worker_task_events: bool = False
+    # Traces: OpenTelemetry's own variables turn them on (worker.net.tracing); the SDK reads the
+    # rest (OTEL_SERVICE_NAME, OTEL_EXPORTER_OTLP_HEADERS, OTEL_TRACES_SAMPLER, ...) itself.
+    otel_sdk_disabled: bool = False
+    otel_traces_exporter: str = ""
+    otel_exporter_otlp_endpoint: str = ""
+    otel_exporter_otlp_traces_endpoint: str = ""
+
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -279,6 +286,14 @@ class Settings(BaseSettings):
     def storage_url_for(self, tenant: str) -> str | None:
         """Where a tenant's durable copies go: its own (TENANTS_FILE), else STORAGE_URL."""
         return self._tenants.storage_url(tenant) or self.storage_url
+
+    @property
+    def tracing_on(self) -> bool:
+        """Whether OTEL_* asks for traces (an exporter other than none, or an OTLP endpoint)."""
+        exporter = self.otel_traces_exporter.strip().lower()
+        return not self.otel_sdk_disabled and exporter != "none" and bool(
+            exporter or self.otel_exporter_otlp_endpoint
+            or self.otel_exporter_otlp_traces_endpoint)
 
     @property
     def copies_on(self) -> bool:

@@ -206,6 +206,11 @@ def test_webhook_delivery_outcomes(store: Store) -> None:
     assert store.redis.hget(k.webhook(message), "attempts") == b"2"
     counted = store.redis.hmget(k.stats, ["webhook:retry", "webhook:dead", "webhook:delivered"])
     assert counted == [b"1", b"1", None]  # astria_queue_webhook_attempts_total{result}
+    assert store.redis.hget(k.stats, "webhook_seconds|job.succeeded|count") is None
+    done(Delivery.DELIVERED)  # astria_queue_webhook_seconds{type}: its event to its delivery
+    observed = store.redis.hmget(k.stats, ["webhook_seconds|job.succeeded|count",
+                                           "webhook_seconds|job.succeeded|1"])
+    assert observed == [b"1", b"1"]
 
 
 def test_a_script_refuses_arguments_it_does_not_name(store: Store) -> None:

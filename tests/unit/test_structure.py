@@ -154,7 +154,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("worker.flow",),  # a job's life
     ("worker.edge",),  # what listens: receiver, metrics, health
     ("worker.broker",),  # Celery
-    ("worker", "worker.producer", "worker.cli", "worker.cli_dead", "worker.cli_jobs", "tasks",
+    ("worker", "worker.producer", "worker.cli", "tasks",
      "astria_local"),
 )
 

@@ -24,6 +24,7 @@ from urllib3.exceptions import MaxRetryError, NewConnectionError
 
 from worker.astria.prompt import MAX_PROMPTS, Prompt, Tune, read_prompt
 from worker.errors import AstriaError, AstriaRejected, AstriaUnavailable
+from worker.net.tracing import note
 from worker.records import RequestKind
 from worker.settings import Settings
 
@@ -205,6 +206,7 @@ class AstriaClient:
             retry_after = exc.retry_after if isinstance(exc, TransientError) else None
             raise
         finally:
+            note(**{"http.request.method": method, "astria_queue.answer": outcome})
             if self._stats:
                 self._stats.request(kind, method, outcome, time.monotonic() - started)
             if self._reports and outcome != "network":

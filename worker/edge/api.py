@@ -5,9 +5,10 @@ Every request carries `Authorization: Bearer <token>`; the token's sha256 names 
 TENANTS_FILE (without a file there are no tokens, and every request is 401). A job is checked as
 `enqueue` checks it and registered directly in the job store (no broker hop): the `202` means it
 is durably queued, and a refused job leaves nothing. Another tenant's job is a 404, as one that
-does not exist. Errors are RFC 9457 problems (`worker.edge.problems`).
+does not exist. Errors are RFC 9457 problems (`worker.edge.problems`). A W3C `traceparent`
+header on a POST makes the job's spans its children (`worker.net.tracing`).
 
-    POST   /v1/jobs            the spec; Idempotency-Key, Prefer: wait=N (N <= 60)
+    POST   /v1/jobs            the spec; Idempotency-Key, Prefer: wait=N (N <= 60), traceparent
     GET    /v1/jobs/{id}       state, lane, prompt ids, attempts, the outcome once decided
     GET    /v1/jobs/{id}/events  its events as server-sent events (Last-Event-ID resumes)
     DELETE /v1/jobs/{id}       cancel (?delete_prompt=true also deletes its prompt at Astria)
@@ -170,7 +171,8 @@ def create_app(rt: Runtime | None = None) -> FastAPI:
     def post_by(spec: PromptSpec) -> float:
         return time.time() + spec.expires_in if spec.expires_in else 0.0
 
-    def enqueue(tenant: str, spec: dict[str, Any], idempotency_key: str | None) -> str:
+    def enqueue(tenant: str, spec: dict[str, Any], idempotency_key: str | None,
+                traceparent: str | None) -> str:
         spec = as_tenants(tenant, spec)
         if idempotency_key is not None:
             if spec.get("idempotency_key", idempotency_key) != idempotency_key:
@@ -180,7 +182,8 @@ def create_app(rt: Runtime | None = None) -> FastAPI:
         try:
             parsed: PromptSpec = check(runtime_, spec)
             job_id = str(uuid.uuid4())
-            registration = register(runtime_, job_id, parsed, post_by=post_by(parsed))
+            registration = register(runtime_, job_id, parsed, post_by=post_by(parsed),
+                                    traceparent=traceparent)
             if registration.kind is Registered.TOO_MANY:
                 raise InvalidSpec(f"idempotency_key: {s.idempotency_max_followers} jobs already "
                                   "wait on this key's prompt (IDEMPOTENCY_MAX_FOLLOWERS)")
@@ -199,10 +202,11 @@ def create_app(rt: Runtime | None = None) -> FastAPI:
         authorization: Annotated[str | None, Header()] = None,
         idempotency_key: Annotated[str | None, Header(max_length=256)] = None,
         prefer: Annotated[str | None, Header(max_length=256)] = None,
+        traceparent: Annotated[str | None, Header(max_length=256)] = None,
     ) -> Response:
         tenant = tenant_of(authorization)
         wait = _wait_preference(prefer)
-        job_id = await run_in_threadpool(enqueue, tenant, spec, idempotency_key)
+        job_id = await run_in_threadpool(enqueue, tenant, spec, idempotency_key, traceparent)
         location = {"Location": f"/v1/jobs/{job_id}"}
         if wait and await waiters.decided(job_id, wait):
             job = await run_in_threadpool(runtime_.jobs.load, job_id)
@@ -254,7 +258,7 @@ def create_app(rt: Runtime | None = None) -> FastAPI:
             raise Problem(404, "not-found", f"id: no batch {batch_id!r} of tenant {tenant!r}")
         return batch
 
-    def enqueue_batch(tenant: str, request: BatchRequest) -> BatchView:
+    def enqueue_batch(tenant: str, request: BatchRequest, traceparent: str | None) -> BatchView:
         specs = [as_tenants(tenant, spec, f"specs[{n}].") for n, spec in enumerate(request.specs)]
         try:
             opened = open_batch(runtime_, specs, callback=request.callback,
@@ -262,18 +266,20 @@ def create_app(rt: Runtime | None = None) -> FastAPI:
         except InvalidSpec as exc:
             raise problems.invalid_spec(exc) from None
         for job_id, spec in zip(opened.job_ids, opened.specs, strict=True):
-            register(runtime_, job_id, spec, post_by=post_by(spec), batch_id=opened.id)
+            register(runtime_, job_id, spec, post_by=post_by(spec), batch_id=opened.id,
+                     traceparent=traceparent)
         return BatchView.of(owned_batch(opened.id, tenant), opened.job_ids)
 
     @app.post("/v1/batches", status_code=202, response_model=BatchView,
               responses={**COMMON, **_problems(403)})
-    async def create_batch(request: BatchRequest,
-                           authorization: Annotated[str | None, Header()] = None) -> Response:
+    async def create_batch(
+            request: BatchRequest, authorization: Annotated[str | None, Header()] = None,
+            traceparent: Annotated[str | None, Header(max_length=256)] = None) -> Response:
         """Check every spec (nothing is stored when one is refused), create the batch and queue
         its members (`jobs[n]` is `specs[n]`); the same `batch_id` and specs again resume an
         interrupted request."""
         tenant = tenant_of(authorization)
-        view = await run_in_threadpool(enqueue_batch, tenant, request)
+        view = await run_in_threadpool(enqueue_batch, tenant, request, traceparent)
         return JSONResponse(view.model_dump(mode="json"), status_code=202,
                             headers={"Location": f"/v1/batches/{view.id}"})
 

@@ -8,6 +8,7 @@ where no receiver runs. Metric names start with `astria_queue_`:
     jobs_cost_mc_total{tenant,lane}          counter: Astria's cost_mc of finished jobs
     failures_total{error}                    counter: failed jobs by error class
     webhook_attempts_total{result}           counter: webhook attempts: delivered, retry, dead
+    webhook_seconds{type}                    histogram: a webhook's event to its delivery
     jobs_current{state}                      gauge: queued (not sent yet), at_astria, retrying
     job_seconds{lane,outcome}                histogram: enqueue to outcome (the SLO's figure)
     post_seconds{lane}                       histogram: enqueue to the job's first POST
@@ -168,13 +169,16 @@ class QueueCollector:
 
     @staticmethod
     def _histograms(counters: dict[str, float]) -> Iterable[Metric]:
-        """Enqueue-to-outcome time by lane and outcome (the SLO's own figure) and enqueue to
-        the first POST by lane (the wait in the queue), as lib/histogram.lua keeps them."""
+        """Enqueue-to-outcome time by lane and outcome (the SLO's own figure), enqueue to the
+        first POST by lane (the wait in the queue) and event to webhook delivery by type, as
+        lib/histogram.lua keeps them."""
         for metric, labels, help_text in (
                 ("astria_queue_job_seconds", ["lane", "outcome"],
                  "Seconds from enqueue to outcome"),
                 ("astria_queue_post_seconds", ["lane"],
-                 "Seconds from enqueue to the job's first POST")):
+                 "Seconds from enqueue to the job's first POST"),
+                ("astria_queue_webhook_seconds", ["type"],
+                 "Seconds from a webhook's event to its delivery (2xx)")):
             field = metric.removeprefix("astria_queue_")
             histogram = HistogramMetricFamily(metric, help_text, labels=labels)
             series = sorted({tuple(name.split("|")[1:-1]) for name in counters

@@ -31,6 +31,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from worker.edge import health, metrics
+from worker.net.tracing import note
 from worker.runtime import runtime
 
 log = logging.getLogger("astria.receiver")
@@ -102,7 +103,8 @@ def callback(environ: dict[str, Any], start_response: StartResponse) -> list[byt
     except BodyTooLarge:
         return _json(start_response, "413 Payload Too Large", {"error": "body too large"})
     token = parse_qs(environ.get("QUERY_STRING", "")).get("token", [""])[0]
-    jobs = runtime().jobs
+    rt = runtime()
+    jobs = rt.jobs
     job_id = jobs.job_for_token(token) if 0 < len(token) <= MAX_TOKEN else None
     if job_id is None:
         return _json(start_response, "404 Not Found", {"error": "unknown token"})
@@ -110,7 +112,10 @@ def callback(environ: dict[str, Any], start_response: StartResponse) -> list[byt
     if prompt_id is None:
         return _json(start_response, "400 Bad Request",
                      {"error": 'expected {"prompt": {"id": <integer>, ...}}'})
-    state = jobs.callback(job_id, prompt_id)
+    traced = [(job_id, jobs.load(job_id).traceparent)] if rt.tracing.on else []
+    with rt.tracing.spans("astria_queue.callback", traced):
+        state = jobs.callback(job_id, prompt_id)
+        note(**{"astria_queue.prompt_id": prompt_id, "astria_queue.callback": state})
     log.info("callback for job %s: %s", job_id, state,
              extra={"job_id": job_id, "prompt_id": prompt_id})
     return _json(start_response, "200 OK", {"ok": True, "state": state})

@@ -22,6 +22,7 @@ from typing import Any
 from worker.astria.routing import route
 from worker.errors import InvalidSpec
 from worker.net.addresses import resolved_problem
+from worker.net.tracing import valid
 from worker.runtime import Runtime
 from worker.spec import BATCH_ID, BATCH_ID_RULE, PromptSpec, parse_spec
 from worker.store.types import Registered, Registration
@@ -100,7 +101,9 @@ def check(rt: Runtime, raw_spec: Any) -> PromptSpec:
 
 
 def accept(rt: Runtime, job_id: str, args: Any, kwargs: Any, *,
-           message_expires: Any = None) -> None:
+           message_expires: Any = None, traceparent: Any = None) -> None:
+    """Register the job of a message (its `traceparent` header, when valid, is its trace's
+    parent), or record why it cannot be."""
     raw_spec = kwargs.get("spec") if isinstance(kwargs, dict) else None
     batch_id = ""
     try:
@@ -109,7 +112,8 @@ def accept(rt: Runtime, job_id: str, args: Any, kwargs: Any, *,
         spec = _parse(rt, raw_spec)
         route(rt.settings, spec, rt.learnt.known_route(spec.tune_id))  # e.g. a second LoRA
         post_by = _post_by(spec.expires_in, message_expires, time.time())
-        registration = register(rt, job_id, spec, post_by=post_by, batch_id=batch_id)
+        registration = register(rt, job_id, spec, post_by=post_by, batch_id=batch_id,
+                                traceparent=traceparent)
         if registration.kind is Registered.TOO_MANY:
             raise InvalidSpec(f"idempotency_key: {rt.settings.idempotency_max_followers} jobs "
                               "already wait on this key's prompt (IDEMPOTENCY_MAX_FOLLOWERS)")
@@ -135,9 +139,13 @@ def record_revoked_message(rt: Runtime, job_id: str, args: Any, kwargs: Any,
 
 
 def register(rt: Runtime, job_id: str, spec: PromptSpec, *, post_by: float = 0.0,
-             revoked_reason: str = "revoked", batch_id: str = "") -> Registration:
+             revoked_reason: str = "revoked", batch_id: str = "",
+             traceparent: Any = None) -> Registration:
+    """Register a valid job; with tracing on, its register span (a child of the producer's
+    `traceparent` when valid: `worker.net.tracing`) is kept with it."""
     registration = rt.registrations.register(  # a new job wakes the engines (pub/sub)
-        job_id, spec, post_by=post_by, revoked_reason=revoked_reason, batch_id=batch_id)
+        job_id, spec, post_by=post_by, revoked_reason=revoked_reason, batch_id=batch_id,
+        traceparent=rt.tracing.job_context(valid(traceparent)))
     if registration.kind is Registered.FOLLOWER:
         log.info("job %s follows job %s (same idempotency_key)", job_id, registration.leader,
                  extra={"job_id": job_id})

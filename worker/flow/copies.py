@@ -33,7 +33,8 @@ import requests
 from worker.errors import AstriaQueueError
 from worker.net.addresses import resolved_problem
 from worker.net.storage import Storage, StoredObject, sha256_hex
-from worker.records import Succeeded
+from worker.net.tracing import note
+from worker.records import Job, Succeeded
 from worker.runtime import Runtime
 from worker.store.copies import Copied
 
@@ -100,8 +101,15 @@ def copy_one(rt: Runtime, storage: Storage, key: str, url: str) -> StoredObject:
 
 
 def copy(rt: Runtime, job_id: str) -> None:
-    """Copy the job's images (see the module docstring) and record how it went."""
+    """Copy the job's images (see the module docstring) and record how it went: traced, in a
+    span of its job's trace."""
     job = rt.jobs.load(job_id)
+    with rt.tracing.spans("astria_queue.copy", [(job.id, job.traceparent)]):
+        _copy(rt, job)
+
+
+def _copy(rt: Runtime, job: Job) -> None:
+    job_id = job.id
     if job.stored or not isinstance(job.outcome, Succeeded):  # done, or nothing to copy
         rt.copies.done(job_id, Copied.STORED, stored=json.loads(job.stored or "[]"))
         return
@@ -118,6 +126,7 @@ def copy(rt: Runtime, job_id: str) -> None:
     except Exception as exc:  # the store, the image's host, the disk: all retried
         attempt = job.copy_attempts + 1
         error = str(exc) if isinstance(exc, CopyFailed) else type(exc).__name__
+        note(**{"error.type": type(exc).__name__, "astria_queue.copy_attempt": attempt})
         dead = attempt >= rt.settings.storage_copy_attempts
         delay = min(MAX_RETRY_SECONDS, FIRST_RETRY_SECONDS * 2 ** (attempt - 1))
         rt.copies.done(job_id, Copied.DEAD if dead else Copied.RETRY, error=error,

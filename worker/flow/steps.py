@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 from worker.errors import InternalError, InvalidSpec
@@ -87,6 +87,26 @@ def _step(kind: RequestKind, job: Job) -> Step | None:
     return _retire
 
 
+#: The span a step's work is traced as (`worker.net.tracing`): those that make a request.
+SPANS: dict[Step, str] = {submit.reconcile: "astria_queue.reconcile",
+                          _poll_one: "astria_queue.poll", wait.delete: "astria_queue.delete"}
+
+
+def _in_spans(rt: Runtime, name: str, jobs: list[tuple[str, str]],
+              call: Callable[[], object]) -> object:
+    with rt.tracing.spans(name, jobs):
+        return call()
+
+
+def _traced(rt: Runtime, name: str | None, work: Work) -> Work:
+    """With tracing on, the work runs in one span `name` for each job it holds, a child of
+    that job's trace."""
+    if not (name and rt.tracing.on):
+        return work
+    jobs = [(job.id, job.traceparent) for _, job in work.holds]
+    return replace(work, call=partial(_in_spans, rt, name, jobs, work.call))
+
+
 def plan(rt: Runtime, grant: Grant) -> tuple[list[Work], list[Work], list[Work]]:
     """The grant's work: for the Astria threads, the webhook threads and the copy threads. Its
     jobs are loaded in one round trip and its POSTs recorded in another
@@ -104,9 +124,11 @@ def plan(rt: Runtime, grant: Grant) -> tuple[list[Work], list[Work], list[Work]]
         elif step is _poll_one and unit.kind is RequestKind.POLL and job.prompt_id:
             polls.setdefault(job.tune_id, []).append((lease, job))
         else:
-            work.append(Work(f"job {job.id}", partial(step, rt, lease, job), ((lease, job),)))
-    work += [Work(f"polls of {len(group)} jobs", partial(wait.poll, rt, group), tuple(group))
-             for group in polls.values()]
+            work.append(_traced(rt, SPANS.get(step), Work(
+                f"job {job.id}", partial(step, rt, lease, job), ((lease, job),))))
+    work += [_traced(rt, "astria_queue.poll", Work(
+        f"polls of {len(group)} jobs", partial(wait.poll, rt, group), tuple(group)))
+        for group in polls.values()]
     planned = []
     for lease, job in posts:
         try:
@@ -114,9 +136,9 @@ def plan(rt: Runtime, grant: Grant) -> tuple[list[Work], list[Work], list[Work]]
         except InvalidSpec as exc:
             work.append(Work(f"job {job.id}", partial(submit.refuse, rt, lease, job, exc),
                              ((lease, job),)))
-    work += [Work(f"job {lease.job_id}", partial(submit.send, rt, lease, ready),
-                  ((lease, ready.job),))
-             for lease, ready in submit.record_posts(rt, planned)]
+    work += [_traced(rt, "astria_queue.post", Work(
+        f"job {lease.job_id}", partial(submit.send, rt, lease, ready), ((lease, ready.job),)))
+        for lease, ready in submit.record_posts(rt, planned)]
     hooks = [Work(f"webhook {message_id}", partial(webhooks.deliver, rt, message_id))
              for message_id in grant.webhooks]
     copying = [Work(f"copies of job {job_id}", partial(copies.copy, rt, job_id))

@@ -44,9 +44,11 @@ from standardwebhooks import Webhook as Signer
 
 from worker.astria.retry import next_attempt_in, webhook_policy
 from worker.errors import AstriaQueueError
+from worker.net.tracing import current_traceparent, note
 from worker.records import Failed, Outcome, Succeeded
 from worker.runtime import Runtime
 from worker.store.types import Delivery
+from worker.store.webhooks import Webhook
 
 log = logging.getLogger("astria.webhooks")
 
@@ -92,8 +94,15 @@ def verify(headers: Mapping[str, str], body: bytes | str, secret: str) -> Any:
 
 def deliver(rt: Runtime, message_id: str) -> None:
     """One delivery attempt of a queued webhook (`worker.net.egress`: checked address, total
-    deadline, a few KiB of answer); the result goes back to Redis."""
-    hook = rt.webhooks.load(message_id)
+    deadline, a few KiB of answer); the result goes back to Redis. Traced, the attempt is a
+    span of its job's trace and carries that span's `traceparent` to the producer."""
+    hook = rt.webhooks.load(message_id, traced=rt.tracing.on)
+    with rt.tracing.spans("astria_queue.webhook",
+                          [(hook.job_id, hook.traceparent)] if hook else []):
+        _attempt(rt, message_id, hook)
+
+
+def _attempt(rt: Runtime, message_id: str, hook: Webhook | None) -> None:
     now = time.time()
     body = hook.body if hook else b""
     if hook and not body and hook.outcome is not None:
@@ -113,8 +122,13 @@ def deliver(rt: Runtime, message_id: str) -> None:
         result = Delivery.DEAD
         error = "its retry window ended while its destination was held back"
     else:
-        answer = rt.egress.post(hook.url, body, signed_headers(secrets, message_id, body, now),
+        headers = signed_headers(secrets, message_id, body, now)
+        if rt.tracing.on and (traceparent := current_traceparent()):
+            headers["traceparent"] = traceparent
+        answer = rt.egress.post(hook.url, body, headers,
                                 deadline=rt.settings.webhook_timeout_seconds)
+        note(**{"http.response.status_code": answer.status or 0, "astria_queue.webhook_id":
+                message_id})
         error, result, answered = answer.error, Delivery.DELIVERED, answer.status is not None
         if answer.refused:
             result = Delivery.DEAD

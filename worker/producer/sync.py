@@ -19,6 +19,7 @@ from worker.constants import SUBMIT_TASK
 from worker.flow import batching
 from worker.flow.accept import check
 from worker.flow.batching import OpenBatch, open_batch
+from worker.net.tracing import caller_traceparent
 from worker.runtime import runtime
 from worker.spec import PromptSpec
 from worker.store.batches import Batch
@@ -32,10 +33,17 @@ def check_spec(spec: Any) -> PromptSpec:
 def enqueue(spec: Mapping[str, Any]) -> str:
     """Validate the spec (`check_spec`), send it, return the job id.
 
-    A spec with `expires_in` also sets Celery's own `expires` on the message."""
+    A spec with `expires_in` also sets Celery's own `expires` on the message; a caller inside
+    an OpenTelemetry span sends it as the `traceparent` header (the job's spans are its
+    children: `worker.net.tracing`)."""
     parsed = check_spec(spec)
     return str(app.send_task(SUBMIT_TASK, kwargs={"spec": dict(spec)},
-                             expires=parsed.expires_in).id)
+                             expires=parsed.expires_in, headers=_trace_headers()).id)
+
+
+def _trace_headers() -> dict[str, str] | None:
+    traceparent = caller_traceparent()
+    return {"traceparent": traceparent} if traceparent else None
 
 
 def enqueue_batch(specs: Sequence[Mapping[str, Any]], *, callback: str | None = None,
@@ -46,9 +54,10 @@ def enqueue_batch(specs: Sequence[Mapping[str, Any]], *, callback: str | None = 
     `batch_id` and specs resumes an interrupted send (members already sent are not sent twice).
     """
     opened = open_batch(runtime(), specs, callback=callback, batch_id=batch_id)
+    headers = _trace_headers()
     for job_id, raw, spec in zip(opened.job_ids, specs, opened.specs, strict=True):
         app.send_task(SUBMIT_TASK, task_id=job_id, expires=spec.expires_in,
-                      kwargs={"spec": dict(raw), "batch_id": opened.id})
+                      kwargs={"spec": dict(raw), "batch_id": opened.id}, headers=headers)
     return opened
 
 

@@ -82,8 +82,10 @@ class Registrations:
         self._jobs = jobs
 
     def register(self, job_id: str, spec: PromptSpec, *, post_by: float = 0.0,
-                 revoked_reason: str = "revoked", batch_id: str = "") -> Registration:
-        """Create the job once (see the module docstring), a member of `batch_id` when given;
+                 revoked_reason: str = "revoked", batch_id: str = "",
+                 traceparent: str = "") -> Registration:
+        """Create the job once (see the module docstring), a member of `batch_id` when given,
+        its spans children of `traceparent` when given;
         TOO_MANY when the idempotency key has IDEMPOTENCY_MAX_FOLLOWERS followers already,
         NOT_MEMBER when the batch was not created with this job of this tenant (nothing is
         stored)."""
@@ -98,6 +100,8 @@ class Registrations:
                   "post_attempts": 0, "polls": 0}
         if spec.webhook_events:  # lua/lib/job_event.lua: ',queued,waiting,'
             fields["webhook_events"] = f",{','.join(spec.webhook_events)},"
+        if traceparent:
+            fields["traceparent"] = traceparent
         idem = (k.idempotency(spec.tenant, spec.idempotency_key) if spec.idempotency_key
                 else k.job(job_id))
         # what a job cancelled before it arrived is decided with (register.lua, lib/decide.lua)

@@ -57,6 +57,7 @@ class Webhook:
     outcome: Outcome | None  #: the job's outcome, to build the body of a first attempt
     finished_at: float
     data: dict[str, Any] | None = None  #: a batch's or a job event's webhook: its `data`
+    traceparent: str = ""  #: its job's (`Job.traceparent`), where it was read
 
 
 class WebhookStore:
@@ -67,27 +68,33 @@ class WebhookStore:
         self._scripts = scripts
         self._retention = retention
 
-    def load(self, message_id: str) -> Webhook | None:
-        """The webhook and, before its first attempt, its job's outcome; None when gone."""
+    def load(self, message_id: str, *, traced: bool = False) -> Webhook | None:
+        """The webhook and, before its first attempt, its job's outcome; None when gone. With
+        `traced`, its job's traceparent too (one more read for a batch's or an event's)."""
         raw = self._redis.hgetall(self._keys.webhook(message_id))
         if not raw:
             return None
         hook = {as_text(k): as_text(v) for k, v in raw.items()}
+        job_key = self._keys.job(hook.get("job_id", ""))
+        traceparent = ""
         if "data" in hook:  # a batch's or a job event's holds what it needs (lib/batch.lua,
             # lib/job_event.lua)
             tenant, outcome, at = hook.get("tenant", ""), None, hook.get("finished_at")
+            if traced and hook.get("job_id"):
+                traceparent = as_text(self._redis.hget(job_key, "traceparent") or b"")
         else:
             pipe = self._redis.pipeline(transaction=False)
-            pipe.hget(self._keys.job(hook.get("job_id", "")), "tenant")
+            pipe.hmget(job_key, ["tenant", "traceparent"])
             pipe.hmget(self._keys.job(hook.get("source", "")), ["outcome", "finished_at"])
-            found_tenant, (found, found_at) = pipe.execute()
+            (found_tenant, found_trace), (found, found_at) = pipe.execute()
             tenant, at = as_text(found_tenant or b""), as_text(found_at) if found_at else None
+            traceparent = as_text(found_trace or b"")
             outcome = outcome_from_json(as_text(found)) if found and not hook.get("body") else None
         return Webhook(message_id, hook.get("job_id", ""), tenant, hook.get("type", ""),
                        hook.get("url", ""), hook.get("body", "").encode(),
                        float(hook.get("created_at") or 0), float(hook.get("first_attempt_at") or 0),
                        int(hook.get("attempts") or 0), outcome, float(at) if at else 0.0,
-                       json.loads(hook["data"]) if "data" in hook else None)
+                       json.loads(hook["data"]) if "data" in hook else None, traceparent)
 
     def done(self, message_id: str, *, result: Delivery, next_at: float, error: str,
              body: bytes, now: float, answered: bool) -> None:

@@ -10,7 +10,9 @@
 -- KEYS[1] webhook
 -- KEYS[2] webhooks_due
 -- KEYS[3] webhooks_dead
--- KEYS[4] stats            counts the attempt: `webhook:<result>` (delivered, retry, dead)
+-- KEYS[4] stats            counts the attempt: `webhook:<result>` (delivered, retry, dead); a
+--                          delivery is observed in `webhook_seconds|<type>` (queued to
+--                          delivered, lib/histogram.lua)
 -- ARGV[1] message_id
 -- ARGV[2] now
 -- ARGV[3] result             delivered | retry | dead
@@ -24,6 +26,7 @@
 -- ARGV[11] answered          1 when the destination answered (with any status), else 0
 -- Returns 1, or 0 when the webhook is gone
 --!include destination
+--!include histogram
 local webhook, due, dead = KEY.webhook, KEY.webhooks_due, KEY.webhooks_dead
 local id, now, result = ARG.message_id, tonumber(ARG.now), ARG.result
 local next_at, error = ARG.next_at, ARG.error
@@ -56,6 +59,10 @@ redis.call('HSETNX', webhook, 'first_attempt_at', now)
 redis.call('HINCRBY', webhook, 'attempts', 1)
 redis.call('HSET', webhook, 'last_attempt_at', now, 'last_error', error)
 if result == 'delivered' then
+  local made = redis.call('HMGET', webhook, 'created_at', 'type')
+  if made[1] and made[2] then
+    observe(KEY.stats, 'webhook_seconds|' .. made[2], math.max(0, now - tonumber(made[1])))
+  end
   redis.call('HSET', webhook, 'status', 'delivered', 'delivered_at', now)
   redis.call('ZREM', due, id)
 elseif result == 'retry' then

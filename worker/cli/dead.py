@@ -4,7 +4,8 @@ failed, kept for an operator.
 Failed jobs (`dead list | redrive`), broker messages that could not be read (`dead messages
 list | redrive | purge`, `worker.broker.intake`) and webhooks whose deliveries ran out
 (`webhooks list | redrive`), and jobs whose durable copies ran out (`copies list | redrive`).
-Each list prints JSON lines, newest first.
+Each list prints JSON lines, newest first; each redrive `id: result` lines (JSON lines with
+--json).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import json
 
 import click
+
+from worker.cli.output import said_each, say
 
 
 @click.group()
@@ -48,8 +51,8 @@ def dead_redrive(job_ids: tuple[str, ...], redrive_all: bool) -> None:
     ids = [job.id for job in jobs.dead_jobs(10_000)] if redrive_all else list(job_ids)
     if not ids:
         raise click.UsageError("name job ids or pass --all")
-    for job_id in ids:
-        click.echo(f"{job_id}: {jobs.redrive(job_id)}")  # PENDING again until its new outcome
+    # PENDING again until its new outcome
+    said_each({job_id: jobs.redrive(job_id) for job_id in ids}, key="job_id")
 
 
 @dead.group("messages")
@@ -88,8 +91,8 @@ def dead_messages_redrive(ids: tuple[str, ...], every: bool) -> None:
     that still cannot be read comes back here)."""
     from worker.runtime import runtime
 
-    for entry_id in _dead_message_ids(ids, every):
-        click.echo(f"{entry_id}: {runtime().dead_messages.redrive(entry_id)}")
+    store = runtime().dead_messages
+    said_each({entry_id: store.redrive(entry_id) for entry_id in _dead_message_ids(ids, every)})
 
 
 @dead_messages.command("purge")
@@ -99,7 +102,8 @@ def dead_messages_purge(ids: tuple[str, ...], every: bool) -> None:
     """Delete dead messages for good."""
     from worker.runtime import runtime
 
-    click.echo(f"{runtime().dead_messages.purge(_dead_message_ids(ids, every))} purged")
+    purged = runtime().dead_messages.purge(_dead_message_ids(ids, every))
+    say(f"{purged} purged", {"purged": purged})
 
 
 @click.group()
@@ -131,8 +135,7 @@ def webhooks_redrive(webhook_ids: tuple[str, ...], redrive_all: bool) -> None:
            else list(webhook_ids))
     if not ids:
         raise click.UsageError("name webhook ids or pass --all")
-    for message_id in ids:
-        click.echo(f"{message_id}: {store.redrive(message_id)}")
+    said_each({message_id: store.redrive(message_id) for message_id in ids}, key="webhook_id")
 
 
 @click.group()
@@ -163,5 +166,5 @@ def copies_redrive(job_ids: tuple[str, ...], redrive_all: bool) -> None:
     ids = [c.job_id for c in store.dead(100_000)] if redrive_all else list(job_ids)
     if not ids:
         raise click.UsageError("name job ids or pass --all")
-    for job_id in ids:
-        click.echo(f"{job_id}: {'redriven' if store.redrive(job_id) else 'not a dead copy'}")
+    said_each({job_id: "redriven" if store.redrive(job_id) else "not a dead copy"
+               for job_id in ids}, key="job_id")

@@ -4,11 +4,11 @@ lane, and this host's checks for a container's probes. Registered on the main gr
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
 
+from worker.cli.output import CommandFailed, print_json, say
 from worker.records import JobState, Lane
 
 
@@ -51,10 +51,10 @@ def status(job_id: str) -> None:
     rt = runtime()
     job = rt.jobs.load(job_id)
     if job.status is JobState.MISSING:
-        click.echo(json.dumps({"id": job_id, "state": JobState.MISSING}, indent=2))
+        print_json({"id": job_id, "state": JobState.MISSING})
         sys.exit(STATUS_EXIT["MISSING"])
     view = job_view(rt, job)
-    click.echo(view.model_dump_json(indent=2))
+    print_json(view.model_dump(mode="json"))
     sys.exit(STATUS_EXIT[view.outcome["state"] if view.outcome else "UNDECIDED"])
 
 
@@ -77,7 +77,7 @@ def probe(what: str) -> None:
         ok = bool(client.ping()) if what == "ready" else EngineRegistry(
             client, Keys(settings.key_prefix)).beating_on(socket.gethostname(), time.time())
     except Exception as exc:
-        raise click.ClickException(f"{what}: {type(exc).__name__}") from None
+        raise CommandFailed(f"{what}: {type(exc).__name__}") from None
     if not ok:
-        raise click.ClickException(f"{what}: no engine on this host beat within 30 s")
-    click.echo(f"{what}: ok")
+        raise CommandFailed(f"{what}: no engine on this host beat within 30 s")
+    say(f"{what}: ok", {"probe": what, "ok": True})

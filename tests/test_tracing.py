@@ -1,0 +1,59 @@
+"""Traces across processes: a producer sends by name with a W3C `traceparent` message header
+(as Celery's own OpenTelemetry instrumentation does), a worker with OTEL_* set exports the job's
+spans over OTLP/HTTP to a collector on loopback (`astria_local.otlp_sink`), and its webhook
+carries the trace to the producer."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+
+import pytest
+
+from astria_local.otlp_sink import OtlpSink
+from astria_local.simulator import SimConfig
+from astria_local.webhook_endpoint import WebhookEndpoint
+from tests.harness import Stack, wait_for
+
+pytestmark = pytest.mark.slow  # starts worker processes
+
+SECRET = "whsec_" + base64.b64encode(b"producer-signing-key-32-bytes-ok").decode()
+TRACE, PRODUCER_SPAN = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+
+
+def test_a_job_sent_by_name_is_traced_under_its_producers_trace_across_processes(
+        make_stack: Callable[..., Stack], webhook_endpoints: Callable[..., WebhookEndpoint],
+) -> None:
+    hooks = webhook_endpoints(SECRET)
+    with OtlpSink() as sink:
+        stack = make_stack(sim_config=SimConfig(generation_seconds=0.3), webhook_secret=SECRET,
+                           otel_exporter_otlp_endpoint=sink.url, otel_bsp_schedule_delay=100,
+                           otel_service_name="astria-queue-test")
+        stack.start_worker()
+        job_id = stack.send({"tune_id": 42, "text": "a traced cat", "callback": hooks.url},
+                            headers={"traceparent": f"00-{TRACE}-{PRODUCER_SPAN}-01"})
+        untraced = stack.send({"tune_id": 42, "text": "an untraced cat"},
+                              headers={"traceparent": "00-not-a-trace-01"})
+        assert stack.outcome(job_id)["images"] and stack.outcome(untraced)["images"]
+
+        def names() -> set[str]:
+            return {span.name for span in sink.of_trace(TRACE)}
+
+        wanted = {"astria_queue.register", "astria_queue.post", "astria_queue.poll",
+                  "astria_queue.webhook"}
+        wait_for(lambda: wanted <= names(), 30, f"the spans {sorted(wanted)}")
+        spans = {span.name: span for span in sink.of_trace(TRACE)}
+        register = spans["astria_queue.register"]
+        assert register.parent_id == PRODUCER_SPAN
+        assert {spans[name].parent_id for name in wanted - {"astria_queue.register"}} == {
+            register.span_id}
+        assert spans["astria_queue.post"].attributes["astria_queue.job_id"] == job_id
+        # the webhook's traceparent names the delivery's span, in the producer's trace
+        wait_for(lambda: hooks.acknowledged, 30, "the webhook")
+        (headers,) = hooks.headers.values()
+        assert headers["traceparent"] == (
+            f"00-{TRACE}-{spans['astria_queue.webhook'].span_id}-01")
+        # an invalid traceparent is ignored: that job has a trace of its own
+        own = [span for span in sink.spans if span.name == "astria_queue.register"
+               and span.trace_id != TRACE]
+        assert own and all(span.parent_id == "" for span in own)

@@ -1,0 +1,5 @@
+"""`python -m worker.cli`: the `astria-queue` command."""
+
+from worker.cli import main
+
+main()
