@@ -44,7 +44,7 @@ def test_the_cli_batch_answers_once_and_resumes_without_sending_twice(
         19, 18, 1, 0)
     assert counts["cost_mc"] > 0
 
-    again = stack.cli("batch", str(specs), "--callback", hooks.url, "--batch-id", batch_id,
+    again = stack.cli("batch", str(specs), "--callback", hooks.url, "--resume", batch_id,
                       "--timeout", "60", "--json", check=False)  # a resume: all is there
     assert [json.loads(line) for line in again.stdout.splitlines()] == [
         {"batch_id": batch_id, "jobs": 19},

@@ -3,6 +3,7 @@ connections, limits, health and Prometheus metrics."""
 
 from __future__ import annotations
 
+import base64
 import os
 import resource
 import shlex
@@ -18,7 +19,10 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from astria_local.redis_server import free_port
+from astria_local.webhook_endpoint import WebhookEndpoint
 from tests.harness import ROOT, Stack, wait_for
+
+SECRET = "whsec_" + base64.b64encode(b"producer-signing-key-32-bytes-ok").decode()
 
 pytestmark = pytest.mark.slow  # starts processes
 
@@ -32,7 +36,7 @@ def procfile(name: str) -> list[str]:
 @pytest.fixture
 def receiver(make_stack: Callable[..., Stack]) -> Iterator[tuple[Stack, str]]:
     """The Procfile's `callbacks:` command, as it stands, on a free PORT."""
-    stack = make_stack()
+    stack = make_stack(webhook_secret=SECRET)
     port = free_port()
     command = procfile("callbacks")
     proc = subprocess.Popen([sys.executable, "-m", *command] if command[0] == "gunicorn"
@@ -101,11 +105,14 @@ def test_limits_and_health(receiver: tuple[Stack, str]) -> None:
 
 
 def test_metrics_are_prometheus_text_with_a_histogram_and_labels(
-    receiver: tuple[Stack, str],
+    receiver: tuple[Stack, str], webhook_endpoints: Callable[..., WebhookEndpoint],
 ) -> None:
     stack, url = receiver
+    hooks = webhook_endpoints(SECRET)
     stack.start_worker()
-    assert stack.outcome(stack.send({"tune_id": 42, "text": "measured", "tenant": "m"}))
+    assert stack.outcome(stack.send({"tune_id": 42, "text": "measured", "tenant": "m",
+                                     "callback": hooks.url}))
+    wait_for(lambda: hooks.acknowledged, 30, "the webhook")
     stack.outcome(stack.send({"tune_id": 42, "text": "SIMULATE_USER_ERROR"}))
 
     def scraped() -> dict[str, object] | None:
@@ -132,6 +139,10 @@ def test_metrics_are_prometheus_text_with_a_histogram_and_labels(
                for s in families["astria_queue_engine_threads"].samples}  # type: ignore[attr-defined]
     assert threads[("astria", "total")] == 512 and threads[("webhook", "total")] == 16
     assert ("copy", "total") not in threads  # no STORAGE_URL: no copy pool at work
+    delivered = {s.labels["type"]: s.value
+                 for s in families["astria_queue_webhook_seconds"].samples  # type: ignore[attr-defined]
+                 if s.name.endswith("_count")}
+    assert delivered == {"job.succeeded": 1.0}  # its event to its delivery, once
     failures = families["astria_queue_failures"].samples  # type: ignore[attr-defined]
     assert [(s.labels, s.value) for s in failures] == [({"error": "PromptFailed"}, 1.0)]
     assert {s.labels["lane"] for s in families["astria_queue_backlog"].samples} == {  # type: ignore[attr-defined]

@@ -6,6 +6,7 @@ carries the trace to the producer."""
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Callable
 
 import pytest
@@ -28,7 +29,7 @@ def test_a_job_sent_by_name_is_traced_under_its_producers_trace_across_processes
     with OtlpSink() as sink:
         stack = make_stack(sim_config=SimConfig(generation_seconds=0.3), webhook_secret=SECRET,
                            otel_exporter_otlp_endpoint=sink.url, otel_bsp_schedule_delay=100,
-                           otel_service_name="astria-queue-test")
+                           otel_service_name="astria-queue-test", log_format="json")
         stack.start_worker()
         job_id = stack.send({"tune_id": 42, "text": "a traced cat", "callback": hooks.url},
                             headers={"traceparent": f"00-{TRACE}-{PRODUCER_SPAN}-01"})
@@ -53,6 +54,10 @@ def test_a_job_sent_by_name_is_traced_under_its_producers_trace_across_processes
         (headers,) = hooks.headers.values()
         assert headers["traceparent"] == (
             f"00-{TRACE}-{spans['astria_queue.webhook'].span_id}-01")
+        # the worker's log lines written inside the job's spans carry its trace id
+        logged = [json.loads(line) for line in stack.worker_logs().splitlines()
+                  if line.startswith("{") and TRACE in line]
+        assert logged and {entry["job_id"] for entry in logged} == {job_id}
         # an invalid traceparent is ignored: that job has a trace of its own
         own = [span for span in sink.spans if span.name == "astria_queue.register"
                and span.trace_id != TRACE]

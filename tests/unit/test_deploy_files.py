@@ -131,3 +131,21 @@ def test_the_sentinel_variant_reaches_redis_through_three_sentinels() -> None:
                     redis_sentinel_master=env["REDIS_SENTINEL_MASTER"]).wait_replicas == 1
     assert override["callbacks"]["environment"] == env == override["flower"]["environment"]
     assert "--replicaof" in override["redis-replica"]["command"]
+
+
+def test_the_floors_file_pins_every_floor_of_pyproject() -> None:
+    """tests/test_floors.py installs constraints-floors.txt: it must be pyproject's floors."""
+
+    def version(text: str) -> tuple[int, ...]:
+        parts = [int(p) for p in text.split(".")]
+        return tuple(parts + [0] * (3 - len(parts)))
+
+    floors = {}
+    for dependency in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+            "dependencies"]:
+        if match := re.fullmatch(r"([A-Za-z0-9_.-]+)(\[[^]]*\])?>=([0-9.]+)(,.*)?", dependency):
+            floors[match[1].lower()] = version(match[3])
+    pinned = {name.lower(): version(pin) for line in
+              (ROOT / "constraints-floors.txt").read_text().splitlines()
+              if line and not line.startswith("#") for name, pin in [line.split("==")]}
+    assert pinned == floors

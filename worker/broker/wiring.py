@@ -30,6 +30,7 @@ from worker.broker import control
 from worker.edge import health
 from worker.errors import ConfigError
 from worker.flow import engine
+from worker.net.tracing import require_sdk
 from worker.runtime import runtime
 from worker.settings import get_settings
 
@@ -63,6 +64,8 @@ class AstriaWorker(bootsteps.StartStopStep):
 def _refuse_to_start_unfit() -> None:
     try:
         get_settings().api_key()
+        if get_settings().tracing_on:
+            require_sdk()
     except ConfigError as exc:
         raise SystemExit(f"astria worker: {exc}") from None
     try:

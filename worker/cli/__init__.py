@@ -29,13 +29,8 @@ def main(redis_url: str | None) -> None:
         os.environ["REDIS_URL"] = redis_url  # read when a command first needs the settings
 
 
-main.add_command(dead_letters.dead)
-main.add_command(dead_letters.webhooks)
-main.add_command(dead_letters.copies)
-main.add_command(job_commands.jobs)
-main.add_command(job_commands.status)
-main.add_command(job_commands.probe)
-for command in (*produce.COMMANDS, *serve.COMMANDS):
+for command in (*produce.COMMANDS, *job_commands.COMMANDS, *dead_letters.COMMANDS,
+                *serve.COMMANDS):
     main.add_command(command)
 
 

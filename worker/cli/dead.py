@@ -168,3 +168,6 @@ def copies_redrive(job_ids: tuple[str, ...], redrive_all: bool) -> None:
         raise click.UsageError("name job ids or pass --all")
     said_each({job_id: "redriven" if store.redrive(job_id) else "not a dead copy"
                for job_id in ids}, key="job_id")
+
+
+COMMANDS = (dead, webhooks, copies)

@@ -81,3 +81,6 @@ def probe(what: str) -> None:
     if not ok:
         raise CommandFailed(f"{what}: no engine on this host beat within 30 s")
     say(f"{what}: ok", {"probe": what, "ok": True})
+
+
+COMMANDS = (jobs, status, probe)

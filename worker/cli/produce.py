@@ -77,8 +77,9 @@ def _read_specs(specs: Path) -> tuple[list[tuple[int, Any]], list[str]]:
               help="Write outcomes as JSON lines here (default: SPECS with .out.jsonl).")
 @click.option("--dry-run", is_flag=True, help="Validate every line; enqueue nothing.")
 @click.option("--timeout", type=float, default=1800.0, show_default=True)
-@click.option("--batch-id", help="The batch's id (default: a new one). The same id and file "
-              "again resume an interrupted run: nothing is sent twice.")
+@click.option("--batch-id", "--resume", "batch_id",
+              help="The batch's id (default: a new one). The same id and file again resume an "
+                   "interrupted run: nothing is sent twice.")
 @click.option("--callback", help="Where the batch's one batch.completed webhook goes.")
 def batch(specs: Path, out: Path | None, dry_run: bool, timeout: float, batch_id: str | None,
           callback: str | None) -> None:

@@ -126,14 +126,22 @@ def _context(traceparent: str) -> Any:
     return TraceContextTextMapPropagator().extract({"traceparent": traceparent})
 
 
-def _tracer() -> Any:
-    """The tracer, after setting up the SDK from OTEL_* unless the process has a provider."""
+def require_sdk() -> None:
+    """ConfigError unless OpenTelemetry's SDK is installed (a worker checks at start, when
+    OTEL_* asks for traces, rather than failing every grant)."""
     try:
-        from opentelemetry import trace
-        from opentelemetry.sdk.trace import TracerProvider
+        import opentelemetry.sdk.trace  # noqa: F401
     except ImportError:
         raise ConfigError("OTEL_* asks for traces: install the otel extra "
                           "(pip install 'astria-queue[otel]')") from None
+
+
+def _tracer() -> Any:
+    """The tracer, after setting up the SDK from OTEL_* unless the process has a provider."""
+    require_sdk()
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
     if not isinstance(trace.get_tracer_provider(), TracerProvider):
         trace.set_tracer_provider(_provider())
     if not _logged_ids:
