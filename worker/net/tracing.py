@@ -48,13 +48,7 @@ def valid(traceparent: object) -> str:
 def caller_traceparent() -> str:
     """The calling code's current span as a traceparent ('' with none). Reads OpenTelemetry
     only when the host process imported it: a producer that does not trace pays nothing."""
-    if "opentelemetry.trace" not in sys.modules:
-        return ""
-    from opentelemetry import propagate
-
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier)
-    return valid(carrier.get("traceparent"))
+    return current_traceparent() if "opentelemetry.trace" in sys.modules else ""
 
 
 def note(**attributes: Any) -> None:
