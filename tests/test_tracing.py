@@ -1,20 +1,23 @@
 """Traces across processes: a producer sends by name with a W3C `traceparent` message header
 (as Celery's own OpenTelemetry instrumentation does), a worker with OTEL_* set exports the job's
 spans over OTLP/HTTP to a collector on loopback (`astria_local.otlp_sink`), and its webhook
-carries the trace to the producer."""
+carries the trace to the producer; the HTTP API takes a `traceparent` request header."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+import requests
 
 from astria_local.otlp_sink import OtlpSink
 from astria_local.simulator import SimConfig
 from astria_local.webhook_endpoint import WebhookEndpoint
-from tests.harness import Stack, wait_for
+from tests.harness import Stack, start_api, wait_for
 
 pytestmark = pytest.mark.slow  # starts worker processes
 
@@ -54,11 +57,39 @@ def test_a_job_sent_by_name_is_traced_under_its_producers_trace_across_processes
         (headers,) = hooks.headers.values()
         assert headers["traceparent"] == (
             f"00-{TRACE}-{spans['astria_queue.webhook'].span_id}-01")
-        # the worker's log lines written inside the job's spans carry its trace id
+        # the worker's log lines written inside the job's spans carry its trace id (a listing
+        # that served both jobs at once may log the other job's line inside this span too)
         logged = [json.loads(line) for line in stack.worker_logs().splitlines()
                   if line.startswith("{") and TRACE in line]
-        assert logged and {entry["job_id"] for entry in logged} == {job_id}
+        assert {entry["logger"] for entry in logged if entry.get("job_id") == job_id} >= {
+            "astria.submit", "astria.webhooks"}
+        assert {entry["trace_id"] for entry in logged} == {TRACE}
         # an invalid traceparent is ignored: that job has a trace of its own
         own = [span for span in sink.spans if span.name == "astria_queue.register"
                and span.trace_id != TRACE]
         assert own and all(span.parent_id == "" for span in own)
+
+
+def test_a_job_posted_to_the_http_api_with_a_traceparent_is_traced_under_it(
+        make_stack: Callable[..., Stack], tmp_path: Path) -> None:
+    token = "tok-traced-" + "t" * 24
+    tenants = tmp_path / "tenants.json"
+    tenants.write_text(json.dumps({"tenants": {"app": {
+        "token_sha256": [hashlib.sha256(token.encode()).hexdigest()]}}}))
+    trace_id, parent = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+    with OtlpSink() as sink:
+        stack = make_stack(sim_config=SimConfig(generation_seconds=0.3),
+                           otel_exporter_otlp_endpoint=sink.url, otel_bsp_schedule_delay=100,
+                           tenants_file=tenants)
+        stack.start_worker()
+        base = start_api(stack, tenants)
+        answer = requests.post(base + "/v1/jobs", json={"tune_id": 42, "text": "an API cat"},
+                               headers={"Authorization": f"Bearer {token}",
+                                        "traceparent": f"00-{trace_id}-{parent}-01"}, timeout=10)
+        assert answer.status_code == 202
+        assert stack.outcome(answer.json()["id"])["images"]
+        wait_for(lambda: {"astria_queue.register", "astria_queue.post"} <= {
+            span.name for span in sink.of_trace(trace_id)}, 30, "the API job's spans")
+        spans = {span.name: span for span in sink.of_trace(trace_id)}
+        assert spans["astria_queue.register"].parent_id == parent
+        assert spans["astria_queue.post"].parent_id == spans["astria_queue.register"].span_id
