@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import venv
 from pathlib import Path
 
@@ -34,4 +33,3 @@ def test_the_floors_install_together_and_pass(tmp_path: Path) -> None:
         cwd=ROOT, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}, capture_output=True,
         text=True, timeout=600)
     assert tested.returncode == 0, tested.stdout[-5000:]
-    assert sys.executable != python  # the floors ran in their own environment

@@ -87,6 +87,11 @@ def test_a_job_posted_to_the_http_api_with_a_traceparent_is_traced_under_it(
                                headers={"Authorization": f"Bearer {token}",
                                         "traceparent": f"00-{trace_id}-{parent}-01"}, timeout=10)
         assert answer.status_code == 202
+        too_long = requests.post(base + "/v1/jobs", json={"tune_id": 42, "text": "a long one"},
+                                 headers={"Authorization": f"Bearer {token}",
+                                          "traceparent": "00-" + "a" * 300}, timeout=10)
+        assert too_long.status_code == 422  # a problem naming the header, nothing queued
+        assert too_long.json()["errors"][0]["field"] == "traceparent"
         assert stack.outcome(answer.json()["id"])["images"]
         wait_for(lambda: {"astria_queue.register", "astria_queue.post"} <= {
             span.name for span in sink.of_trace(trace_id)}, 30, "the API job's spans")

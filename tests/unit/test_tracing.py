@@ -33,6 +33,7 @@ from worker.settings import Settings
 from worker.spec import parse_spec
 
 EXPORTED = InMemorySpanExporter()
+_EXPORTING: list[TracerProvider] = []  #: the provider EXPORTED was added to (once)
 
 
 def _provider() -> TracerProvider:
@@ -41,9 +42,9 @@ def _provider() -> TracerProvider:
     if not isinstance(provider, TracerProvider):
         provider = TracerProvider()
         trace.set_tracer_provider(provider)
-    if not getattr(provider, "_astria_test_exporter", False):
+    if provider not in _EXPORTING:
         provider.add_span_processor(SimpleSpanProcessor(EXPORTED))
-        provider._astria_test_exporter = True  # type: ignore[attr-defined]
+        _EXPORTING.append(provider)
     return provider
 
 
