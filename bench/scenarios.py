@@ -67,6 +67,7 @@ ISSUE_4 = [
 REAL = [
     Scenario("gen 3 s, latency 250 ms", 2000, 3.0, latency=0.25, baseline="gen 3 s, polling"),
     Scenario("gen 3 s, latency 1 s", 2000, 3.0, latency=1.0, baseline="gen 3 s, polling"),
+    Scenario("gen 3 s, polling, traced", 2000, 3.0, tracing=True, baseline="gen 3 s, polling"),
     Scenario("gen 3 s, latency 250 ms, traced", 2000, 3.0, latency=0.25, tracing=True,
              baseline="gen 3 s, latency 250 ms"),
     Scenario("1 answer in 5 takes 30 s, then 504", 300, 3.0, latency=0.25, slow_share=0.2,
