@@ -4,7 +4,8 @@ bucket, a fixed window or a sliding window, answers a latency later, and stray 4
 `drive` runs the real dispatcher (grant.lua and its limiter) against it: requests reach the
 account half a latency (± jitter) after they are granted and their answers come back half a
 latency later, when they are reported to the limiter, as the engine does; several hosts are
-several dispatchers sharing one Redis, each with its own reports.
+several dispatchers sharing one Redis, each with its own reports. A run starts at a point of the
+clock's second that its seed picks: a per-whole-second counter turns wherever it turns.
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ def drive(store: Store, account: Account, *, jobs: int, hosts: int = 1, latency:
     dispatchers = [store.dispatcher] + [
         Dispatcher(store.jobs.scripts, store.settings, store.keys) for _ in range(hosts - 1)]
     answers: list[tuple[float, int, int, float | None]] = []
-    now = start = 1000.0
+    # a clock-second counter's windows turn where they will, not where the run starts
+    now = start = 1000.0 + random.Random(seed).random()
     sent = accepted = throttled = 0
     accepted_at: list[float] = []
     while now < start + seconds and accepted < jobs:
