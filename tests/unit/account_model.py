@@ -77,7 +77,8 @@ def drive(store: Store, account: Account, *, jobs: int, hosts: int = 1, latency:
     dispatchers = [store.dispatcher] + [
         Dispatcher(store.jobs.scripts, store.settings, store.keys) for _ in range(hosts - 1)]
     answers: list[tuple[float, int, int, float | None]] = []
-    # a clock-second counter's windows turn where they will, not where the run starts
+    # a clock-second counter's windows turn where they will, not where the run starts; drawn
+    # from a generator of its own, so the jitter's sequence is the one the README measured
     now = start = 1000.0 + random.Random(seed).random()
     sent = accepted = throttled = 0
     accepted_at: list[float] = []
