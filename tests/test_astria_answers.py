@@ -1,5 +1,6 @@
-"""Astria as it answers: a prompt that shows long after its POST was given up, POSTs whose fate
-stays unknown, a POST answered with several prompts, a Flux LoRA tune."""
+"""Astria as it answers: a prompt that shows long after its POST was given up, 429s beyond the
+retry budget, POSTs whose fate stays unknown, a POST answered with several prompts, a Flux LoRA
+tune."""
 
 from __future__ import annotations
 
@@ -27,6 +28,24 @@ def test_a_prompt_that_shows_long_after_its_post_was_given_up_is_not_paid_twice(
     out = stack.outcome(job, timeout=60)
     assert out["images"]
     assert stack.sim.counters["requests_POST"] == 1 and len(stack.sim.prompts()) == 1
+
+
+@pytest.mark.parametrize("method", ["POST", "GET"], ids=["POSTs", "listings"])
+def test_429s_spend_no_retry_budget(make_stack: Callable[..., Stack], method: str) -> None:
+    """The account's limit is not the job's fault. Every POST answered 429, or every listing
+    that looks for the prompt of a POST answered 504 once it was created, five times when the
+    retry budget allows one attempt (two listings): the job waits, and once Astria lets it
+    through it succeeds with one prompt."""
+    stack = make_stack(sim_config=SimConfig(fault_429=1.0, fault_methods=method, retry_after=0.01,
+                                            fault_504_after_create=float(method == "GET")),
+                       astria_retry_attempts=1)
+    stack.start_worker()
+    job = stack.send({"tune_id": 42, "text": f"{method}s throttled"})
+    wait_for(lambda: stack.sim.counters.get("fault_429", 0) >= 5, 30, "five 429s")
+    assert not stack.result(job).ready()
+    stack.sim.config.fault_429 = 0.0
+    assert stack.outcome(job)["images"]
+    assert len(stack.sim.prompts()) == 1
 
 
 def test_posts_whose_fate_stays_unknown_are_capped(make_stack: Callable[..., Stack]) -> None:

@@ -73,19 +73,20 @@ def cli(stack: Stack, *args: str) -> str:
 
 
 def test_dead_letters_are_kept_listed_and_redriven(make_stack: Callable[..., Stack]) -> None:
-    stack = make_stack(sim_config=SimConfig(fault_429=1.0, retry_after=0.01),
-                       astria_retry_attempts=2)
+    stack = make_stack(sim_config=SimConfig(fault_5xx=1.0, fault_5xx_status=503,
+                                            fault_methods="POST"),
+                       astria_retry_attempts=2, astria_retry_initial_delay=0.01)
     stack.start_worker()
-    job = stack.send({"tune_id": 42, "text": "throttled to death"})
+    job = stack.send({"tune_id": 42, "text": "unavailable to death"})
     error = stack.outcome(job)
-    assert type(error).__name__ == "AstriaUnavailable" and "429" in str(error)
+    assert type(error).__name__ == "AstriaUnavailable" and "503" in str(error)
 
     dead = [json.loads(line) for line in cli(stack, "dead", "list").splitlines()]
     assert [d["job_id"] for d in dead] == [job]
-    assert dead[0]["spec"]["text"] == "throttled to death"
+    assert dead[0]["spec"]["text"] == "unavailable to death"
     assert dead[0]["error"] == "AstriaUnavailable" and dead[0]["post_attempts"] == 2
 
-    stack.sim.config.fault_429 = 0.0
+    stack.sim.config.fault_5xx = 0.0
     assert json.loads(cli(stack, "dead", "redrive", job, "--json")) == {
         "job_id": job, "result": "redriven"}
     assert stack.outcome(job)["images"]

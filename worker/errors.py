@@ -7,7 +7,7 @@
     ├── DestinationRefused     a webhook destination that is not public, or does not resolve
     ├── AstriaError            Astria answered with an error, or could not be reached
     │   ├── AstriaRejected     a 4xx other than 429: never retried
-    │   └── AstriaUnavailable  429 / 5xx / network errors outlasted the retry budget
+    │   └── AstriaUnavailable  5xx / network errors outlasted the retry budget (429s spend none)
     ├── PromptFailed           Astria set `user_error` on the prompt
     │   └── TuneExpired        the prompt's tune expired before its images came
     ├── PromptTimeout          no images before the job's deadline
@@ -55,7 +55,8 @@ class AstriaRejected(AstriaError):
 
 
 class AstriaUnavailable(AstriaError):
-    """Retries for 429 / 5xx / network errors ran out of attempts or time."""
+    """Retries for 5xx / network errors ran out of attempts or time (a 429 is the account's limit
+    and spends none of them: `worker.astria.retry.throttled_wait`)."""
 
 
 class PromptFailed(AstriaQueueError):

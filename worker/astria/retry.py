@@ -39,6 +39,15 @@ def advised_wait(exc: BaseException) -> float:
     return AFTER_500_SECONDS if exc.status == 500 else 0.0
 
 
+def throttled_wait(settings: Settings, exc: BaseException) -> float:
+    """When a request answered 429 goes again: when Astria's Retry-After says (at most
+    ASTRIA_RETRY_MAX_SECONDS), else at once. A 429 is the account's limit, not the job's fault:
+    it spends none of the job's retry budget (in a backlog, the wait for the job's turn would spend
+    its seconds, and a busy account would fail jobs), the limiter paces the account, and the
+    job's own `expires_in` bounds the wait."""
+    return min(advised_wait(exc), settings.astria_retry_max_seconds)
+
+
 def _astria_wait(settings: Settings) -> Callable[[RetryCallState], float]:
     """What Astria asked for (`advised_wait`; at most ASTRIA_RETRY_MAX_SECONDS) when it asked,
     else exponential back-off with full jitter."""

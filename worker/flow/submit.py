@@ -4,10 +4,11 @@
 writes the records of a grant's POSTs in one round trip before any is sent;
 `send` sends one once and acts on the answer: a prompt -> the job waits for images; the
 documented pti/faceid/lora 422 -> the route is learnt and the job rejoins its queue for the base
-tune; another 4xx -> failure; 429, 503 or a refused connection (nothing was created) -> the
-retry policy decides when the job rejoins its queue; 500, 502, 504, a timeout, a dropped
-connection or a body that is not a prompt (the prompt may exist) -> `reconcile` looks for it
-before anything is sent again.
+tune; another 4xx -> failure; a 429 (nothing was created) -> the job rejoins its queue when
+Astria's Retry-After says, none of its retry budget spent (`throttled_wait`); 503 or a
+refused connection (nothing was created) -> the retry policy decides when the job rejoins its
+queue; 500, 502, 504, a timeout, a dropped connection or a body that is not a prompt (the prompt
+may exist) -> `reconcile` looks for it before anything is sent again.
 
 `reconcile` pages Astria's listing of the tune back in time, one page per step (each page is a
 request the dispatcher grants), for the prompts carrying this job's marker: its callback token
@@ -36,7 +37,7 @@ from urllib.parse import urlencode
 from worker.astria.client import TransientError
 from worker.astria.polling import first_poll_delay
 from worker.astria.prompt import Prompt
-from worker.astria.retry import astria_policy, listing_policy, next_attempt_in
+from worker.astria.retry import astria_policy, listing_policy, next_attempt_in, throttled_wait
 from worker.astria.routing import Target, route, unsupported_kind
 from worker.errors import AstriaRejected, AstriaUnavailable, InvalidSpec
 from worker.flow import outcomes
@@ -136,6 +137,10 @@ def send(rt: Runtime, lease: Lease, planned: Plan) -> None:
             log.info("job %s: POST unanswered (%s); looking for its prompt", job.id, exc)
             rt.jobs.look_for_prompt(lease, job, gave_up_at=rt.clock.now())
             return
+        if exc.status == 429:
+            rt.jobs.post_again(lease, job, at=time.time() + throttled_wait(s, exc),
+                               budget_of=planned.posting.job)
+            return
         delay = (0.0 if exc.not_sent and job.retry_attempt <= 1 else
                  next_attempt_in(astria_policy(s), attempt=job.retry_attempt,
                                  started_at=job.retry_since, error=exc))
@@ -182,6 +187,9 @@ def reconcile(rt: Runtime, lease: Lease, job: Job) -> None:
         page = rt.astria.list_prompts(job.post_tune_id, limit=PAGE,
                                       before_id=job.list_before or None)
     except TransientError as exc:  # the retry policy decides when to list again, or to stop
+        if exc.status == 429:
+            rt.jobs.schedule_retry(lease, job, at=now + throttled_wait(s, exc), spent=False)
+            return
         delay = next_attempt_in(listing_policy(s), attempt=job.retry_attempt + 1,
                                 started_at=job.retry_since or now, error=exc)
         if delay is None:

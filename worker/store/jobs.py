@@ -184,14 +184,18 @@ class JobStore:
         self.post_again(lease, job, at=time.time() + 1.0)
 
     def post_again(self, lease: Lease, job: Job, *, at: float, new_budget: bool = False,
-                   ambiguous: bool = False) -> None:
+                   ambiguous: bool = False, budget_of: Job | None = None) -> None:
         """The job's last POST created nothing (refused, throttled, re-routed, or unanswered
         and its prompt never showed: `ambiguous`, counted): back to its lane's queue at `at`;
-        `new_budget` starts its retry policy afresh."""
+        `new_budget` starts its retry policy afresh; `budget_of`, the job before the POST, when
+        the POST spent none of it."""
         fields: dict[str, Any] = {"pending_post": 0, "gave_up_at": 0, "list_before": 0,
                                   "list_oldest": 0}
         if new_budget:
             fields.update(retry_attempt=0, retry_since=0)
+        if budget_of is not None:
+            fields.update(retry_attempt=budget_of.retry_attempt,
+                          retry_since=budget_of.retry_since)
         if ambiguous:
             fields["ambiguous_posts"] = job.ambiguous_posts + 1
         self._requeue(lease, job, at, fields,
@@ -230,12 +234,12 @@ class JobStore:
         self._schedule([(lease, job, at, {"list_before": 0, "list_oldest": 0,
                                           "retry_attempt": 0, "retry_since": 0}, "")])
 
-    def schedule_retry(self, lease: Lease, job: Job, *, at: float) -> None:
+    def schedule_retry(self, lease: Lease, job: Job, *, at: float, spent: bool = True) -> None:
         """A request of the job's step failed for now: the step again at `at`, one attempt
-        further into its retry policy."""
-        attempt = job.retry_attempt + 1
-        self._schedule([(lease, job, at, {"retry_attempt": attempt,
-                                          "retry_since": job.retry_since or time.time()},
+        further into its retry policy (none when not `spent`: a 429)."""
+        attempt = job.retry_attempt + (1 if spent else 0)
+        fields = {"retry_attempt": attempt, "retry_since": job.retry_since or time.time()}
+        self._schedule([(lease, job, at, fields if spent else {},
                          event("retrying", attempt=attempt, due_at=at))])
 
     def record_prompts(self, lease: Lease, job: Job, prompt_ids: list[int], *, tune_id: int,
