@@ -40,6 +40,9 @@ class Scenario:
     retry_after: bool = True  #: whether its 429s say when to come back
     stray_429: float = 0.0  #: share of POSTs answered 429 for no reason (counted in the share)
     tuned: bool = True  #: the bench's settings (rate limit out of the way); else the defaults
+    #: ASTRIA_RATE_LIMIT_PER_SECOND, when the row tells the limiter the account's limit (what
+    #: pacing alone achieves against a counter, nothing left to find); None: the default
+    ceiling: float | None = None
     #: traced: each job sent with a traceparent, spans exported over OTLP/HTTP to a collector on
     #: loopback (`astria_local.otlp_sink`)
     tracing: bool = False
@@ -79,11 +82,12 @@ COUNTER_NAMES: dict[LimitCounter, str] = {"bucket": "token bucket", "fixed": "fi
 
 
 def _limited(counter: LimitCounter, retry_after: bool = True, pool: Pool | None = None,
-             hosts: str = "") -> Scenario:
+             hosts: str = "", told: float | None = None) -> Scenario:
     label = (f"account limit 5 POST/s, {COUNTER_NAMES[counter]}"
-             f"{'' if retry_after else ', no Retry-After'}{hosts}")
+             f"{'' if retry_after else ', no Retry-After'}{hosts}"
+             f"{f', told {told:g} POST/s' if told else ''}")
     return Scenario(label, 300, 1.0, latency=0.25, account_limit=5.0, counter=counter,
-                    retry_after=retry_after, tuned=False, pool=pool)
+                    retry_after=retry_after, tuned=False, pool=pool, ceiling=told)
 
 
 ASTRIA_LIMITS = [  # issue 19: the counters Astria might use, hosts sharing it, stray 429s
@@ -91,6 +95,8 @@ ASTRIA_LIMITS = [  # issue 19: the counters Astria might use, hosts sharing it, 
     *(_limited(counter, retry_after) for counter in ("fixed", "sliding")
       for retry_after in (True, False)),
     _limited("sliding", pool=Pool("prefork", 2, 3), hosts=", 3 hosts"),
+    # the target's floor: the limit known, paced at 95% and at 100% of it, nothing to find
+    *(_limited("sliding", told=told) for told in (4.75, 5.0)),
     Scenario("no account limit", 600, 1.0, latency=0.25, tuned=False),
     Scenario("no account limit, 1 answer in 20 a stray 429", 600, 1.0, latency=0.25,
              stray_429=0.05, tuned=False, baseline="no account limit"),
@@ -100,10 +106,10 @@ SCENARIOS = {s.label: s for s in ISSUE_4 + REAL + ASTRIA_LIMITS}
 
 def run(url: str, sc: Scenario) -> Figures:
     with contextlib.ExitStack() as cleanup:
-        env = {}
+        env = {} if sc.ceiling is None else {"ASTRIA_RATE_LIMIT_PER_SECOND": f"{sc.ceiling:g}"}
         if sc.tracing:
             sink = cleanup.enter_context(OtlpSink())
-            env = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url, "OTEL_SERVICE_NAME": "bench"}
+            env.update(OTEL_EXPORTER_OTLP_ENDPOINT=sink.url, OTEL_SERVICE_NAME="bench")
         stack = cleanup.enter_context(Run(url, sc.sim(), sc.pool or RECOMMENDED, tuned=sc.tuned,
                                           callbacks=sc.callbacks, env=env))
         enqueued: dict[str, float] = {}

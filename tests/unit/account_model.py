@@ -57,6 +57,10 @@ class Figures:
     throttled: int
     seconds: float  #: from the first acceptance to the last
     accepted_at: list[float]
+    #: POSTs sent, and of them answered 429, once the limiter had learnt a limit: what running
+    #: at it costs, the finding of it (a second above it, from the ceiling) left out
+    sent_learnt: int = 0
+    throttled_learnt: int = 0
 
     @property
     def rate(self) -> float:
@@ -65,6 +69,10 @@ class Figures:
     @property
     def share_429(self) -> float:
         return self.throttled / self.sent if self.sent else 0.0
+
+    @property
+    def share_429_learnt(self) -> float:
+        return self.throttled_learnt / self.sent_learnt if self.sent_learnt else 0.0
 
 
 def drive(store: Store, account: Account, *, jobs: int, hosts: int = 1, latency: float = 0.25,
@@ -80,7 +88,7 @@ def drive(store: Store, account: Account, *, jobs: int, hosts: int = 1, latency:
     # a clock-second counter's windows turn where they will, not where the run starts; drawn
     # from a generator of its own, so the jitter's sequence is the one the README measured
     now = start = 1000.0 + random.Random(seed).random()
-    sent = accepted = throttled = 0
+    sent = accepted = throttled = sent_learnt = throttled_learnt = 0
     accepted_at: list[float] = []
     while now < start + seconds and accepted < jobs:
         while answers and answers[0][0] <= now:
@@ -92,8 +100,10 @@ def drive(store: Store, account: Account, *, jobs: int, hosts: int = 1, latency:
                 reports.ok(RequestKind.SUBMIT)
         for host, dispatcher in enumerate(dispatchers):
             grant = dispatcher.grant(256, now=now)
+            learnt = bool(store.redis.hget(store.keys.limiter, "lo:submit"))
             for unit in grant.units:
                 sent += 1
+                sent_learnt += learnt
                 arrives = now + latency / 2 + rng.uniform(-jitter, jitter)
                 status, wait = account.admit(arrives)
                 lease, job = Lease(unit.id, grant.owner), store.jobs.load(unit.id)
@@ -103,8 +113,9 @@ def drive(store: Store, account: Account, *, jobs: int, hosts: int = 1, latency:
                     store.jobs.retire(lease, job)
                 else:
                     throttled += 1
+                    throttled_learnt += learnt
                     store.jobs.requeue(lease, job, at=now)
                 heapq.heappush(answers, (arrives + latency / 2, host, status, wait))
         now += step
     return Figures(jobs, accepted, sent, throttled, max(accepted_at) - min(accepted_at),
-                   accepted_at)
+                   accepted_at, sent_learnt, throttled_learnt)
