@@ -82,12 +82,14 @@ COUNTER_NAMES: dict[LimitCounter, str] = {"bucket": "token bucket", "fixed": "fi
 
 
 def _limited(counter: LimitCounter, retry_after: bool = True, pool: Pool | None = None,
-             hosts: str = "", told: float | None = None) -> Scenario:
-    label = (f"account limit 5 POST/s, {COUNTER_NAMES[counter]}"
-             f"{'' if retry_after else ', no Retry-After'}{hosts}"
-             f"{f', told {told:g} POST/s' if told else ''}")
+             hosts: str = "", told: float | None = None, stray: bool = False) -> Scenario:
+    base = f"account limit 5 POST/s, {COUNTER_NAMES[counter]}"
+    label = (f"{base}{'' if retry_after else ', no Retry-After'}{hosts}"
+             f"{f', told {told:g} POST/s' if told else ''}"
+             f"{', 1 answer in 20 a stray 429' if stray else ''}")
     return Scenario(label, 300, 1.0, latency=0.25, account_limit=5.0, counter=counter,
-                    retry_after=retry_after, tuned=False, pool=pool, ceiling=told)
+                    retry_after=retry_after, tuned=False, pool=pool, ceiling=told,
+                    stray_429=0.05 if stray else 0.0, baseline=base if stray else None)
 
 
 ASTRIA_LIMITS = [  # issue 19: the counters Astria might use, hosts sharing it, stray 429s
@@ -97,6 +99,7 @@ ASTRIA_LIMITS = [  # issue 19: the counters Astria might use, hosts sharing it, 
     _limited("sliding", pool=Pool("prefork", 2, 3), hosts=", 3 hosts"),
     # the target's floor: the limit known, paced at 95% and at 100% of it, nothing to find
     *(_limited("sliding", told=told) for told in (4.75, 5.0)),
+    _limited("fixed", stray=True),  # beside the limit, 429s that are not its own
     Scenario("no account limit", 600, 1.0, latency=0.25, tuned=False),
     Scenario("no account limit, 1 answer in 20 a stray 429", 600, 1.0, latency=0.25,
              stray_429=0.05, tuned=False, baseline="no account limit"),

@@ -20,7 +20,10 @@
 --   grows by GROW a window until a probe fails.
 -- * 429s counted at lo since lo last fell (CRUISE_COUNT of them, more than CRUISE_DENT of the
 --   answers) say lo fails too: hi becomes lo, and lo what passed meanwhile (BACK x lo at most,
---   BACK^2 x lo at least): a bucket's burst or a window's edge let a probe pass too high.
+--   BACK^2 x lo at least): a bucket's burst or a window's edge let a probe pass too high. Never
+--   below KEEP x the limit a window over it measured last (`measured`): stray 429s beside a
+--   limit would lower the rate step after step down to the floor, and a limit that falls
+--   further shows as a window over it, which measures it again.
 -- * Tokens come at the rate, the bucket holding PACE seconds' worth (at least 1.5: grants are
 --   not exactly on time, and no fraction of a token may be lost): requests go out evenly, with
 --   no burst that a window counter at Astria would refuse.
@@ -29,10 +32,10 @@
 local WINDOW, WINDOW_ANSWERS, OVERSHOOT, OVERSHOOT_COUNT, OVER_ANSWERS = 1.0, 20, 0.2, 3, 10
 local CRUISE_DENT, CRUISE_COUNT = 0.025, 3
 local STEP, CLOSE, BACK, GROW, CYCLE = 1.05, 1.02, 0.97, 1.25, 6
-local FLOOR, PACE, CREDIT = 0.02, 0.2, 0.5
+local FLOOR, PACE, CREDIT, KEEP = 0.02, 0.2, 0.5, 0.9
 local LIMITER_FIELDS = {'rate', 'tokens', 'ts', 'pause', 'lo', 'hi', 'phase', 'probe', 'wstart',
                        'wok', 'wthr', 'wfull', 'hungry', 'wra', 'lok', 'lthr', 'lsec',
-                       'wfirst', 'wlate'}
+                       'wfirst', 'wlate', 'measured'}
 
 local function bucket_size(rate, burst)
   return math.max(1, math.min(burst, math.max(1.5, rate * PACE)))
@@ -49,8 +52,8 @@ local function limiter_load(key, kind, ceiling, burst, now)
              wok = tonumber(v[10]) or 0, wthr = tonumber(v[11]) or 0, wfull = v[12] ~= '0',
              was_hungry = v[13] == '1', wra = tonumber(v[14]) or 0, lok = tonumber(v[15]) or 0,
              lthr = tonumber(v[16]) or 0, lsec = tonumber(v[17]) or 0,
-             wfirst = tonumber(v[18]) or 0, wlate = tonumber(v[19]) or 0, used = 0,
-             hungry = false}
+             wfirst = tonumber(v[18]) or 0, wlate = tonumber(v[19]) or 0,
+             measured = tonumber(v[20]) or 0, used = 0, hungry = false}
   local elapsed = math.max(0, now - s.ts)
   s.tokens = math.min(bucket_size(s.rate, burst),
                       (tonumber(v[2]) or bucket_size(s.rate, burst)) + elapsed * s.rate)
@@ -92,7 +95,7 @@ local function limiter_learn(s, seconds, now, over)
       passed = math.min(passed, s.wlate / (now - s.wfirst))
     end
     limiter_settle(s, math.min(passed, hi / STEP), hi)
-    s.phase = 0
+    s.measured, s.phase = s.lo, 0
     return
   end
   if not s.lo then return end  -- at the ceiling, no limit seen yet: a few 429s are stray ones
@@ -107,7 +110,8 @@ local function limiter_learn(s, seconds, now, over)
   s.lok, s.lthr, s.lsec = s.lok + s.wok, s.lthr + s.wthr, s.lsec + seconds
   if s.lthr >= CRUISE_COUNT and s.lthr / (s.lok + s.lthr) > CRUISE_DENT then
     local passed = math.max(s.lo * BACK * BACK, s.lok / s.lsec)
-    limiter_settle(s, math.min(s.lo * BACK, passed), math.min(s.hi or s.lo, s.lo))
+    local lo = math.max(math.min(s.lo * BACK, passed), math.min(s.lo, s.measured * KEEP))
+    limiter_settle(s, lo, math.min(s.hi or s.lo, s.lo))
   end
 end
 
