@@ -100,7 +100,7 @@ def drive(store: Store, account: Account, *, jobs: int, hosts: int = 1, latency:
                 reports.ok(RequestKind.SUBMIT)
         for host, dispatcher in enumerate(dispatchers):
             grant = dispatcher.grant(256, now=now)
-            learnt = bool(store.redis.hget(store.keys.limiter, "lo:submit"))
+            learnt = bool(grant.units and store.redis.hget(store.keys.limiter, "lo:submit"))
             for unit in grant.units:
                 sent += 1
                 sent_learnt += learnt

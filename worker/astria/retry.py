@@ -40,11 +40,11 @@ def advised_wait(exc: BaseException) -> float:
 
 
 def throttled_wait(settings: Settings, exc: BaseException) -> float:
-    """When a request answered 429 goes again: when Astria's Retry-After says (at most
-    ASTRIA_RETRY_MAX_SECONDS), else at once. A 429 is the account's limit, not the job's fault:
-    it spends none of the job's retry budget (in a backlog, the wait for the job's turn would spend
-    its seconds, and a busy account would fail jobs), the limiter paces the account, and the
-    job's own `expires_in` bounds the wait."""
+    """When a POST, or a listing looking for an unanswered POST's prompt, answered 429 goes
+    again: when Astria's Retry-After says (at most ASTRIA_RETRY_MAX_SECONDS), else at once. A 429
+    is the account's limit, not the job's fault: it spends none of the job's retry budget (in a
+    backlog, the wait for the job's turn would spend its seconds, and a busy account would fail
+    jobs), the limiter paces the account, and the job's own `expires_in` bounds the wait."""
     return min(advised_wait(exc), settings.astria_retry_max_seconds)
 
 

@@ -237,10 +237,11 @@ class JobStore:
     def schedule_retry(self, lease: Lease, job: Job, *, at: float, spent: bool = True) -> None:
         """A request of the job's step failed for now: the step again at `at`, one attempt
         further into its retry policy (none when not `spent`: a 429)."""
-        attempt = job.retry_attempt + (1 if spent else 0)
-        fields = {"retry_attempt": attempt, "retry_since": job.retry_since or time.time()}
-        self._schedule([(lease, job, at, fields if spent else {},
-                         event("retrying", attempt=attempt, due_at=at))])
+        attempt, fields = job.retry_attempt, {}
+        if spent:
+            attempt += 1
+            fields = {"retry_attempt": attempt, "retry_since": job.retry_since or time.time()}
+        self._schedule([(lease, job, at, fields, event("retrying", attempt=attempt, due_at=at))])
 
     def record_prompts(self, lease: Lease, job: Job, prompt_ids: list[int], *, tune_id: int,
                        text: str, rerouted: bool, first_poll_at: float) -> Moved:
