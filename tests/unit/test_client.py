@@ -10,7 +10,7 @@ import requests
 
 from astria_local.simulator import AstriaSimulator, SimConfig
 from worker.astria.client import AstriaClient, TransientError
-from worker.astria.retry import advised_wait
+from worker.astria.retry import advised_wait, throttled_wait
 from worker.errors import AstriaRejected
 from worker.settings import Settings
 
@@ -73,6 +73,18 @@ def test_429_on_post_is_known_not_to_have_created(sim: AstriaSimulator) -> None:
     with pytest.raises(TransientError) as caught:
         client(sim).create_prompt(7, {"text": "hi"})
     assert not caught.value.maybe_created and caught.value.retry_after == 7
+
+
+@pytest.mark.parametrize(("header", "wait"), [(1e12, 120.0), (-5, 0.0)],
+                         ids=["absurdly long", "negative"])
+def test_a_hostile_retry_after_on_a_429_is_bounded(sim: AstriaSimulator, header: float,
+                                                   wait: float) -> None:
+    """A 429 spends no retry budget, so its Retry-After alone decides when the job goes again:
+    one of 10^12 s waits ASTRIA_RETRY_MAX_SECONDS (120 s), a negative one not at all."""
+    knobs(sim, fault_429=1.0, retry_after=header)
+    with pytest.raises(TransientError) as caught:
+        client(sim).create_prompt(7, {"text": "hi"})
+    assert throttled_wait(Settings(astria_api_key="k"), caught.value) == wait  # type: ignore[arg-type]
 
 
 def test_listing_is_newest_first_with_cursor(sim: AstriaSimulator) -> None:
