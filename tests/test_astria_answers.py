@@ -1,6 +1,6 @@
 """Astria as it answers: a prompt that shows long after its POST was given up, 429s beyond the
-retry budget, POSTs whose fate stays unknown, a POST answered with several prompts, a Flux LoRA
-tune."""
+retry budget (POSTs, listings, a cancelled job's DELETE), POSTs whose fate stays unknown, a POST
+answered with several prompts, a Flux LoRA tune."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from astria_local.simulator import SimConfig
-from tests.harness import FLUX_TUNE, LIST_TUNE, Stack, wait_for
+from tests.harness import FLUX_TUNE, LIST_TUNE, SLOW_TUNE, Stack, wait_for
 
 pytestmark = pytest.mark.slow  # starts worker processes
 
@@ -46,6 +46,26 @@ def test_429s_spend_no_retry_budget(make_stack: Callable[..., Stack], method: st
     stack.sim.config.fault_429 = 0.0
     assert stack.outcome(job)["images"]
     assert len(stack.sim.prompts()) == 1
+
+
+def test_a_cancelled_jobs_delete_spends_no_retry_budget_on_429s(
+    make_stack: Callable[..., Stack],
+) -> None:
+    """A waiting job cancelled with delete_prompt, its DELETE answered 429 five times when the
+    retry budget allows one attempt: the DELETE waits, and once Astria lets it through the
+    prompt is deleted (counted against the budget, the delete was given up after the second)."""
+    stack = make_stack(sim_config=SimConfig(fault_429=1.0, fault_methods="DELETE",
+                                            retry_after=0.01),
+                       astria_retry_attempts=1)
+    stack.start_worker()
+    job = stack.send({"tune_id": SLOW_TUNE, "text": "never finishes"})
+    wait_for(lambda: stack.result(job).state == "WAITING", 20, "the prompt to exist")
+    stack.cli("cancel", job, "--delete-prompt")
+    wait_for(lambda: stack.sim.counters.get("fault_429", 0) >= 5, 30, "five 429s")
+    stack.sim.config.fault_429 = 0.0
+    wait_for(lambda: stack.sim.counters.get("deleted") == 1, 30, "the prompt's DELETE")
+    record = stack.redis.hgetall(f"{stack.prefix}:job:{job}")
+    assert record[b"prompt_deleted"] == b"1" and b"delete_error" not in record
 
 
 def test_posts_whose_fate_stays_unknown_are_capped(make_stack: Callable[..., Stack]) -> None:

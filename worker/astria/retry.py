@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from tenacity import Future as AttemptFuture
 from tenacity import (
@@ -40,12 +41,30 @@ def advised_wait(exc: BaseException) -> float:
 
 
 def throttled_wait(settings: Settings, exc: BaseException) -> float:
-    """When a POST, or a listing looking for an unanswered POST's prompt, answered 429 goes
-    again: when Astria's Retry-After says (at most ASTRIA_RETRY_MAX_SECONDS), else at once. A 429
-    is the account's limit, not the job's fault: it spends none of the job's retry budget (in a
-    backlog, the wait for the job's turn would spend its seconds, and a busy account would fail
-    jobs), the limiter paces the account, and the job's own `expires_in` bounds the wait."""
+    """When a job's request answered 429 goes again: when Astria's Retry-After says (at most
+    ASTRIA_RETRY_MAX_SECONDS), else at once. A 429 is the account's limit, not the job's fault:
+    it spends none of the job's retry budget (in a backlog, the wait for the job's turn would
+    spend its seconds, and a busy account would fail jobs, or leave a cancelled job's prompt
+    undeleted), the limiter paces the account, and the job's own `expires_in` bounds the wait."""
     return min(advised_wait(exc), settings.astria_retry_max_seconds)
+
+
+@dataclass(frozen=True)
+class NextTry:
+    """When a job's step goes again after its request failed for now."""
+
+    at: float
+    spent: bool  #: whether it spends an attempt of the job's retry budget (a 429 does not)
+
+
+def next_try(settings: Settings, policy: Retrying, exc: TransientError, *, attempt: int,
+             started_at: float, now: float) -> NextTry | None:
+    """A 429 when `throttled_wait` says; anything else as `policy` says, one attempt further
+    than `attempt` (started at `started_at`, or now); None when the budget is spent."""
+    if exc.status == 429:
+        return NextTry(now + throttled_wait(settings, exc), spent=False)
+    delay = next_attempt_in(policy, attempt=attempt + 1, started_at=started_at or now, error=exc)
+    return None if delay is None else NextTry(now + delay, spent=True)
 
 
 def _astria_wait(settings: Settings) -> Callable[[RetryCallState], float]:

@@ -37,7 +37,13 @@ from urllib.parse import urlencode
 from worker.astria.client import TransientError
 from worker.astria.polling import first_poll_delay
 from worker.astria.prompt import Prompt
-from worker.astria.retry import astria_policy, listing_policy, next_attempt_in, throttled_wait
+from worker.astria.retry import (
+    astria_policy,
+    listing_policy,
+    next_attempt_in,
+    next_try,
+    throttled_wait,
+)
 from worker.astria.routing import Target, route, unsupported_kind
 from worker.errors import AstriaRejected, AstriaUnavailable, InvalidSpec
 from worker.flow import outcomes
@@ -187,16 +193,13 @@ def reconcile(rt: Runtime, lease: Lease, job: Job) -> None:
         page = rt.astria.list_prompts(job.post_tune_id, limit=PAGE,
                                       before_id=job.list_before or None)
     except TransientError as exc:  # the retry policy decides when to list again, or to stop
-        if exc.status == 429:
-            rt.jobs.schedule_retry(lease, job, at=now + throttled_wait(s, exc), spent=False)
-            return
-        delay = next_attempt_in(listing_policy(s), attempt=job.retry_attempt + 1,
-                                started_at=job.retry_since or now, error=exc)
-        if delay is None:
+        retry = next_try(s, listing_policy(s), exc, attempt=job.retry_attempt,
+                         started_at=job.retry_since, now=now)
+        if retry is None:
             outcomes.finish(rt, Ending(lease, job, outcomes.failure(AstriaUnavailable(
                 f"could not look for the prompt of an unanswered POST: {exc}"))))
         else:
-            rt.jobs.schedule_retry(lease, job, at=now + delay)
+            rt.jobs.schedule_retry(lease, job, at=retry.at, spent=retry.spent)
         return
     # a page came back: each way on starts a new retry budget
     found = [p for p in page if _carries_marker(rt, job, p)]

@@ -18,7 +18,7 @@ import time
 from worker.astria.client import TransientError
 from worker.astria.polling import next_poll_delay
 from worker.astria.prompt import Prompt
-from worker.astria.retry import advised_wait, astria_policy, next_attempt_in
+from worker.astria.retry import advised_wait, astria_policy, next_try
 from worker.errors import AstriaRejected, PromptTimeout, TuneExpired
 from worker.flow import outcomes
 from worker.records import Job, RequestKind
@@ -181,7 +181,8 @@ def _training_deadline(rt: Runtime, job: Job, now: float
 
 
 def delete(rt: Runtime, lease: Lease, job: Job) -> None:
-    """DELETE the prompts of a job cancelled with delete_prompt; retried per the retry policy."""
+    """DELETE the prompts of a job cancelled with delete_prompt; retried per the retry policy (a
+    429 spends none of its budget: `next_try`)."""
     try:
         for prompt_id in job.prompt_ids:
             rt.astria.delete_prompt(job.tune_id, prompt_id)
@@ -191,13 +192,12 @@ def delete(rt: Runtime, lease: Lease, job: Job) -> None:
         rt.jobs.delete_failed(lease, job, str(exc))
         return
     except TransientError as exc:
-        now = time.time()
-        delay = next_attempt_in(astria_policy(rt.settings), attempt=job.retry_attempt + 1,
-                                started_at=job.retry_since or now, error=exc)
-        if delay is None:
+        retry = next_try(rt.settings, astria_policy(rt.settings), exc,
+                         attempt=job.retry_attempt, started_at=job.retry_since, now=time.time())
+        if retry is None:
             rt.jobs.delete_failed(lease, job, str(exc))
         else:
-            rt.jobs.schedule_retry(lease, job, at=now + delay)
+            rt.jobs.schedule_retry(lease, job, at=retry.at, spent=retry.spent)
         return
     log.info("job %s: prompt %s deleted at Astria", job.id, job.prompt_id,
              extra=job.log_fields(prompt_id=job.prompt_id))
