@@ -7,9 +7,11 @@ import json
 from collections.abc import Iterator
 
 import click
+import pytest
 from click.testing import CliRunner
 
 from worker.cli import main
+from worker.cli.dead import chosen
 
 
 def commands(group: click.Group, path: tuple[str, ...] = ()) -> Iterator[
@@ -34,3 +36,12 @@ def test_a_refused_spec_is_a_json_error_on_stderr_whichever_side_json_is_on() ->
         assert json.loads(result.stderr) == {"error": "InvalidSpec: text: Field required"}
     text = runner.invoke(main, ["enqueue", '{"tune_id": 1}'])
     assert text.exit_code == 1 and text.stderr.startswith("Error: InvalidSpec: text:")
+
+
+def test_a_redrive_or_purge_takes_the_ids_named_or_every_dead_one() -> None:
+    """`--all` with nothing dead has nothing to do; neither ids nor `--all` is a usage error."""
+    assert chosen(("a",), False, lambda: ["x"], "job") == ["a"]
+    assert chosen((), True, lambda: iter(["x", "y"]), "job") == ["x", "y"]
+    assert chosen((), True, lambda: [], "job") == []
+    with pytest.raises(click.UsageError, match="name webhook ids or pass --all"):
+        chosen((), False, lambda: ["x"], "webhook")

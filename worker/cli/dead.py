@@ -5,16 +5,33 @@ Failed jobs (`dead list | redrive`), broker messages that could not be read (`de
 list | redrive | purge`, `worker.broker.intake`) and webhooks whose deliveries ran out
 (`webhooks list | redrive`), and jobs whose durable copies ran out (`copies list | redrive`).
 Each list prints JSON lines, newest first; each redrive `id: result` lines (JSON lines with
---json).
+--json). A redrive or purge takes the ids named, or with --all every dead one (none: nothing to
+do).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 
 import click
 
 from worker.cli.output import said_each, say
+
+#: At most this many dead letters of one kind are taken by `--all` (failed jobs, each loaded
+#: whole: EVERY_JOB).
+EVERY, EVERY_JOB = 100_000, 10_000
+
+
+def chosen(ids: tuple[str, ...], every: bool, dead_ids: Callable[[], Iterable[str]],
+           what: str) -> list[str]:
+    """The ids a redrive or purge acts on: those named, or with `--all` every dead one (none
+    dead: nothing to do); neither is a usage error naming `what`."""
+    if every:
+        return list(dead_ids())
+    if not ids:
+        raise click.UsageError(f"name {what} ids or pass --all")
+    return list(ids)
 
 
 @click.group()
@@ -48,9 +65,8 @@ def dead_redrive(job_ids: tuple[str, ...], redrive_all: bool) -> None:
     from worker.runtime import runtime
 
     jobs = runtime().jobs
-    ids = [job.id for job in jobs.dead_jobs(10_000)] if redrive_all else list(job_ids)
-    if not ids:
-        raise click.UsageError("name job ids or pass --all")
+    ids = chosen(job_ids, redrive_all, lambda: (job.id for job in jobs.dead_jobs(EVERY_JOB)),
+                 "job")
     # PENDING again until its new outcome
     said_each({job_id: jobs.redrive(job_id) for job_id in ids}, key="job_id")
 
@@ -77,10 +93,8 @@ def dead_messages_list(limit: int) -> None:
 def _dead_message_ids(ids: tuple[str, ...], every: bool) -> list[str]:
     from worker.runtime import runtime
 
-    found = [e.id for e in runtime().dead_messages.newest(100_000)] if every else list(ids)
-    if not found and not every:
-        raise click.UsageError("name dead message ids or pass --all")
-    return found
+    return chosen(ids, every, lambda: (e.id for e in runtime().dead_messages.newest(EVERY)),
+                  "dead message")
 
 
 @dead_messages.command("redrive")
@@ -131,10 +145,8 @@ def webhooks_redrive(webhook_ids: tuple[str, ...], redrive_all: bool) -> None:
     from worker.runtime import runtime
 
     store = runtime().webhooks
-    ids = ([hook.webhook_id for hook in store.dead(100_000)] if redrive_all
-           else list(webhook_ids))
-    if not ids:
-        raise click.UsageError("name webhook ids or pass --all")
+    ids = chosen(webhook_ids, redrive_all, lambda: (h.webhook_id for h in store.dead(EVERY)),
+                 "webhook")
     said_each({message_id: store.redrive(message_id) for message_id in ids}, key="webhook_id")
 
 
@@ -163,9 +175,7 @@ def copies_redrive(job_ids: tuple[str, ...], redrive_all: bool) -> None:
     from worker.runtime import runtime
 
     store = runtime().copies
-    ids = [c.job_id for c in store.dead(100_000)] if redrive_all else list(job_ids)
-    if not ids:
-        raise click.UsageError("name job ids or pass --all")
+    ids = chosen(job_ids, redrive_all, lambda: (c.job_id for c in store.dead(EVERY)), "job")
     said_each({job_id: "redriven" if store.redrive(job_id) else "not a dead copy"
                for job_id in ids}, key="job_id")
 
