@@ -45,7 +45,8 @@ def throttled_wait(settings: Settings, exc: BaseException) -> float:
     ASTRIA_RETRY_MAX_SECONDS), else at once. A 429 is the account's limit, not the job's fault:
     it spends none of the job's retry budget (in a backlog, the wait for the job's turn would
     spend its seconds, and a busy account would fail jobs, or leave a cancelled job's prompt
-    undeleted), the limiter paces the account, and the job's own `expires_in` bounds the wait."""
+    undeleted), the limiter paces the account, and the job's own `expires_in` bounds the wait (a
+    cancelled job's DELETE has none: each of its tries is one request the limiter paces)."""
     return min(advised_wait(exc), settings.astria_retry_max_seconds)
 
 
