@@ -57,6 +57,7 @@ class AstriaSimulator:
         self._stopping = threading.Event()
         self._callbacks = ThreadPoolExecutor(max_workers=8, thread_name_prefix="sim-callback")
         self._sessions = threading.local()
+        self._opened: list[requests.Session] = []  #: every sender's, closed by `stop`
 
     def start(self) -> AstriaSimulator:
         for target in (self._server.serve_forever, self._deliver_callbacks):
@@ -72,6 +73,11 @@ class AstriaSimulator:
         self._server.shutdown()
         self._server.server_close()
         self._callbacks.shutdown(wait=False, cancel_futures=True)
+        # kept-alive connections would hold a receiver that is stopping until they time out
+        with self._server.state.lock:
+            opened, self._opened = self._opened, []
+        for session in opened:
+            session.close()
 
     def __enter__(self) -> AstriaSimulator:
         return self.start()
@@ -111,6 +117,8 @@ class AstriaSimulator:
         session = getattr(self._sessions, "session", None)
         if session is None:  # one kept-alive session per sender thread: cheap on shared cores
             session = self._sessions.session = requests.Session()
+            with self._server.state.lock:
+                self._opened.append(session)
         try:
             session.post(url, json={"prompt": prompt}, timeout=5)
             outcome = "callback_sent"

@@ -6,6 +6,7 @@ REDIS_URL you gave), its own simulator, and starts workers as subprocesses with 
 
 from __future__ import annotations
 
+import gc
 import itertools
 import json
 import os
@@ -170,17 +171,26 @@ class Stack:
     def worker_logs(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in self.logs if p.exists())
 
-    def close(self) -> None:
+    def stop_processes(self) -> None:
+        """Stop the workers and servers started, as a deployment does (SIGTERM), then kill what
+        has not stopped within 15 s. Before their Redis goes, or each waits for it in vain."""
         for proc in self.workers:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
+        # a connection still open to a receiver holds its graceful stop for its keepalive
+        # (15 s): the simulator's kept-alive callback senders, and a test's request whose
+        # connection only the garbage collector closes
+        self.sim.stop()
+        gc.collect()
         for proc in self.workers:
             try:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-        self.sim.stop()
+
+    def close(self) -> None:
+        self.stop_processes()
         self.app.close()
 
 

@@ -101,6 +101,7 @@ def test_redis_out_of_memory_stops_no_worker_and_loses_no_job(
         assert set(terminal_states(stack.redis, jobs).values()) == {"SUCCESS"}
         assert worker.poll() is None
         assert len(stack.sim.prompts()) == 8  # and none twice
+        stack.stop_processes()
 
 
 def test_a_redis_that_evicts_keys_is_refused_at_start(make_stack: Callable[..., Stack]) -> None:
@@ -115,3 +116,4 @@ def test_a_redis_that_evicts_keys_is_refused_at_start(make_stack: Callable[..., 
         stack.start_worker(redis_allow_eviction="true")
         assert stack.outcome(stack.send({"tune_id": 1, "text": "allowed, loudly"}))["images"]
         assert "REDIS_ALLOW_EVICTION=true: Redis maxmemory-policy" in stack.worker_logs()
+        stack.stop_processes()
