@@ -4,6 +4,7 @@ counted the ways Astria might count them, in virtual time (tests/unit/account_mo
 from __future__ import annotations
 
 import bisect
+import random
 from typing import Any
 
 import pytest
@@ -14,9 +15,11 @@ from tests.unit.conftest import Store
 from worker.records import RequestKind
 
 
-def limited(make_store: Any, account: Account, *, jobs: int = 400, hosts: int = 1) -> Figures:
+def limited(make_store: Any, account: Account, *, jobs: int = 400, hosts: int = 1,
+            seconds: float = 300.0) -> Figures:
     """`jobs` POSTs against `account` under our ceiling of 10/s."""
-    return drive(make_store(astria_rate_limit_per_second=10), account, jobs=jobs, hosts=hosts)
+    return drive(make_store(astria_rate_limit_per_second=10), account, jobs=jobs, hosts=hosts,
+                 seconds=seconds)
 
 
 @pytest.mark.parametrize("retry_after", [True, False], ids=["Retry-After", "no Retry-After"])
@@ -51,15 +54,49 @@ def test_stray_429s_are_not_a_limit(make_store: Any) -> None:
 @pytest.mark.parametrize("counter", COUNTERS)
 def test_stray_429s_beside_a_limit_do_not_wear_the_rate_down(make_store: Any,
                                                              counter: str) -> None:
-    """5/s, and one answer in 20 a 429 for no reason: any of them could be the limit's, yet in
-    the last minute of a four-to-five-minute run at least 75% of the limit passes (the release
-    before lowered the rate step after step: 52% by then, still falling, and 1,200 POSTs did not
-    fit in five minutes)."""
-    figures = limited(make_store, Account(limit=5, counter=counter, stray=0.05), jobs=1200)
+    """5/s, and one answer in 20 a 429 for no reason: any of them could be the limit's, yet the
+    rate stops falling at the floor (90% of what the limit passed when it was measured) and in
+    the last minute at least 60% of the limit passes, about as much as in the minute before (the
+    release before lowered the rate step after step: 52% by the fifth minute, still falling).
+    This account's strays take one of the five requests the limit passed in the second it was
+    measured, so it measured 3.9 for 5; other stray sequences pass 84-90% (README)."""
+    figures = limited(make_store, Account(limit=5, counter=counter, stray=0.05), jobs=1200,
+                      seconds=420.0)
+    assert figures.accepted == figures.jobs, figures.accepted
+    accepted = sorted(figures.accepted_at)
+
+    def minute(ending: float) -> int:
+        return bisect.bisect_left(accepted, ending) - bisect.bisect_left(accepted, ending - 60.0)
+
+    last, before = minute(accepted[-1]), minute(accepted[-1] - 60.0)
+    assert last / 60 >= 0.6 * 5 and last >= 0.95 * before, (last, before)
+
+
+def test_a_cluster_of_stray_429s_is_not_the_limit_falling(make_store: Any) -> None:
+    """A token bucket of 5/s and one answer in 20 a stray 429, in a sequence where the first
+    measurement (5.8: the bucket's burst) leaves the floor above the limit, so the limit's 429s
+    and stray ones together put a window over 20% now and then. A window over a limit already
+    measured is measured again only when the next one is over it too; measured at once, the
+    release before took two such windows for the limit falling (3.0, then 1.3): 23% of the
+    limit passed in the last minute."""
+    figures = limited(make_store, Account(limit=5, stray=0.05, rng=random.Random(6)),
+                      jobs=1200, seconds=420.0)
     assert figures.accepted == figures.jobs, figures.accepted
     accepted = sorted(figures.accepted_at)
     last_minute = len(accepted) - bisect.bisect_left(accepted, accepted[-1] - 60.0)
     assert last_minute / 60 >= 0.75 * 5, last_minute
+
+
+@pytest.mark.parametrize("counter", COUNTERS)
+def test_a_limit_that_falls_is_measured_again(make_store: Any, counter: str) -> None:
+    """5/s for a minute, then 2.5/s: the windows over it measure it again, and from 30 s after
+    the fall the rate is the new limit's, with no more than one POST in ten answered 429
+    (the first minute's finding included)."""
+    figures = limited(make_store, Account(limit=5, counter=counter, falls=(1060.0, 2.5)),
+                      jobs=600, seconds=200.0)
+    after = sorted(at for at in figures.accepted_at if at >= 1090.0)
+    assert 0.9 <= (len(after) - 1) / (after[-1] - after[0]) / 2.5 <= 1.25, after[:3]
+    assert figures.share_429 <= 0.1, figures.share_429
 
 
 @pytest.mark.parametrize("counter", COUNTERS)

@@ -23,7 +23,9 @@
 --   BACK^2 x lo at least): a bucket's burst or a window's edge let a probe pass too high. Never
 --   below KEEP x the limit a window over it measured last (`measured`): stray 429s beside a
 --   limit would lower the rate step after step down to the floor, and a limit that falls
---   further shows as a window over it, which measures it again.
+--   further shows as a window over it, which measures it again: once a limit is known, only
+--   the second window over it in a row (`overs` counts them), since the limit's 429s and stray
+--   ones together put one window over now and then, and measured it would lower the floor.
 -- * Tokens come at the rate, the bucket holding PACE seconds' worth (at least 1.5: grants are
 --   not exactly on time, and no fraction of a token may be lost): requests go out evenly, with
 --   no burst that a window counter at Astria would refuse.
@@ -35,7 +37,7 @@ local STEP, CLOSE, BACK, GROW, CYCLE = 1.05, 1.02, 0.97, 1.25, 6
 local FLOOR, PACE, CREDIT, KEEP = 0.02, 0.2, 0.5, 0.9
 local LIMITER_FIELDS = {'rate', 'tokens', 'ts', 'pause', 'lo', 'hi', 'phase', 'probe', 'wstart',
                        'wok', 'wthr', 'wfull', 'hungry', 'wra', 'lok', 'lthr', 'lsec',
-                       'wfirst', 'wlate', 'measured'}
+                       'wfirst', 'wlate', 'measured', 'overs'}
 
 local function bucket_size(rate, burst)
   return math.max(1, math.min(burst, math.max(1.5, rate * PACE)))
@@ -53,7 +55,8 @@ local function limiter_load(key, kind, ceiling, burst, now)
              was_hungry = v[13] == '1', wra = tonumber(v[14]) or 0, lok = tonumber(v[15]) or 0,
              lthr = tonumber(v[16]) or 0, lsec = tonumber(v[17]) or 0,
              wfirst = tonumber(v[18]) or 0, wlate = tonumber(v[19]) or 0,
-             measured = tonumber(v[20]) or 0, used = 0, hungry = false}
+             measured = tonumber(v[20]) or 0, overs = tonumber(v[21]) or 0, used = 0,
+             hungry = false}
   local elapsed = math.max(0, now - s.ts)
   s.tokens = math.min(bucket_size(s.rate, burst),
                       (tonumber(v[2]) or bucket_size(s.rate, burst)) + elapsed * s.rate)
@@ -124,6 +127,10 @@ local function limiter_close(s, now)
       and not (over and s.wthr * 2 > s.wok and now - s.wfirst >= WINDOW) then
     return
   end
+  if over and s.lo and s.overs == 0 then
+    over = false  -- the first window over a known limit (see the top)
+  end
+  s.overs = over and 0 or (window_over(s) and not s.probe and 1 or 0)
   if over or (s.wfull and s.wok + s.wthr > 0) then
     limiter_learn(s, math.max(seconds, WINDOW), now, over)
   end
