@@ -127,10 +127,9 @@ local function limiter_close(s, now)
       and not (over and s.wthr * 2 > s.wok and now - s.wfirst >= WINDOW) then
     return
   end
-  if over and s.lo and s.overs == 0 then
-    over = false  -- the first window over a known limit (see the top)
-  end
-  s.overs = over and 0 or (window_over(s) and not s.probe and 1 or 0)
+  local first_over_known = over and s.lo ~= nil and s.overs == 0  -- held back (see the top)
+  s.overs = first_over_known and 1 or 0
+  if first_over_known then over = false end
   if over or (s.wfull and s.wok + s.wthr > 0) then
     limiter_learn(s, math.max(seconds, WINDOW), now, over)
   end
