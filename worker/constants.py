@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from worker.records import Lane
+from worker.records import Lane, RequestKind
 
 #: The public task: producers send it by name with `kwargs={"spec": {...}}`.
 SUBMIT_TASK = "astria.submit_prompt"
@@ -157,6 +157,11 @@ class Keys:
     def limiter(self) -> str:
         """Hash: the adaptive rate limiter's state, per kind of request."""
         return f"{self.prefix}:limiter"
+
+    def limiter_sent(self, kind: RequestKind) -> str:
+        """List: when the requests of a kind whose answers passed Astria's limit were sent, for
+        the last seconds (the limiter counts what passed by it: `lua/lib/limiter.lua`)."""
+        return f"{self.prefix}:limiter:sent:{kind}"
 
     @property
     def revoked(self) -> str:

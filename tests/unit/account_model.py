@@ -1,17 +1,17 @@
 """An Astria account in virtual time, for the limiter's tests: its rate limit counted as a token
 bucket, a fixed window or a sliding window, answers a latency later, and stray 429s.
 
-`drive` runs the real dispatcher (grant.lua and its limiter) against it: requests reach the
-account half a latency (± jitter) after they are granted and their answers come back half a
-latency later, when they are reported to the limiter, as the engine does; several hosts are
-several dispatchers sharing one Redis, each with its own reports. A run starts at a point of the
-clock's second that its seed picks: a per-whole-second counter turns wherever it turns.
+`drive` runs the real dispatcher (grant.lua and its limiter) against it: as at the simulator,
+a request reaches the account within `jitter` of its grant and is answered `latency` (± `spread`
+of it) later, when it is reported to the limiter with its send time, as the engine does; so
+answers overtake each other. Several hosts are several dispatchers sharing one Redis, each with
+its own reports. A run starts at a point of the clock's second that its seed picks: a
+per-whole-second counter turns wherever it turns.
 
-The jitter (± 3 ms) is the worker's, measured at the simulator (2026-12-03, the recommended
+The jitter (3 ms) is the worker's, measured at the simulator (2026-12-03, the recommended
 command, 300 POSTs paced at 4.75/s, so 210.5 ms apart): 90% of the gaps between two POSTs'
-arrivals were 208.9 to 211.7 ms. Grants on the model's 20 ms steps add their own unevenness; a
-10 ms step gives the same figures.
-"""
+arrivals were 208.9 to 211.7 ms. The simulator answers 250 ms ± 50% after a request arrives
+(`SimConfig.latency_jitter`). Grants on the model's 20 ms steps add their own unevenness."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from astria_local.sim_limit import AccountLimit, Counter
 from tests.unit.conftest import Store
 from worker.records import RequestKind
-from worker.store.dispatch import Dispatcher
+from worker.store.dispatch import Dispatcher, Reports
 from worker.store.types import Lease
 
 
@@ -85,7 +85,7 @@ class Figures:
 
 
 def drive(store: Store, account: Account, *, jobs: int, hosts: int = 1, latency: float = 0.25,
-          jitter: float = 0.003, seconds: float = 300.0, step: float = 0.02,
+          spread: float = 0.5, jitter: float = 0.003, seconds: float = 300.0, step: float = 0.02,
           seed: int = 11) -> Figures:
     """Register `jobs` jobs and POST them through `hosts` dispatchers until all are accepted."""
     rng = random.Random(seed)
@@ -93,7 +93,10 @@ def drive(store: Store, account: Account, *, jobs: int, hosts: int = 1, latency:
         store.register(f"j{i}")
     dispatchers = [store.dispatcher] + [
         Dispatcher(store.jobs.scripts, store.settings, store.keys) for _ in range(hosts - 1)]
-    answers: list[tuple[float, int, int, float | None]] = []
+    for dispatcher in dispatchers:
+        dispatcher.reports = Reports(clock=lambda: now)
+    #: (when the answer comes back, host, status, Retry-After, when the request was sent)
+    answers: list[tuple[float, int, int, float | None, float]] = []
     # a clock-second counter's windows turn where they will, not where the run starts; drawn
     # from a generator of its own, so the jitter's sequence is the one the README measured
     now = start = 1000.0 + random.Random(seed).random()
@@ -101,19 +104,19 @@ def drive(store: Store, account: Account, *, jobs: int, hosts: int = 1, latency:
     accepted_at: list[float] = []
     while now < start + seconds and accepted < jobs:
         while answers and answers[0][0] <= now:
-            _, host, status, wait = heapq.heappop(answers)
+            _, host, status, wait, sent_at = heapq.heappop(answers)
             reports = dispatchers[host].reports
             if status == 429:
-                reports.throttled(RequestKind.SUBMIT, wait)
+                reports.throttled(RequestKind.SUBMIT, sent_at, wait)
             else:
-                reports.ok(RequestKind.SUBMIT)
+                reports.ok(RequestKind.SUBMIT, sent_at)
         for host, dispatcher in enumerate(dispatchers):
             grant = dispatcher.grant(256, now=now)
             learnt = bool(grant.units and store.redis.hget(store.keys.limiter, "lo:submit"))
             for unit in grant.units:
                 sent += 1
                 sent_learnt += learnt
-                arrives = now + latency / 2 + rng.uniform(-jitter, jitter)
+                arrives = now + rng.uniform(0.0, jitter)
                 status, wait = account.admit(arrives)
                 lease, job = Lease(unit.id, grant.owner), store.jobs.load(unit.id)
                 if status == 200:
@@ -124,7 +127,8 @@ def drive(store: Store, account: Account, *, jobs: int, hosts: int = 1, latency:
                     throttled += 1
                     throttled_learnt += learnt
                     store.jobs.requeue(lease, job, at=now)
-                heapq.heappush(answers, (arrives + latency / 2, host, status, wait))
+                answered = arrives + latency * rng.uniform(1 - spread, 1 + spread)
+                heapq.heappush(answers, (answered, host, status, wait, now))
         now += step
     return Figures(jobs, accepted, sent, throttled, max(accepted_at) - min(accepted_at),
                    accepted_at, sent_learnt, throttled_learnt)

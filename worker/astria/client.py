@@ -109,11 +109,12 @@ def _nothing_sent(exc: requests.ConnectionError) -> bool:
 
 class AnswerReports(Protocol):
     """Where the client tells the rate limiter how Astria answered
-    (`worker.store.dispatch.Reports`): every answer but a 429 passed Astria's limit."""
+    (`worker.store.dispatch.Reports`): every answer but a 429 passed Astria's limit. `sent` is
+    when the request went out (`time.monotonic()`): the limiter counts what passed by it."""
 
-    def ok(self, kind: RequestKind) -> None: ...
+    def ok(self, kind: RequestKind, sent: float) -> None: ...
 
-    def throttled(self, kind: RequestKind, retry_after: float | None) -> None: ...
+    def throttled(self, kind: RequestKind, sent: float, retry_after: float | None) -> None: ...
 
 
 class RequestCounts(Protocol):
@@ -211,9 +212,9 @@ class AstriaClient:
                 self._stats.request(kind, method, outcome, time.monotonic() - started)
             if self._reports and outcome != "network":
                 if outcome == "429":
-                    self._reports.throttled(kind, retry_after)
+                    self._reports.throttled(kind, started, retry_after)
                 else:
-                    self._reports.ok(kind)
+                    self._reports.ok(kind, started)
 
     def _prepare(self, method: str, path: str, params: dict[str, Any] | None = None,
                  data: dict[str, Any] | None = None) -> requests.PreparedRequest:

@@ -6,18 +6,19 @@ same order and the same limits:
 
 - **Rate limits**, one per kind of request: creating prompts (`submit`) and everything else
   (`poll`: reading prompts, listing them, deleting one). Each is a token bucket whose rate looks
-  for Astria's own limit below ASTRIA_RATE_LIMIT_PER_SECOND: a 429 sets it just under what Astria
-  let through since the previous 429, each answered request while it is the bottleneck lets it
-  grow 0.15%, Retry-After pauses it. Polls have their own bucket, so they are never starved by
-  submissions, nor starve them; they go on credit, since one listing answers many and returns
-  the tokens it saved.
+  for Astria's own limit below ASTRIA_RATE_LIMIT_PER_SECOND from what Astria let through once
+  its 429s began, taking a few stray 429s for noise (`lua/lib/limiter.lua` says how);
+  Retry-After after a window over the limit pauses it. Polls have their own bucket, so they
+  are never starved by submissions, nor starve them; they go on credit, since one listing
+  answers many and returns the tokens it saved.
 - **Lanes**: POSTs go to `interactive` jobs first, then `normal`, then `batch`; while a higher lane
   has a backlog, each lower one still gets LANE_MIN_SHARE of the POSTs.
 - **Tenants**: within a lane, tenants take turns (start-time fair queueing, TENANT_WEIGHTS), and a
   tenant at TENANT_MAX_IN_FLIGHT prompts in flight waits; a tenant with 10,000 queued jobs delays
   another's by its fair share only.
 
-Outcomes of requests come back through `report_*` and reach the limiter with the next `grant`.
+Outcomes of requests come back through `reports` (`Reports`) and reach the limiter with the next
+`grant`.
 
 Webhooks to producers are granted in the same round trip by their own script
 (`grant_webhooks.lua`), from their own budget of threads (WEBHOOK_CONCURRENCY): a producer's slow
@@ -29,7 +30,9 @@ from __future__ import annotations
 import json
 import secrets
 import threading
+import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,12 +62,15 @@ class Grant:
 
 
 class Reports:
-    """Request outcomes since the last grant, per kind, for the limiter."""
+    """Request outcomes since the last grant, per kind, for the limiter: each answer as how long
+    ago its request was sent, so the limiter counts what Astria's limit passed by when requests
+    reached it, not by when their answers came back (answers overtake each other)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock  #: when requests were sent and reports taken (a seam for tests)
         self._lock = threading.Lock()
-        self._ok: defaultdict[str, int] = defaultdict(int)
-        self._throttled: defaultdict[str, int] = defaultdict(int)
+        self._sent: defaultdict[str, list[float]] = defaultdict(list)  #: answers passed
+        self._throttled: defaultdict[str, list[float]] = defaultdict(list)  #: 429s
         self._retry_after: defaultdict[str, float] = defaultdict(float)
         self._unused: defaultdict[str, int] = defaultdict(int)
 
@@ -73,32 +79,38 @@ class Reports:
         with self._lock:
             self._unused[kind] += tokens
 
-    def ok(self, kind: RequestKind) -> None:
+    def ok(self, kind: RequestKind, sent: float) -> None:
+        """An answer other than a 429 to a request sent at `sent` (the clock's time)."""
         with self._lock:
-            self._ok[kind] += 1
+            self._sent[kind].append(sent)
 
-    def throttled(self, kind: RequestKind, retry_after: float | None) -> None:
-        """A 429, with Astria's Retry-After if it gave one."""
+    def throttled(self, kind: RequestKind, sent: float, retry_after: float | None) -> None:
+        """A 429 to a request sent at `sent`, with Astria's Retry-After if it gave one."""
         with self._lock:
-            self._throttled[kind] += 1
+            self._throttled[kind].append(sent)
             self._retry_after[kind] = max(self._retry_after[kind], retry_after or 0.0)
 
-    def take(self) -> dict[str, dict[str, float]]:
+    def take(self) -> dict[str, dict[str, Any]]:
+        """The report, each answer's send time as its age (seconds before now): the limiter
+        places it on Redis's clock, which no host shares."""
         with self._lock:
-            report = {kind: {"ok": self._ok[kind], "throttled": self._throttled[kind],
+            now = self._clock()
+            report = {kind: {"ok": [round(now - at, 4) for at in self._sent[kind]],
+                             "throttled": [round(now - at, 4) for at in self._throttled[kind]],
                              "retry_after": self._retry_after[kind],
                              "unused": self._unused[kind]}
-                      for kind in set(self._ok) | set(self._throttled) | set(self._unused)}
-            for counts in (self._ok, self._throttled, self._retry_after, self._unused):
+                      for kind in set(self._sent) | set(self._throttled) | set(self._unused)}
+            for counts in (self._sent, self._throttled, self._retry_after, self._unused):
                 counts.clear()
         return report
 
-    def restore(self, report: dict[str, dict[str, float]]) -> None:
+    def restore(self, report: dict[str, dict[str, Any]]) -> None:
         """Put back a report that could not be delivered (Redis away)."""
         with self._lock:
+            now = self._clock()
             for kind, values in report.items():
-                self._ok[kind] += int(values["ok"])
-                self._throttled[kind] += int(values["throttled"])
+                self._sent[kind] += [now - age for age in values["ok"]]
+                self._throttled[kind] += [now - age for age in values["throttled"]]
                 self._retry_after[kind] = max(self._retry_after[kind], values["retry_after"])
                 self._unused[kind] += int(values["unused"])
 
@@ -114,6 +126,8 @@ class Dispatcher:
             "queued": keys.queued, "expiry": keys.expiry, "leases": keys.leases,
             "inflight": keys.inflight, "inflight_jobs": keys.inflight_jobs,
             "limiter": keys.limiter, "dispatch": keys.dispatch,
+            "sent_submit": keys.limiter_sent(RequestKind.SUBMIT),
+            "sent_poll": keys.limiter_sent(RequestKind.POLL),
             "lanes": [key for lane in LANES for key in (keys.ready(lane), keys.turns(lane))],
         }
         self._policy: dict[str, Any] = {

@@ -15,7 +15,9 @@
 -- KEYS[8] inflight_jobs       job -> tenant
 -- KEYS[9] limiter
 -- KEYS[10] dispatch           lane credits and clocks
--- KEYS[11...] lanes           each lane's queue and tenant turns, in lane order: ready, turns, ...
+-- KEYS[11] sent_submit        when the POSTs whose answers passed Astria's limit were sent
+-- KEYS[12] sent_poll          the same for the other requests
+-- KEYS[13...] lanes           each lane's queue and tenant turns, in lane order: ready, turns, ...
 -- ARGV[1] owner               the caller's lease owner token
 -- ARGV[2] room                most units the caller can take now
 -- ARGV[3] lease_seconds
@@ -59,7 +61,7 @@ end
 
 local limits = {}
 for _, kind in ipairs({'submit', 'poll'}) do
-  limits[kind] = limiter_load(KEY.limiter, kind, ceiling, burst, now)
+  limits[kind] = limiter_load(KEY.limiter, KEY['sent_' .. kind], kind, ceiling, burst, now)
   limiter_report(limits[kind], report[kind] or {}, now)
 end
 

@@ -1,5 +1,6 @@
 -- The adaptive rate limit of one kind of Astria request ('submit' or 'poll'), kept in the
--- limiter hash as `<field>:<kind>` (fields: LIMITER_FIELDS), shared by every host.
+-- limiter hash as `<field>:<kind>` (fields: LIMITER_FIELDS), shared by every host, and the
+-- kind's sent list: when the requests whose answers passed were sent, for the last seconds.
 -- Astria does not say how it counts its limit (a token bucket, a fixed or a sliding window per
 -- second) and answers 429 for other reasons too, so one 429 is not taken for the limit. Answers
 -- are counted in windows (at least WINDOW seconds and WINDOW_ANSWERS answers at the rate; a
@@ -8,10 +9,12 @@
 -- one over a limit, teaches anything:
 -- * Until a limit is seen the rate is the ceiling (ASTRIA_RATE_LIMIT_PER_SECOND). A window with
 --   at least OVER_ANSWERS answers, OVERSHOOT_COUNT of them 429 and more than OVERSHOOT of them
---   (a few stray 429s are not a limit) is over one. It closes a WINDOW after its first 429 once
---   half its answers are 429, and brackets the limit: `hi`, its rate, fails; `lo`, what passed
---   from its first 429 on (before it, a bucket's burst or a window's edge passed more), a
---   STEP under hi at most, passes.
+--   (a few stray 429s are not a limit) is over one. It brackets the limit: `hi`, its rate,
+--   fails; `lo`, a STEP under hi at most, passes: what the limit passed of the requests sent in
+--   the WINDOW from the second 429's (before it, a bucket's burst or a window's edge passed
+--   more), counted by when they were sent, since answers overtake each other (each report
+--   gives every answer's age: the sent list, `wfirst`, `wsecond`). It closes once their answers
+--   are back (as far as its slowest answer says, `wlat`) and half its answers are 429.
 -- * The rate is lo (between FLOOR x the ceiling and the ceiling). While the bracket is wider
 --   than CLOSE, every window probes at the lesser of STEP x lo and the bracket's middle; once it
 --   is closed, every CYCLE-th window probes at STEP x lo (a lifted limit is found within
@@ -37,25 +40,26 @@ local STEP, CLOSE, BACK, GROW, CYCLE = 1.05, 1.02, 0.97, 1.25, 6
 local FLOOR, PACE, CREDIT, KEEP = 0.02, 0.2, 0.5, 0.9
 local LIMITER_FIELDS = {'rate', 'tokens', 'ts', 'pause', 'lo', 'hi', 'phase', 'probe', 'wstart',
                        'wok', 'wthr', 'wfull', 'hungry', 'wra', 'lok', 'lthr', 'lsec',
-                       'wfirst', 'wlate', 'measured', 'overs'}
+                       'wfirst', 'wsecond', 'wlat', 'measured', 'overs'}
 
 local function bucket_size(rate, burst)
   return math.max(1, math.min(burst, math.max(1.5, rate * PACE)))
 end
 
-local function limiter_load(key, kind, ceiling, burst, now)
+local function limiter_load(key, sent_key, kind, ceiling, burst, now)
   local fields = {}
   for i, name in ipairs(LIMITER_FIELDS) do fields[i] = name .. ':' .. kind end
   local v = redis.call('HMGET', key, unpack(fields))
-  local s = {key = key, kind = kind, ceiling = ceiling, burst = burst,
+  local s = {key = key, sent_key = sent_key, kind = kind, ceiling = ceiling, burst = burst,
              rate = math.min(tonumber(v[1]) or ceiling, ceiling), ts = tonumber(v[3]) or now,
              pause = tonumber(v[4]) or 0, lo = tonumber(v[5]), hi = tonumber(v[6]),
              phase = tonumber(v[7]) or 0, probe = v[8] == '1', wstart = tonumber(v[9]) or 0,
              wok = tonumber(v[10]) or 0, wthr = tonumber(v[11]) or 0, wfull = v[12] ~= '0',
              was_hungry = v[13] == '1', wra = tonumber(v[14]) or 0, lok = tonumber(v[15]) or 0,
              lthr = tonumber(v[16]) or 0, lsec = tonumber(v[17]) or 0,
-             wfirst = tonumber(v[18]) or 0, wlate = tonumber(v[19]) or 0,
-             measured = tonumber(v[20]) or 0, overs = tonumber(v[21]) or 0, used = 0,
+             wfirst = tonumber(v[18]) or 0, wsecond = tonumber(v[19]) or 0,
+             wlat = tonumber(v[20]) or 0, measured = tonumber(v[21]) or 0,
+             overs = tonumber(v[22]) or 0, used = 0,
              hungry = false}
   local elapsed = math.max(0, now - s.ts)
   s.tokens = math.min(bucket_size(s.rate, burst),
@@ -89,13 +93,47 @@ local function window_over(s)
   return answers >= OVER_ANSWERS and s.wthr >= OVERSHOOT_COUNT and s.wthr / answers > OVERSHOOT
 end
 
+-- The limit is measured on the requests sent in the WINDOW from the second 429's (by when they
+-- were sent: answers overtake each other), not the first's: the first may be a stray one among
+-- a bucket's burst. Whether every answer to them has come back (as far as the window's slowest
+-- answer, at most a WINDOW, says):
+local function measured_in_full(s, now)
+  return s.wsecond > 0 and now >= s.wsecond + WINDOW + math.min(s.wlat, WINDOW)
+end
+
+-- What the limit passed of those requests, a second's worth. The WINDOW's end reaches half a
+-- request further: a sliding window passes its next request a little after a second, where the
+-- jitter of sending puts it.
+local function passed_after_429s(s)
+  local count, ends = 0, s.wsecond + WINDOW + 0.5 / s.rate
+  for _, value in ipairs(redis.call('LRANGE', s.sent_key, 0, -1)) do
+    local sent = tonumber(value)
+    if sent >= s.wsecond and sent < ends then count = count + 1 end
+  end
+  return count / WINDOW
+end
+
+-- Add the send times of the answers that passed, and drop those from before `since` at the
+-- head (the list is in the order answers came back, near enough to the order of sending).
+local function limiter_note_sent(s, passed, now, since)
+  if #passed > 0 then
+    local sent = {}
+    for i, age in ipairs(passed) do sent[i] = string.format('%.3f', now - age) end
+    redis.call('RPUSH', s.sent_key, unpack(sent))
+    redis.call('EXPIRE', s.sent_key, 3600)
+  end
+  local head, old = redis.call('LRANGE', s.sent_key, 0, 63), 0
+  while old < #head and tonumber(head[old + 1]) < since do old = old + 1 end
+  if old > 0 then redis.call('LTRIM', s.sent_key, old, -1) end
+end
+
 -- Narrow the bracket [lo, hi] around the account's limit with what a window saw (see the top).
 local function limiter_learn(s, seconds, now, over)
   if over then
     local hi, passed = math.min(s.hi or s.rate, s.rate), s.wok / seconds
-    if s.wfirst > 0 and now - s.wfirst >= WINDOW then
+    if measured_in_full(s, now) then
       -- what passed once the limit was met, not a bucket's burst or a window's edge before
-      passed = math.min(passed, s.wlate / (now - s.wfirst))
+      passed = math.min(passed, passed_after_429s(s))
     end
     limiter_settle(s, math.min(passed, hi / STEP), hi)
     s.measured, s.phase = s.lo, 0
@@ -123,8 +161,9 @@ end
 local function limiter_close(s, now)
   if s.wstart == 0 then return end  -- the window starts with its first answer
   local seconds, over = now - s.wstart, window_over(s) and not s.probe
-  if seconds < math.max(WINDOW, WINDOW_ANSWERS / s.rate) and not (s.probe and s.wthr > 0)
-      and not (over and s.wthr * 2 > s.wok and now - s.wfirst >= WINDOW) then
+  local measured = measured_in_full(s, now)
+  if (seconds < math.max(WINDOW, WINDOW_ANSWERS / s.rate) and not (s.probe and s.wthr > 0)
+      and not (over and s.wthr * 2 > s.wok and measured)) or (over and not measured) then
     return
   end
   local first_over_known = over and s.lo ~= nil and s.overs == 0  -- held back (see the top)
@@ -134,7 +173,7 @@ local function limiter_close(s, now)
     limiter_learn(s, math.max(seconds, WINDOW), now, over)
   end
   limiter_pace(s)
-  s.wstart, s.wok, s.wthr, s.wfull, s.wfirst, s.wlate = now, 0, 0, true, 0, 0
+  s.wstart, s.wok, s.wthr, s.wfull, s.wfirst, s.wsecond, s.wlat = now, 0, 0, true, 0, 0, 0
   if over and s.wra > 0 then
     s.pause = math.max(s.pause, now + s.wra)
     s.wstart = 0  -- nothing is sent meanwhile: the next window starts with its first answer
@@ -145,14 +184,25 @@ end
 local function limiter_report(s, report, now)
   -- tokens granted for work that needed no request of its own (polls answered by one listing)
   s.tokens = math.min(s.tokens + (tonumber(report.unused) or 0), bucket_size(s.rate, s.burst))
-  local ok, throttled = tonumber(report.ok) or 0, tonumber(report.throttled) or 0
-  if s.wstart == 0 and ok + throttled > 0 then
+  local passed, throttled = report.ok or {}, report.throttled or {}
+  if s.wstart == 0 and #passed + #throttled > 0 then
     -- the first answers only mark the start: counted too, they would count one time too many
     s.wstart = now - 0.5 / s.rate
   end
-  s.wok, s.wthr = s.wok + ok, s.wthr + throttled
-  if s.wfirst == 0 and throttled > 0 then s.wfirst = now end
-  if s.wfirst > 0 then s.wlate = s.wlate + ok end
+  s.wok, s.wthr = s.wok + #passed, s.wthr + #throttled
+  -- answers passed, by when they were sent, kept as far back as the window's first 429 or two
+  -- WINDOWs, whichever is earlier: the second 429 cannot be older
+  limiter_note_sent(s, passed, now, math.min(now - 2 * WINDOW, s.wfirst > 0 and s.wfirst or now))
+  for _, age in ipairs(passed) do s.wlat = math.max(s.wlat, age) end
+  for _, age in ipairs(throttled) do
+    local sent = now - age
+    if s.wfirst == 0 or sent < s.wfirst then
+      s.wfirst, s.wsecond = sent, s.wfirst
+    elseif s.wsecond == 0 or sent < s.wsecond then
+      s.wsecond = sent
+    end
+    s.wlat = math.max(s.wlat, age)
+  end
   s.wra = math.max(s.wra, tonumber(report.retry_after) or 0)
   s.wfull = s.wfull and s.was_hungry  -- every grant of the window had requests waiting
   limiter_close(s, now)
