@@ -69,8 +69,9 @@ class Reports:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock  #: when requests were sent and reports taken (a seam for tests)
         self._lock = threading.Lock()
-        self._sent: defaultdict[str, list[float]] = defaultdict(list)  #: answers passed
-        self._throttled: defaultdict[str, list[float]] = defaultdict(list)  #: 429s
+        #: when the requests were sent, of the answers that passed and of the 429s
+        self._passed: defaultdict[str, list[float]] = defaultdict(list)
+        self._throttled: defaultdict[str, list[float]] = defaultdict(list)
         self._retry_after: defaultdict[str, float] = defaultdict(float)
         self._unused: defaultdict[str, int] = defaultdict(int)
 
@@ -82,7 +83,7 @@ class Reports:
     def ok(self, kind: RequestKind, sent: float) -> None:
         """An answer other than a 429 to a request sent at `sent` (the clock's time)."""
         with self._lock:
-            self._sent[kind].append(sent)
+            self._passed[kind].append(sent)
 
     def throttled(self, kind: RequestKind, sent: float, retry_after: float | None) -> None:
         """A 429 to a request sent at `sent`, with Astria's Retry-After if it gave one."""
@@ -95,12 +96,12 @@ class Reports:
         places it on Redis's clock, which no host shares."""
         with self._lock:
             now = self._clock()
-            report = {kind: {"ok": [round(now - at, 4) for at in self._sent[kind]],
+            report = {kind: {"ok": [round(now - at, 4) for at in self._passed[kind]],
                              "throttled": [round(now - at, 4) for at in self._throttled[kind]],
                              "retry_after": self._retry_after[kind],
                              "unused": self._unused[kind]}
-                      for kind in set(self._sent) | set(self._throttled) | set(self._unused)}
-            for counts in (self._sent, self._throttled, self._retry_after, self._unused):
+                      for kind in set(self._passed) | set(self._throttled) | set(self._unused)}
+            for counts in (self._passed, self._throttled, self._retry_after, self._unused):
                 counts.clear()
         return report
 
@@ -109,7 +110,7 @@ class Reports:
         with self._lock:
             now = self._clock()
             for kind, values in report.items():
-                self._sent[kind] += [now - age for age in values["ok"]]
+                self._passed[kind] += [now - age for age in values["ok"]]
                 self._throttled[kind] += [now - age for age in values["throttled"]]
                 self._retry_after[kind] = max(self._retry_after[kind], values["retry_after"])
                 self._unused[kind] += int(values["unused"])

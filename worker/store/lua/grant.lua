@@ -29,6 +29,7 @@
 -- ARGV[9] caps                JSON {tenant: most prompts in flight}
 -- ARGV[10] default_cap        for tenants not in caps (0: none)
 -- ARGV[11] report             JSON {kind: {ok, throttled, retry_after, unused}} since the last call
+--                             (ok, throttled: each answer's age, seconds since its request was sent)
 -- ARGV[12] now                '' for the Redis server's clock (tests pass a virtual time)
 -- Returns {seconds until more may be due, the time it used (Redis's clock), id, kind, ...}.
 --!include common
