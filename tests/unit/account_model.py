@@ -110,8 +110,9 @@ def drive(store: Store, account: Account, *, jobs: int, hosts: int = 1, latency:
                 reports.throttled(RequestKind.SUBMIT, sent_at, wait)
             else:
                 reports.ok(RequestKind.SUBMIT, sent_at)
-        for host, dispatcher in enumerate(dispatchers):
-            grant = dispatcher.grant(256, now=now)
+        turn = round((now - start) / step)  # hosts ask in turn: the first asker takes the token
+        for host in [(turn + i) % hosts for i in range(hosts)]:
+            grant = dispatchers[host].grant(256, now=now)
             learnt = bool(grant.units and store.redis.hget(store.keys.limiter, "lo:submit"))
             for unit in grant.units:
                 sent += 1
