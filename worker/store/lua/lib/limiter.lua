@@ -114,14 +114,14 @@ local function passed_after_429s(s)
 end
 
 -- Add the send times of the answers that passed, and drop those from before `since` at the
--- head (the list is in the order answers came back, near enough to the order of sending).
+-- head (the list is in the order answers came back, near enough to the order of sending). The
+-- list only grows here, so it is trimmed only here; what is stale meanwhile is never counted.
 local function limiter_note_sent(s, passed, now, since)
-  if #passed > 0 then
-    local sent = {}
-    for i, age in ipairs(passed) do sent[i] = string.format('%.3f', now - age) end
-    redis.call('RPUSH', s.sent_key, unpack(sent))
-    redis.call('EXPIRE', s.sent_key, 3600)
-  end
+  if #passed == 0 then return end
+  local sent = {}
+  for i, age in ipairs(passed) do sent[i] = string.format('%.3f', now - age) end
+  redis.call('RPUSH', s.sent_key, unpack(sent))
+  redis.call('EXPIRE', s.sent_key, 3600)
   local head, old = redis.call('LRANGE', s.sent_key, 0, 63), 0
   while old < #head and tonumber(head[old + 1]) < since do old = old + 1 end
   if old > 0 then redis.call('LTRIM', s.sent_key, old, -1) end
@@ -161,9 +161,9 @@ end
 local function limiter_close(s, now)
   if s.wstart == 0 then return end  -- the window starts with its first answer
   local seconds, over = now - s.wstart, window_over(s) and not s.probe
-  local measured = measured_in_full(s, now)
+  local in_full = measured_in_full(s, now)
   if (seconds < math.max(WINDOW, WINDOW_ANSWERS / s.rate) and not (s.probe and s.wthr > 0)
-      and not (over and s.wthr * 2 > s.wok and measured)) or (over and not measured) then
+      and not (over and s.wthr * 2 > s.wok and in_full)) or (over and not in_full) then
     return
   end
   local first_over_known = over and s.lo ~= nil and s.overs == 0  -- held back (see the top)
@@ -190,10 +190,6 @@ local function limiter_report(s, report, now)
     s.wstart = now - 0.5 / s.rate
   end
   s.wok, s.wthr = s.wok + #passed, s.wthr + #throttled
-  -- answers passed, by when they were sent, kept as far back as the window's first 429 or two
-  -- WINDOWs, whichever is earlier: the second 429 cannot be older
-  limiter_note_sent(s, passed, now, math.min(now - 2 * WINDOW, s.wfirst > 0 and s.wfirst or now))
-  for _, age in ipairs(passed) do s.wlat = math.max(s.wlat, age) end
   for _, age in ipairs(throttled) do
     local sent = now - age
     if s.wfirst == 0 or sent < s.wfirst then
@@ -203,6 +199,12 @@ local function limiter_report(s, report, now)
     end
     s.wlat = math.max(s.wlat, age)
   end
+  for _, age in ipairs(passed) do s.wlat = math.max(s.wlat, age) end
+  -- answers passed, by when they were sent, kept as far back as two WINDOWs or the window's
+  -- first 429 (this report's included), whichever is earlier: the second 429 cannot be older
+  local since = now - 2 * WINDOW
+  if s.wfirst > 0 then since = math.min(since, s.wfirst) end
+  limiter_note_sent(s, passed, now, since)
   s.wra = math.max(s.wra, tonumber(report.retry_after) or 0)
   s.wfull = s.wfull and s.was_hungry  -- every grant of the window had requests waiting
   limiter_close(s, now)
