@@ -10,6 +10,7 @@ import pytest
 
 from astria_local.simulator import SimConfig
 from tests.harness import FLUX_TUNE, LIST_TUNE, SLOW_TUNE, Stack, wait_for
+from worker.constants import Keys
 
 pytestmark = pytest.mark.slow  # starts worker processes
 
@@ -66,6 +67,30 @@ def test_a_cancelled_jobs_delete_spends_no_retry_budget_on_429s(
     wait_for(lambda: stack.sim.counters.get("deleted") == 1, 30, "the prompt's DELETE")
     record = stack.redis.hgetall(f"{stack.prefix}:job:{job}")
     assert record[b"prompt_deleted"] == b"1" and b"delete_error" not in record
+
+
+def test_a_cancelled_jobs_delete_through_endless_429s_is_given_up(
+    make_stack: Callable[..., Stack],
+) -> None:
+    """Every DELETE answered 429: tried again and again, but for no longer than
+    ASTRIA_DELETE_FOR_SECONDS after the cancellation; then given up, the reason on the job's
+    record for operators, and the job asks Astria nothing more."""
+    stack = make_stack(sim_config=SimConfig(fault_429=1.0, fault_methods="DELETE",
+                                            retry_after=0.01),
+                       astria_delete_for_seconds=2)
+    stack.start_worker()
+    job = stack.send({"tune_id": SLOW_TUNE, "text": "never finishes"})
+    wait_for(lambda: stack.result(job).state == "WAITING", 20, "the prompt to exist")
+    stack.cli("cancel", job, "--delete-prompt")
+    key = f"{stack.prefix}:job:{job}"
+    wait_for(lambda: stack.redis.hexists(key, "delete_error"), 30, "the DELETE given up")
+    assert b"429" in stack.redis.hget(key, "delete_error")
+    assert stack.sim.counters.get("fault_429", 0) >= 2  # tried again before the bound
+    keys = Keys(stack.prefix)
+    assert stack.redis.zscore(keys.due_poll, job) is None  # nothing more to ask
+    assert stack.redis.hget(keys.leases, job) is None
+    assert stack.redis.hget(key, "prompt_deleted") != b"1"
+    assert stack.result(job).state == "REVOKED"
 
 
 def test_posts_whose_fate_stays_unknown_are_capped(make_stack: Callable[..., Stack]) -> None:

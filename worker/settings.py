@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     astria_retry_max_seconds: float = Field(120.0, gt=0)
     astria_retry_initial_delay: float = Field(1.0, ge=0)
     astria_retry_max_delay: float = Field(30.0, ge=0)
+    #: A cancelled job's DELETE goes again after each 429 (none spends the retry budget), for
+    #: at most this long after the cancellation; then it is given up (`delete_error`).
+    astria_delete_for_seconds: float = Field(86400.0, gt=0)
     #: After a POST whose fate is unknown (500/502/504, read timeout, dropped connection, worker
     #: death), a prompt may still appear in Astria's listing: no re-POST before this long after
     #: the answer was given up (Astria: wait 60 s after a 504). At least ASTRIA_READ_TIMEOUT +

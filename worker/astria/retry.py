@@ -46,7 +46,7 @@ def throttled_wait(settings: Settings, exc: BaseException) -> float:
     it spends none of the job's retry budget (in a backlog, the wait for the job's turn would
     spend its seconds, and a busy account would fail jobs, or leave a cancelled job's prompt
     undeleted), the limiter paces the account, and the job's own `expires_in` bounds the wait (a
-    cancelled job's DELETE has none: each of its tries is one request the limiter paces)."""
+    cancelled job's DELETE, ASTRIA_DELETE_FOR_SECONDS: `worker.flow.wait.delete`)."""
     return min(advised_wait(exc), settings.astria_retry_max_seconds)
 
 

@@ -182,7 +182,9 @@ def _training_deadline(rt: Runtime, job: Job, now: float
 
 def delete(rt: Runtime, lease: Lease, job: Job) -> None:
     """DELETE the prompts of a job cancelled with delete_prompt; retried per the retry policy (a
-    429 spends none of its budget: `next_try`)."""
+    429 spends none of its budget: `next_try`), 429s for at most ASTRIA_DELETE_FOR_SECONDS
+    after the cancellation: no other bound holds a throttled DELETE (no `expires_in` applies to
+    a decided job), and a job due for ever would be asked for ever."""
     try:
         for prompt_id in job.prompt_ids:
             rt.astria.delete_prompt(job.tune_id, prompt_id)
@@ -192,9 +194,12 @@ def delete(rt: Runtime, lease: Lease, job: Job) -> None:
         rt.jobs.delete_failed(lease, job, str(exc))
         return
     except TransientError as exc:
+        now = time.time()
         retry = next_try(rt.settings, astria_policy(rt.settings), exc,
-                         attempt=job.retry_attempt, started_at=job.retry_since, now=time.time())
-        if retry is None:
+                         attempt=job.retry_attempt, started_at=job.retry_since, now=now)
+        if retry is None or now - job.finished_at >= rt.settings.astria_delete_for_seconds:
+            log.warning("job %s: gave up deleting prompt %s: %s", job.id, job.prompt_id, exc,
+                        extra=job.log_fields(prompt_id=job.prompt_id))
             rt.jobs.delete_failed(lease, job, str(exc))
         else:
             rt.jobs.schedule_retry(lease, job, at=retry.at, spent=retry.spent)
