@@ -57,13 +57,14 @@ def test_a_job_sent_by_name_is_traced_under_its_producers_trace_across_processes
         (headers,) = hooks.headers.values()
         assert headers["traceparent"] == (
             f"00-{TRACE}-{spans['astria_queue.webhook'].span_id}-01")
-        # the worker's log lines written inside the job's spans carry its trace id (a listing
-        # that served both jobs at once may log the other job's line inside this span too)
+        # the worker's log lines written inside the job's spans carry its trace id, and a line
+        # about the other job never does (a listing that serves both runs a span for each)
         logged = [json.loads(line) for line in stack.worker_logs().splitlines()
                   if line.startswith("{") and TRACE in line]
         assert {entry["logger"] for entry in logged if entry.get("job_id") == job_id} >= {
             "astria.submit", "astria.webhooks"}
         assert {entry["trace_id"] for entry in logged} == {TRACE}
+        assert not [entry for entry in logged if entry.get("job_id") == untraced]
         # an invalid traceparent is ignored: that job has a trace of its own
         own = [span for span in sink.spans if span.name == "astria_queue.register"
                and span.trace_id != TRACE]

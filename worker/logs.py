@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
+from worker.net.tracing import job_span_ids
 from worker.settings import get_settings
 
 TEXT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -20,9 +22,22 @@ def formatter() -> logging.Formatter:
     """The formatter LOG_FORMAT asks for."""
     if get_settings().log_format != "json":
         return logging.Formatter(TEXT)
-    return JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s",
-                         rename_fields={"asctime": "ts", "levelname": "level", "name": "logger"},
-                         datefmt="%Y-%m-%dT%H:%M:%S%z", json_default=str)
+    return _JobJsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s",
+                             rename_fields={"asctime": "ts", "levelname": "level",
+                                            "name": "logger"},
+                             datefmt="%Y-%m-%dT%H:%M:%S%z", json_default=str)
+
+
+class _JobJsonFormatter(JsonFormatter):
+    """A line about a job carries that job's trace and span ids, where the work running has a
+    span of its own for it (a listing serves many jobs); other lines the current span's."""
+
+    def add_fields(self, log_data: dict[str, Any], record: logging.LogRecord,
+                   message_dict: dict[str, Any]) -> None:
+        super().add_fields(log_data, record, message_dict)
+        ids = job_span_ids(getattr(record, "job_id", None))
+        if ids:
+            log_data["trace_id"], log_data["span_id"] = ids
 
 
 def configure() -> None:

@@ -6,6 +6,8 @@ on loopback, the callback through the receiver's WSGI function."""
 from __future__ import annotations
 
 import io
+import json
+import logging
 import threading
 import time
 import uuid
@@ -23,6 +25,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tests.unit.scripted_astria import Answer, Call, ScriptedAstria
+from worker import logs
 from worker.edge import receiver
 from worker.flow import steps
 from worker.flow.accept import register
@@ -196,6 +199,42 @@ def test_an_invalid_traceparent_is_ignored_and_the_job_gets_a_trace_of_its_own(
         assert valid(kept)
         (root,) = spans_of(int(kept.split("-")[1], 16)).values()
         assert root.name == "astria_queue.register" and root.parent is None
+
+
+def test_a_log_line_about_one_of_the_jobs_a_listing_serves_carries_that_jobs_trace(
+        make_runtime: Callable[..., Runtime], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A listing runs one span per job it serves; a line logged about the second job carries
+    the second job's trace and span ids, not the first's (the current span); a line about no
+    job, the current span's."""
+    _provider()
+    EXPORTED.clear()
+    rt = make_runtime(astria_answering("http://127.0.0.1:9"), otel_traces_exporter="otlp",
+                      log_format="json")
+    jobs = []
+    for _ in range(2):
+        job_id = f"job-{uuid.uuid4().hex[:8]}"
+        register(rt, job_id, parse_spec({"tune_id": 7, "text": "a cat"}))
+        jobs.append((job_id, rt.jobs.load(job_id).traceparent))
+    monkeypatch.setattr(logs, "get_settings", lambda: rt.settings)
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logs.formatter())
+    log = logging.getLogger(f"test.listing.{uuid.uuid4().hex[:6]}")
+    log.addHandler(handler)
+    log.propagate = False
+    with rt.tracing.spans("astria_queue.poll", jobs):
+        for job_id, _ in jobs:
+            log.warning("job %s: done", job_id, extra={"job_id": job_id})
+        log.warning("the listing answered both")
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    traces = [traceparent.split("-")[1] for _, traceparent in jobs]
+    assert traces[0] != traces[1]
+    assert [line["trace_id"] for line in lines] == [traces[0], traces[1], traces[0]]
+    (second,) = [span for span in EXPORTED.get_finished_spans() if span.attributes
+                 and span.attributes.get("astria_queue.job_id") == jobs[1][0]
+                 and span.name == "astria_queue.poll"]
+    assert second.context is not None
+    assert lines[1]["span_id"] == format(second.context.span_id, "016x")
 
 
 def test_without_otel_settings_nothing_is_traced_stored_or_sent(

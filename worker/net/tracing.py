@@ -51,6 +51,17 @@ def caller_traceparent() -> str:
     return current_traceparent() if "opentelemetry.trace" in sys.modules else ""
 
 
+def job_span_ids(job_id: object) -> tuple[str, str] | None:
+    """(trace id, span id) of the running span of job `job_id`: a step that serves several jobs
+    (a listing) runs one span each, and a log line about one of them belongs to its trace, not
+    to the first job's (the current span). None when no running span is the job's."""
+    for span in _active.get():
+        if job_id and span.attributes.get("astria_queue.job_id") == job_id:
+            context = span.get_span_context()
+            return format(context.trace_id, "032x"), format(context.span_id, "016x")
+    return None
+
+
 def note(**attributes: Any) -> None:
     """Set attributes on the spans of the work running now (nothing when tracing is off)."""
     for span in _active.get():
