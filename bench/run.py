@@ -150,6 +150,15 @@ def wait_all(client: redis.Redis, ids: list[str], timeout: float) -> dict[str, d
     return done
 
 
+def created(prompt: dict[str, Any]) -> float:
+    return datetime.fromisoformat(str(prompt["created_at"]).replace("Z", "+00:00")).timestamp()
+
+
+def since(counters: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    """The simulator's counters less a snapshot's (a peak, such as max_in_flight, as it is)."""
+    return {k: v if k.startswith("max_") else v - before.get(k, 0) for k, v in counters.items()}
+
+
 def done_at(meta: dict[str, Any]) -> float:
     return datetime.fromisoformat(meta["date_done"]).timestamp()
 
@@ -214,7 +223,10 @@ class Run:
         return str(self.app.send_task("astria.submit_prompt", kwargs={"spec": spec},
                                       **options).id)
 
-    def measure(self, enqueued: dict[str, float], started: float, timeout: float) -> Figures:
+    def measure(self, enqueued: dict[str, float], started: float, timeout: float,
+                before: dict[str, int] | None = None) -> Figures:
+        """The jobs `enqueued`, once done; the simulator's counters counted from `before` (a
+        snapshot taken after a warm-up), its prompts those created since `started`."""
         done = wait_all(self.client, list(enqueued), timeout)
         peak, total = self.sampler.stop()
         states: dict[str, int] = {}
@@ -225,7 +237,8 @@ class Run:
             jobs=len(enqueued),
             makespan=max(map(done_at, done.values())) - started if done else float("inf"),
             latencies=[done_at(m) - enqueued[j] for j, m in done.items()],
-            states=states, sim=self.sim.counters, prompts=self.sim.prompts(),
+            states=states, sim=since(self.sim.counters, before or {}),
+            prompts=[p for p in self.sim.prompts() if created(p) >= started],
             peak_rss_mb=peak, total_rss_mb=total)
 
     def __enter__(self) -> Run:
