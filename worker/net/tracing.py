@@ -33,8 +33,9 @@ from worker.errors import ConfigError
 
 #: W3C Trace Context, version 00: `00-<trace id>-<parent id>-<flags>`, ids not all zeros.
 TRACEPARENT = re.compile(r"00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}")
-#: The spans of the work running on this thread (`note` annotates them).
-_active: ContextVar[tuple[Any, ...]] = ContextVar("astria_spans", default=())
+#: The spans of the work running on this thread, each with its job's id (`note` annotates
+#: them; a log line about a job takes its ids).
+_active: ContextVar[tuple[tuple[str, Any], ...]] = ContextVar("astria_spans", default=())
 _NOTHING = contextlib.nullcontext()
 _logged_ids = False  #: log records carry trace ids (set up once per process)
 
@@ -55,8 +56,8 @@ def job_span_ids(job_id: object) -> tuple[str, str] | None:
     """(trace id, span id) of the running span of job `job_id`: a step that serves several jobs
     (a listing) runs one span each, and a log line about one of them belongs to its trace, not
     to the first job's (the current span). None when no running span is the job's."""
-    for span in _active.get():
-        if job_id and span.attributes.get("astria_queue.job_id") == job_id:
+    for span_job, span in _active.get():
+        if span_job == job_id:
             context = span.get_span_context()
             return format(context.trace_id, "032x"), format(context.span_id, "016x")
     return None
@@ -64,7 +65,7 @@ def job_span_ids(job_id: object) -> tuple[str, str] | None:
 
 def note(**attributes: Any) -> None:
     """Set attributes on the spans of the work running now (nothing when tracing is off)."""
-    for span in _active.get():
+    for _, span in _active.get():
         span.set_attributes(attributes)
 
 
@@ -99,15 +100,15 @@ class Tracing:
         from opentelemetry import trace
 
         with contextlib.ExitStack() as stack:
-            started = [self._tracer.start_span(
+            started = tuple((job_id, self._tracer.start_span(
                 name, context=_context(valid(parent)), kind=trace.SpanKind.CLIENT,
-                attributes={"astria_queue.job_id": job_id, "astria_queue.jobs": len(jobs)})
-                for job_id, parent in jobs]
-            for span in started:
+                attributes={"astria_queue.job_id": job_id, "astria_queue.jobs": len(jobs)}))
+                for job_id, parent in jobs)
+            for _, span in started:
                 stack.enter_context(trace.use_span(span, end_on_exit=True))
-            token = _active.set(tuple(started))
+            token = _active.set(started)
             stack.callback(_active.reset, token)
-            stack.enter_context(trace.use_span(started[0], end_on_exit=False,
+            stack.enter_context(trace.use_span(started[0][1], end_on_exit=False,
                                                record_exception=False,
                                                set_status_on_exception=False))
             yield
