@@ -5,6 +5,7 @@ answered with several prompts, a Flux LoRA tune."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -49,19 +50,26 @@ def test_429s_spend_no_retry_budget(make_stack: Callable[..., Stack], method: st
     assert len(stack.sim.prompts()) == 1
 
 
+def cancelled_while_deletes_are_refused(make_stack: Callable[..., Stack],
+                                        **settings: Any) -> tuple[Stack, str]:
+    """A job waiting for its images, cancelled with delete_prompt while Astria answers every
+    DELETE 429."""
+    stack = make_stack(sim_config=SimConfig(fault_429=1.0, fault_methods="DELETE",
+                                            retry_after=0.01), **settings)
+    stack.start_worker()
+    job = stack.send({"tune_id": SLOW_TUNE, "text": "never finishes"})
+    wait_for(lambda: stack.result(job).state == "WAITING", 20, "the prompt to exist")
+    stack.cli("cancel", job, "--delete-prompt")
+    return stack, job
+
+
 def test_a_cancelled_jobs_delete_spends_no_retry_budget_on_429s(
     make_stack: Callable[..., Stack],
 ) -> None:
     """A waiting job cancelled with delete_prompt, its DELETE answered 429 five times when the
     retry budget allows one attempt: the DELETE waits, and once Astria lets it through the
     prompt is deleted (counted against the budget, the delete was given up after the second)."""
-    stack = make_stack(sim_config=SimConfig(fault_429=1.0, fault_methods="DELETE",
-                                            retry_after=0.01),
-                       astria_retry_attempts=1)
-    stack.start_worker()
-    job = stack.send({"tune_id": SLOW_TUNE, "text": "never finishes"})
-    wait_for(lambda: stack.result(job).state == "WAITING", 20, "the prompt to exist")
-    stack.cli("cancel", job, "--delete-prompt")
+    stack, job = cancelled_while_deletes_are_refused(make_stack, astria_retry_attempts=1)
     wait_for(lambda: stack.sim.counters.get("fault_429", 0) >= 5, 30, "five 429s")
     stack.sim.config.fault_429 = 0.0
     wait_for(lambda: stack.sim.counters.get("deleted") == 1, 30, "the prompt's DELETE")
@@ -75,13 +83,7 @@ def test_a_cancelled_jobs_delete_through_endless_429s_is_given_up(
     """Every DELETE answered 429: tried again and again, but for no longer than
     ASTRIA_DELETE_FOR_SECONDS after the cancellation; then given up, the reason on the job's
     record for operators, and the job asks Astria nothing more."""
-    stack = make_stack(sim_config=SimConfig(fault_429=1.0, fault_methods="DELETE",
-                                            retry_after=0.01),
-                       astria_delete_for_seconds=2)
-    stack.start_worker()
-    job = stack.send({"tune_id": SLOW_TUNE, "text": "never finishes"})
-    wait_for(lambda: stack.result(job).state == "WAITING", 20, "the prompt to exist")
-    stack.cli("cancel", job, "--delete-prompt")
+    stack, job = cancelled_while_deletes_are_refused(make_stack, astria_delete_for_seconds=2)
     key = f"{stack.prefix}:job:{job}"
     wait_for(lambda: stack.redis.hexists(key, "delete_error"), 30, "the DELETE given up")
     assert b"429" in stack.redis.hget(key, "delete_error")
