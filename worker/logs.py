@@ -12,7 +12,6 @@ from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
-from worker.net.tracing import job_span_ids
 from worker.settings import get_settings
 
 TEXT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -30,12 +29,14 @@ def formatter() -> logging.Formatter:
 
 class _JobJsonFormatter(JsonFormatter):
     """A line about a job carries that job's trace and span ids, where the work running has a
-    span of its own for it (a listing serves many jobs); other lines the current span's."""
+    span of its own for it (a listing serves many jobs: tracing puts `_job_span_ids` on the
+    record, `worker.net.tracing`); other lines the current span's."""
 
     def add_fields(self, log_data: dict[str, Any], record: logging.LogRecord,
                    message_dict: dict[str, Any]) -> None:
         super().add_fields(log_data, record, message_dict)
-        ids = job_span_ids(getattr(record, "job_id", None))
+        ids_of = getattr(record, "_job_span_ids", None)
+        ids = ids_of(getattr(record, "job_id", None)) if ids_of else None
         if ids:
             log_data["trace_id"], log_data["span_id"] = ids
 

@@ -112,7 +112,7 @@ def callback(environ: dict[str, Any], start_response: StartResponse) -> list[byt
     if prompt_id is None:
         return _json(start_response, "400 Bad Request",
                      {"error": 'expected {"prompt": {"id": <integer>, ...}}'})
-    traced = [(job_id, jobs.traceparent(job_id))] if rt.tracing.on else []
+    traced = [(job_id, jobs.load(job_id).traceparent)] if rt.tracing.on else []
     with rt.tracing.spans("astria_queue.callback", traced):
         state = jobs.callback(job_id, prompt_id)
         note(**{"astria_queue.prompt_id": prompt_id, "astria_queue.callback": state})

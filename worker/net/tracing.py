@@ -21,6 +21,7 @@ recommendation says of a receiver, rather than failing a job over its telemetry.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -34,7 +35,7 @@ from worker.errors import ConfigError
 #: W3C Trace Context, version 00: `00-<trace id>-<parent id>-<flags>`, ids not all zeros.
 TRACEPARENT = re.compile(r"00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}")
 #: The spans of the work running on this thread, each with its job's id (`note` annotates
-#: them; a log line about a job takes its ids).
+#: them; a log line about one of the jobs takes that job's ids).
 _active: ContextVar[tuple[tuple[str, Any], ...]] = ContextVar("astria_spans", default=())
 _NOTHING = contextlib.nullcontext()
 _logged_ids = False  #: log records carry trace ids (set up once per process)
@@ -50,17 +51,6 @@ def caller_traceparent() -> str:
     """The calling code's current span as a traceparent ('' with none). Reads OpenTelemetry
     only when the host process imported it: a producer that does not trace pays nothing."""
     return current_traceparent() if "opentelemetry.trace" in sys.modules else ""
-
-
-def job_span_ids(job_id: object) -> tuple[str, str] | None:
-    """(trace id, span id) of the running span of job `job_id`: a step that serves several jobs
-    (a listing) runs one span each, and a log line about one of them belongs to its trace, not
-    to the first job's (the current span). None when no running span is the job's."""
-    for span_job, span in _active.get():
-        if span_job == job_id:
-            context = span.get_span_context()
-            return format(context.trace_id, "032x"), format(context.span_id, "016x")
-    return None
 
 
 def note(**attributes: Any) -> None:
@@ -174,9 +164,20 @@ def _provider() -> Any:
     return provider
 
 
+def _span_ids(spans: tuple[tuple[str, Any], ...], job_id: object) -> tuple[str, str] | None:
+    """(trace id, span id) of job `job_id`'s span among `spans`; None when none is its."""
+    for span_job, span in spans:
+        if span_job == job_id:
+            context = span.get_span_context()
+            return format(context.trace_id, "032x"), format(context.span_id, "016x")
+    return None
+
+
 def _log_trace_ids() -> None:
     """Every log line written inside a span carries its `trace_id` and `span_id` (the JSON
-    formatter writes them as fields)."""
+    formatter writes them as fields). Inside the spans of several jobs (a listing serves many)
+    the record also carries `_job_span_ids(job_id)`: a line about one of them belongs to that
+    job's trace, not to the first job's (the current span), and the formatter asks it."""
     global _logged_ids
     from opentelemetry import trace
 
@@ -189,6 +190,9 @@ def _log_trace_ids() -> None:
         if context.is_valid:
             entry.trace_id = format(context.trace_id, "032x")
             entry.span_id = format(context.span_id, "016x")
+            spans = _active.get()
+            if len(spans) > 1:
+                entry._job_span_ids = functools.partial(_span_ids, spans)
         return entry
 
     logging.setLogRecordFactory(record)

@@ -118,11 +118,6 @@ class JobStore:
     def load(self, job_id: str) -> Job:
         return Job.from_hash(job_id, self.redis.hgetall(self.keys.job(job_id)))
 
-    def traceparent(self, job_id: str) -> str:
-        """The job's traceparent alone ("" without one): what a callback's span needs, not the
-        whole record."""
-        return as_text(self.redis.hget(self.keys.job(job_id), "traceparent") or b"")
-
     def load_many(self, job_ids: list[str]) -> dict[str, Job]:
         """The jobs, in one round trip; a record that cannot be read is logged and left out
         (its lease ends and it is looked at again; it never stops the others)."""
