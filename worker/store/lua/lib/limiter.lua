@@ -128,13 +128,12 @@ local function limiter_note_sent(s, passed, now, since)
 end
 
 -- Narrow the bracket [lo, hi] around the account's limit with what a window saw (see the top).
-local function limiter_learn(s, seconds, now, over)
+local function limiter_learn(s, seconds, over)
   if over then
-    local hi, passed = math.min(s.hi or s.rate, s.rate), s.wok / seconds
-    if measured_in_full(s, now) then
-      -- what passed once the limit was met, not a bucket's burst or a window's edge before
-      passed = math.min(passed, passed_after_429s(s))
-    end
+    -- what passed once the limit was met, not a bucket's burst or a window's edge before (a
+    -- window over a limit closes only once measured in full: limiter_close)
+    local hi = math.min(s.hi or s.rate, s.rate)
+    local passed = math.min(s.wok / seconds, passed_after_429s(s))
     limiter_settle(s, math.min(passed, hi / STEP), hi)
     s.measured, s.phase = s.lo, 0
     return
@@ -156,21 +155,22 @@ local function limiter_learn(s, seconds, now, over)
   end
 end
 
--- Close the window once it is long enough (a probe at its first 429, a window over a limit a
--- WINDOW after its first 429), learn from it, and pace the next one.
+-- Close the window once it is long enough (a probe at its first 429; a window over a limit
+-- never before it is measured in full, then as soon as half its answers are 429), learn from
+-- it, and pace the next one.
 local function limiter_close(s, now)
   if s.wstart == 0 then return end  -- the window starts with its first answer
   local seconds, over = now - s.wstart, window_over(s) and not s.probe
-  local in_full = measured_in_full(s, now)
-  if (seconds < math.max(WINDOW, WINDOW_ANSWERS / s.rate) and not (s.probe and s.wthr > 0)
-      and not (over and s.wthr * 2 > s.wok and in_full)) or (over and not in_full) then
+  if over and not measured_in_full(s, now) then return end
+  if seconds < math.max(WINDOW, WINDOW_ANSWERS / s.rate) and not (s.probe and s.wthr > 0)
+      and not (over and s.wthr * 2 > s.wok) then
     return
   end
   local first_over_known = over and s.lo ~= nil and s.overs == 0  -- held back (see the top)
   s.overs = first_over_known and 1 or 0
   if first_over_known then over = false end
   if over or (s.wfull and s.wok + s.wthr > 0) then
-    limiter_learn(s, math.max(seconds, WINDOW), now, over)
+    limiter_learn(s, math.max(seconds, WINDOW), over)
   end
   limiter_pace(s)
   s.wstart, s.wok, s.wthr, s.wfull, s.wfirst, s.wsecond, s.wlat = now, 0, 0, true, 0, 0, 0
