@@ -168,9 +168,13 @@ def _span_ids(spans: tuple[tuple[str, Any], ...], job_id: object) -> tuple[str, 
     """(trace id, span id) of job `job_id`'s span among `spans`; None when none is its."""
     for span_job, span in spans:
         if span_job == job_id:
-            context = span.get_span_context()
-            return format(context.trace_id, "032x"), format(context.span_id, "016x")
+            return _hex_ids(span.get_span_context())
     return None
+
+
+def _hex_ids(context: Any) -> tuple[str, str]:
+    """A span context's trace and span ids, as log lines and W3C write them."""
+    return format(context.trace_id, "032x"), format(context.span_id, "016x")
 
 
 def _log_trace_ids() -> None:
@@ -188,8 +192,7 @@ def _log_trace_ids() -> None:
         entry = make(*args, **kwargs)
         context = trace.get_current_span().get_span_context()
         if context.is_valid:
-            entry.trace_id = format(context.trace_id, "032x")
-            entry.span_id = format(context.span_id, "016x")
+            entry.trace_id, entry.span_id = _hex_ids(context)
             spans = _active.get()
             if len(spans) > 1:
                 entry._job_span_ids = functools.partial(_span_ids, spans)
