@@ -109,9 +109,11 @@ def test_valid_spec_keeps_astria_field_names_and_drops_our_own() -> None:
 def test_bad_settings_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ASTRIA_POLL_INTERVAL", "-1")
     monkeypatch.setenv("REDIS_URL", "http://nope")
+    monkeypatch.setenv("ASTRIA_DELETE_FOR_SECONDS", "forever")
     with pytest.raises(ConfigError) as caught:
         load_settings()
     assert "ASTRIA_POLL_INTERVAL: Input should be greater than 0" in str(caught.value)
+    assert "ASTRIA_DELETE_FOR_SECONDS: Input should be a valid number" in str(caught.value)
     assert "REDIS_URL: String should match pattern" in str(caught.value)
 
 
