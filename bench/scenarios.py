@@ -98,6 +98,9 @@ def _limited(counter: LimitCounter, retry_after: bool = True, pool: Pool | None 
 
 #: jobs a warm row runs first: the limit found and the bracket around it closed (about 30 s)
 WARM = 200
+#: and beside stray 429s, their share learnt as well: the rate stepped down to its floor first
+#: (a minute or two)
+STRAYS_LEARNT = 600
 ASTRIA_LIMITS = [  # issue 19: the counters Astria might use, hosts sharing it, stray 429s
     _limited("bucket", retry_after=False),
     *(_limited(counter, retry_after) for counter in ("fixed", "sliding")
@@ -110,6 +113,7 @@ ASTRIA_LIMITS = [  # issue 19: the counters Astria might use, hosts sharing it, 
     *(_limited(counter, retry_after=False, warm=WARM)
       for counter in ("bucket", "fixed", "sliding")),
     _limited("fixed", warm=WARM), _limited("fixed", stray=True, warm=WARM),
+    _limited("fixed", warm=STRAYS_LEARNT), _limited("fixed", stray=True, warm=STRAYS_LEARNT),
     Scenario("no account limit", 600, 1.0, latency=0.25, tuned=False),
     Scenario("no account limit, 1 answer in 20 a stray 429", 600, 1.0, latency=0.25,
              stray_429=0.05, tuned=False, baseline="no account limit"),

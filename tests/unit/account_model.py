@@ -37,6 +37,7 @@ class Account:
     burst: float | None = None  #: the bucket's size (default: one second's worth)
     retry_after: bool = True
     stray: float = 0.0  #: the share of answers that are a 429 for no reason
+    strays_end: float | None = None  #: when the stray 429s stop (virtual time), if they do
     lifted_at: float | None = None  #: when the limit is lifted (virtual time), if it is
     falls: tuple[float, float] | None = None  #: (when, to what) the limit falls, if it does
     rng: random.Random = field(default_factory=lambda: random.Random(7))
@@ -53,7 +54,8 @@ class Account:
             wait = self.counted.admit(at)
         if wait is not None:
             return 429, float(max(1, math.ceil(wait))) if self.retry_after else None
-        if self.stray and self.rng.random() < self.stray:
+        if self.stray and (self.strays_end is None or at < self.strays_end) \
+                and self.rng.random() < self.stray:
             return 429, 1.0 if self.retry_after else None
         return 200, None
 
@@ -70,6 +72,7 @@ class Figures:
     #: at it costs, the finding of it (a second above it, from the ceiling) left out
     sent_learnt: int = 0
     throttled_learnt: int = 0
+    throttled_at: list[float] = field(default_factory=list)  #: when each 429 was answered
 
     @property
     def rate(self) -> float:
@@ -102,6 +105,7 @@ def drive(store: Store, account: Account, *, jobs: int, hosts: int = 1, latency:
     now = start = 1000.0 + random.Random(seed).random()
     sent = accepted = throttled = sent_learnt = throttled_learnt = 0
     accepted_at: list[float] = []
+    throttled_at: list[float] = []
     while now < start + seconds and accepted < jobs:
         while answers and answers[0][0] <= now:
             _, host, status, wait, sent_at = heapq.heappop(answers)
@@ -126,10 +130,11 @@ def drive(store: Store, account: Account, *, jobs: int, hosts: int = 1, latency:
                     store.jobs.retire(lease, job)
                 else:
                     throttled += 1
+                    throttled_at.append(arrives)
                     throttled_learnt += learnt
                     store.jobs.requeue(lease, job, at=now)
                 answered = arrives + latency * rng.uniform(1 - spread, 1 + spread)
                 heapq.heappush(answers, (answered, host, status, wait, now))
         now += step
     return Figures(jobs, accepted, sent, throttled, max(accepted_at) - min(accepted_at),
-                   accepted_at, sent_learnt, throttled_learnt)
+                   accepted_at, sent_learnt, throttled_learnt, throttled_at)

@@ -23,9 +23,10 @@ def limited(make_store: Any, account: Account, *, jobs: int = 400, hosts: int = 
                  seconds=seconds)
 
 
-def accepted_in_minute(accepted: list[float], ending: float) -> int:
-    """How many of the sorted acceptance times fall in the minute ending at `ending`."""
-    return bisect.bisect_right(accepted, ending) - bisect.bisect_left(accepted, ending - 60.0)
+def in_minute(times: list[float], ending: float) -> int:
+    """How many of the sorted times (of acceptances, of 429s) fall in the minute ending at
+    `ending`."""
+    return bisect.bisect_right(times, ending) - bisect.bisect_left(times, ending - 60.0)
 
 
 @pytest.mark.parametrize("retry_after", [True, False], ids=["Retry-After", "no Retry-After"])
@@ -75,18 +76,34 @@ def test_stray_429s_are_not_a_limit(make_store: Any) -> None:
 def test_stray_429s_beside_a_limit_do_not_wear_the_rate_down(make_store: Any,
                                                              counter: str) -> None:
     """5/s, and one answer in 20 a 429 for no reason: any of them could be the limit's, yet the
-    rate stops falling at the floor (90% of what the limit passed when it was measured) and in
-    the last minute at least 60% of the limit passes, about as much as in the minute before (the
-    release before lowered the rate step after step: 52% by the fifth minute, still falling).
-    This account's strays take one of the five requests the limit passed in the second it was
-    measured, so it measured 4 for 5; other stray sequences pass more (README)."""
+    rate stops falling at the floor (90% of what the limit passed when it was measured), where
+    the strays' share is learnt and the rate goes back up: in the last minute at least 80% of
+    the limit passes, about as much as in the minute before. This account's strays take one of
+    the five requests the limit passed in the second it was measured, so it measured 4 for 5.
+    Held at the floor (stop 34), 66% passed per whole second and in any one second; lowered step
+    after step (the release before that), 52% by the fifth minute, still falling."""
     figures = limited(make_store, Account(limit=5, counter=counter, stray=0.05), jobs=1200,
                       seconds=420.0)
     assert figures.accepted == figures.jobs, figures.accepted
     accepted = sorted(figures.accepted_at)
-    last = accepted_in_minute(accepted, accepted[-1])
-    before = accepted_in_minute(accepted, accepted[-1] - 60.0)
-    assert last / 60 >= 0.6 * 5 and last >= 0.9 * before, (last, before)
+    last = in_minute(accepted, accepted[-1])
+    before = in_minute(accepted, accepted[-1] - 60.0)
+    assert last / 60 >= 0.8 * 5 and last >= 0.9 * before, (last, before)
+
+
+def test_stray_429s_that_stop_are_forgotten(make_store: Any) -> None:
+    """5/s counted per whole second, and one answer in 20 a stray 429 for two minutes, then
+    none. The strays' share, learnt at the floor, is kept ten minutes: in the run's last minute
+    (about 13 minutes in), at most 3% of POSTs are answered 429 and at least 95% of the limit
+    passes (never forgotten: 5.9% answered 429)."""
+    figures = limited(make_store, Account(limit=5, counter="fixed", stray=0.05,
+                                          strays_end=1120.0), jobs=4000, seconds=900.0)
+    assert figures.accepted == figures.jobs, figures.accepted
+    accepted, end = sorted(figures.accepted_at), max(figures.accepted_at)
+    passed = in_minute(accepted, end)
+    throttled = in_minute(sorted(figures.throttled_at), end)
+    assert throttled / (passed + throttled) <= 0.03 and passed / 60 >= 0.95 * 5, (passed,
+                                                                                  throttled)
 
 
 def test_a_cluster_of_stray_429s_is_not_the_limit_falling(make_store: Any) -> None:

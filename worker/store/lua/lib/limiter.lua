@@ -29,6 +29,13 @@
 --   further shows as a window over it, which measures it again: once a limit is known, only
 --   the second window over it in a row (`overs` counts them), since the limit's 429s and stray
 --   ones together put one window over now and then, and measured it would lower the floor.
+-- * 429s that go on at the floor, on at most NOISE_MAX of the answers, are stray ones (a limit
+--   that fell would show as a window over it): their share is `noise`. From then on only 429s
+--   beyond it lower lo, a probe passes with one 429, and the rate goes back to the limit last
+--   measured with the bracket open above it (a stray among the requests of the second measured
+--   makes the limit measure low). Noise is kept NOISE_SECONDS, then learnt again at the floor if
+--   stray 429s go on: strays come and go, and while noise is counted out, the limit's own 429s
+--   up to its share would be too.
 -- * Tokens come at the rate, the bucket holding PACE seconds' worth (at least 1.5: grants are
 --   not exactly on time, and no fraction of a token may be lost): requests go out evenly, with
 --   no burst that a window counter at Astria would refuse.
@@ -37,10 +44,10 @@
 local WINDOW, WINDOW_ANSWERS, OVERSHOOT, OVERSHOOT_COUNT, OVER_ANSWERS = 1.0, 20, 0.2, 3, 10
 local CRUISE_DENT, CRUISE_COUNT = 0.025, 3
 local STEP, CLOSE, BACK, GROW, CYCLE = 1.05, 1.02, 0.97, 1.25, 6
-local FLOOR, PACE, CREDIT, KEEP = 0.02, 0.2, 0.5, 0.9
+local FLOOR, PACE, CREDIT, KEEP, NOISE_MAX, NOISE_SECONDS = 0.02, 0.2, 0.5, 0.9, 0.1, 600
 local LIMITER_FIELDS = {'rate', 'tokens', 'ts', 'pause', 'lo', 'hi', 'phase', 'probe', 'wstart',
                        'wok', 'wthr', 'wfull', 'hungry', 'wra', 'lok', 'lthr', 'lsec',
-                       'wfirst', 'wsecond', 'wlat', 'measured', 'overs'}
+                       'wfirst', 'wsecond', 'wlat', 'measured', 'overs', 'noise', 'noised'}
 
 local function bucket_size(rate, burst)
   return math.max(1, math.min(burst, math.max(1.5, rate * PACE)))
@@ -59,7 +66,8 @@ local function limiter_load(key, sent_key, kind, ceiling, burst, now)
              lthr = tonumber(v[16]) or 0, lsec = tonumber(v[17]) or 0,
              wfirst = tonumber(v[18]) or 0, wsecond = tonumber(v[19]) or 0,
              wlat = tonumber(v[20]) or 0, measured = tonumber(v[21]) or 0,
-             overs = tonumber(v[22]) or 0, used = 0,
+             overs = tonumber(v[22]) or 0, noise = tonumber(v[23]) or 0,
+             noised = tonumber(v[24]) or 0, used = 0,
              hungry = false}
   local elapsed = math.max(0, now - s.ts)
   s.tokens = math.min(bucket_size(s.rate, burst),
@@ -127,6 +135,11 @@ local function limiter_note_sent(s, passed, now, since)
   if old > 0 then redis.call('LTRIM', s.sent_key, old, -1) end
 end
 
+-- The 429s a probe may meet and pass: one once stray ones are known (`noise`), else none.
+local function probe_allowance(s)
+  return s.noise > 0 and 1 or 0
+end
+
 -- Narrow the bracket [lo, hi] around the account's limit with what a window saw (see the top).
 local function limiter_learn(s, seconds, over)
   if over then
@@ -139,19 +152,29 @@ local function limiter_learn(s, seconds, over)
     return
   end
   if not s.lo then return end  -- at the ceiling, no limit seen yet: a few 429s are stray ones
+  if s.ts >= s.noised + NOISE_SECONDS then s.noise = 0 end  -- learnt again if strays go on
   if not s.probe then
     s.phase = s.phase + 1
-  elseif s.wthr > 0 then
+  elseif s.wthr > probe_allowance(s) then
     s.hi, s.phase = math.min(s.hi or s.rate, s.rate), 0  -- the probe is above the limit
   else
     s.lo, s.hi, s.phase = s.rate, (s.hi and s.hi > s.rate) and s.hi or nil, 0
   end
   -- 429s beyond stray ones, counted since lo last fell, say lo is above the limit
   s.lok, s.lthr, s.lsec = s.lok + s.wok, s.lthr + s.wthr, s.lsec + seconds
-  if s.lthr >= CRUISE_COUNT and s.lthr / (s.lok + s.lthr) > CRUISE_DENT then
+  local answers = s.lok + s.lthr
+  local beyond = s.lthr - s.noise * answers
+  if beyond >= CRUISE_COUNT and beyond / answers > CRUISE_DENT then
     local passed = math.max(s.lo * BACK * BACK, s.lok / s.lsec)
     local lo = math.max(math.min(s.lo * BACK, passed), math.min(s.lo, s.measured * KEEP))
-    limiter_settle(s, lo, math.min(s.hi or s.lo, s.lo))
+    if lo >= s.lo and s.lthr / answers <= NOISE_MAX then
+      -- a few 429s go on at the floor, where a limit that fell would show as a window over it:
+      -- they are stray ones, their share is noise, and the rate goes back to the limit measured
+      s.noise, s.noised = s.lthr / answers, s.ts
+      limiter_settle(s, math.max(s.lo, s.measured), nil)
+    else
+      limiter_settle(s, lo, math.min(s.hi or s.lo, s.lo))
+    end
   end
 end
 
@@ -162,7 +185,8 @@ local function limiter_close(s, now)
   if s.wstart == 0 then return end  -- the window starts with its first answer
   local seconds, over = now - s.wstart, window_over(s) and not s.probe
   if over and not measured_in_full(s, now) then return end
-  if seconds < math.max(WINDOW, WINDOW_ANSWERS / s.rate) and not (s.probe and s.wthr > 0)
+  if seconds < math.max(WINDOW, WINDOW_ANSWERS / s.rate)
+      and not (s.probe and s.wthr > probe_allowance(s))
       and not (over and s.wthr * 2 > s.wok) then
     return
   end
