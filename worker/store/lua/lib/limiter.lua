@@ -18,9 +18,9 @@
 -- * The rate is lo (between FLOOR x the ceiling and the ceiling). While the bracket is wider
 --   than CLOSE, every window probes at the lesser of STEP x lo and the bracket's middle; once it
 --   is closed, every CYCLE-th window probes at STEP x lo (a lifted limit is found within
---   seconds). A probe ends at its first 429 (a failed probe costs a 429 or two): its rate is the
---   new hi; a probe with none is the new lo, and one at or above hi forgets hi, so the rate
---   grows by GROW a window until a probe fails.
+--   seconds). A probe ends at its first 429 (its second once noise is known, below; a failed
+--   probe costs a 429 or two): its rate is the new hi; a probe with none is the new lo, and one
+--   at or above hi forgets hi, so the rate grows by GROW a window until a probe fails.
 -- * 429s counted at lo since lo last fell (CRUISE_COUNT of them, more than CRUISE_DENT of the
 --   answers) say lo fails too: hi becomes lo, and lo what passed meanwhile (BACK x lo at most,
 --   BACK^2 x lo at least): a bucket's burst or a window's edge let a probe pass too high. Never
@@ -178,9 +178,9 @@ local function limiter_learn(s, seconds, over)
   end
 end
 
--- Close the window once it is long enough (a probe at its first 429; a window over a limit
--- never before it is measured in full, then as soon as half its answers are 429), learn from
--- it, and pace the next one.
+-- Close the window once it is long enough (a probe at its first 429 beyond probe_allowance; a
+-- window over a limit never before it is measured in full, then as soon as half its answers are
+-- 429), learn from it, and pace the next one.
 local function limiter_close(s, now)
   if s.wstart == 0 then return end  -- the window starts with its first answer
   local seconds, over = now - s.wstart, window_over(s) and not s.probe
