@@ -63,16 +63,22 @@ class Account:
 @dataclass
 class Figures:
     jobs: int
-    accepted: int
     sent: int
-    throttled: int
     seconds: float  #: from the first acceptance to the last
-    accepted_at: list[float]
+    accepted_at: list[float]  #: when each POST was accepted
+    throttled_at: list[float]  #: when each 429 was answered
     #: POSTs sent, and of them answered 429, once the limiter had learnt a limit: what running
     #: at it costs, the finding of it (a second above it, from the ceiling) left out
     sent_learnt: int = 0
     throttled_learnt: int = 0
-    throttled_at: list[float] = field(default_factory=list)  #: when each 429 was answered
+
+    @property
+    def accepted(self) -> int:
+        return len(self.accepted_at)
+
+    @property
+    def throttled(self) -> int:
+        return len(self.throttled_at)
 
     @property
     def rate(self) -> float:
@@ -103,10 +109,10 @@ def drive(store: Store, account: Account, *, jobs: int, hosts: int = 1, latency:
     # a clock-second counter's windows turn where they will, not where the run starts; drawn
     # from a generator of its own, so the jitter's sequence is the one the README measured
     now = start = 1000.0 + random.Random(seed).random()
-    sent = accepted = throttled = sent_learnt = throttled_learnt = 0
+    sent = sent_learnt = throttled_learnt = 0
     accepted_at: list[float] = []
     throttled_at: list[float] = []
-    while now < start + seconds and accepted < jobs:
+    while now < start + seconds and len(accepted_at) < jobs:
         while answers and answers[0][0] <= now:
             _, host, status, wait, sent_at = heapq.heappop(answers)
             reports = dispatchers[host].reports
@@ -125,16 +131,14 @@ def drive(store: Store, account: Account, *, jobs: int, hosts: int = 1, latency:
                 status, wait = account.admit(arrives)
                 lease, job = Lease(unit.id, grant.owner), store.jobs.load(unit.id)
                 if status == 200:
-                    accepted += 1
                     accepted_at.append(arrives)
                     store.jobs.retire(lease, job)
                 else:
-                    throttled += 1
                     throttled_at.append(arrives)
                     throttled_learnt += learnt
                     store.jobs.requeue(lease, job, at=now)
                 answered = arrives + latency * rng.uniform(1 - spread, 1 + spread)
                 heapq.heappush(answers, (answered, host, status, wait, now))
         now += step
-    return Figures(jobs, accepted, sent, throttled, max(accepted_at) - min(accepted_at),
-                   accepted_at, sent_learnt, throttled_learnt, throttled_at)
+    return Figures(jobs, sent, max(accepted_at) - min(accepted_at), accepted_at, throttled_at,
+                   sent_learnt, throttled_learnt)
