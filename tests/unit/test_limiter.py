@@ -130,6 +130,23 @@ def test_a_limit_that_falls_is_measured_again(make_store: Any, counter: str) -> 
     assert figures.share_429 <= 0.1, figures.share_429
 
 
+def test_a_limit_that_falls_by_a_fifth_is_measured_again_at_the_floor(make_store: Any) -> None:
+    """In any one second, 5 for a minute, then 4: too little of a fall for a window over it
+    (our 5/s meets 20% of 429s there, and a window is over only beyond 20%), so the rate steps
+    down to its floor, 4.5/s, where one POST in five is still answered 429: more than stray
+    ones make (10% at most). What passed there is measured as the limit; in the last minute at
+    most 3% of POSTs are answered 429 and at least 90% of the new limit passes. Held at the
+    floor (the release before), 20% were answered 429 for as long as the run lasted."""
+    figures = limited(make_store, Account(limit=5, counter="sliding", falls=(1060.0, 4.0)),
+                      jobs=900, seconds=300.0)
+    assert figures.accepted == figures.jobs, figures.accepted
+    accepted, end = sorted(figures.accepted_at), max(figures.accepted_at)
+    passed = in_minute(accepted, end)
+    throttled = in_minute(sorted(figures.throttled_at), end)
+    assert throttled / (passed + throttled) <= 0.03 and passed / 60 >= 0.9 * 4, (passed,
+                                                                                 throttled)
+
+
 @pytest.mark.parametrize("counter", COUNTERS)
 def test_the_rate_recovers_when_the_limit_is_lifted(make_store: Any, counter: str) -> None:
     """5/s for 30 s, then no limit: 9 of our 10/s pass within 40 s of the lift (a probe every

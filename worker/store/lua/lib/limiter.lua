@@ -26,16 +26,19 @@
 --   BACK^2 x lo at least): a bucket's burst or a window's edge let a probe pass too high. Never
 --   below KEEP x the limit a window over it measured last (`measured`): stray 429s beside a
 --   limit would lower the rate step after step down to the floor, and a limit that falls
---   further shows as a window over it, which measures it again: once a limit is known, only
---   the second window over it in a row (`overs` counts them), since the limit's 429s and stray
---   ones together put one window over now and then, and measured it would lower the floor.
--- * 429s that go on at the floor, on at most NOISE_MAX of the answers, are stray ones (a limit
---   that fell would show as a window over it): their share is `noise`. From then on only 429s
---   beyond it lower lo, a probe passes with one 429, and the rate goes back to the limit last
---   measured with the bracket open above it (a stray among the requests of the second measured
---   makes the limit measure low). Noise is kept NOISE_SECONDS, then learnt again at the floor if
---   stray 429s go on: strays come and go, and while noise is counted out, the limit's own 429s
---   up to its share would be too.
+--   further is measured again: by a window over it (once a limit is known, only by the second
+--   window over it in a row, `overs` counting them: the limit's 429s and stray ones together
+--   put one window over now and then, and measured it would lower the floor), or, when it fell
+--   by less than a window over it shows, at the floor (below).
+-- * 429s that go on at the floor (or would take lo under it: a probe that passed lifts lo off
+--   it now and then), on at most NOISE_MAX of the answers, are stray ones: their share is
+--   `noise`. From then on only 429s beyond it lower lo, a probe passes with one 429,
+--   and the rate goes back to the limit last measured with the bracket open above it (a stray
+--   among the requests of the second measured makes the limit measure low). Noise is kept
+--   NOISE_SECONDS, then learnt again at the floor if stray 429s go on: strays come and go, and
+--   while noise is counted out, the limit's own 429s up to its share would be too. More 429s
+--   at the floor, beyond DOUBT standard deviations, say the limit is under it (it fell by less
+--   than a window over it shows, or was measured high): what passed there is its new measure.
 -- * Tokens come at the rate, the bucket holding PACE seconds' worth (at least 1.5: grants are
 --   not exactly on time, and no fraction of a token may be lost): requests go out evenly, with
 --   no burst that a window counter at Astria would refuse.
@@ -45,6 +48,7 @@ local WINDOW, WINDOW_ANSWERS, OVERSHOOT, OVERSHOOT_COUNT, OVER_ANSWERS = 1.0, 20
 local CRUISE_DENT, CRUISE_COUNT = 0.025, 3
 local STEP, CLOSE, BACK, GROW, CYCLE = 1.05, 1.02, 0.97, 1.25, 6
 local FLOOR, PACE, CREDIT, KEEP, NOISE_MAX, NOISE_SECONDS = 0.02, 0.2, 0.5, 0.9, 0.1, 600
+local DOUBT = 2
 local LIMITER_FIELDS = {'rate', 'tokens', 'ts', 'pause', 'lo', 'hi', 'phase', 'probe', 'wstart',
                        'wok', 'wthr', 'wfull', 'hungry', 'wra', 'lok', 'lthr', 'lsec',
                        'wfirst', 'wsecond', 'wlat', 'measured', 'overs', 'noise', 'noised'}
@@ -140,6 +144,22 @@ local function probe_allowance(s)
   return s.noise > 0 and 1 or 0
 end
 
+-- 429s go on at the floor, or would take lo under it (their `share` of `answers` since lo last
+-- fell). At most NOISE_MAX of them: stray ones, their share is noise, and the rate goes back to
+-- the limit measured. At the floor, more, beyond DOUBT standard deviations: the limit is under
+-- it (it fell by less than a window over it shows, or its first measurement was high), and
+-- what passed meanwhile is its measure. In between, the answers are counted on until one or
+-- the other is clear.
+local function limiter_at_floor(s, share, answers)
+  if share <= NOISE_MAX then
+    s.noise, s.noised = share, s.ts
+    limiter_settle(s, s.measured, nil)
+  elseif share - DOUBT * math.sqrt(share * (1 - share) / answers) > NOISE_MAX then
+    s.measured = s.lok / s.lsec
+    limiter_settle(s, math.min(s.measured, s.lo / STEP), s.lo)
+  end
+end
+
 -- Narrow the bracket [lo, hi] around the account's limit with what a window saw (see the top).
 local function limiter_learn(s, seconds, over)
   if over then
@@ -166,14 +186,12 @@ local function limiter_learn(s, seconds, over)
   local beyond = s.lthr - s.noise * answers
   if beyond >= CRUISE_COUNT and beyond / answers > CRUISE_DENT then
     local passed = math.max(s.lo * BACK * BACK, s.lok / s.lsec)
-    local lo = math.max(math.min(s.lo * BACK, passed), math.min(s.lo, s.measured * KEEP))
-    if lo >= s.lo and s.lthr / answers <= NOISE_MAX then
-      -- a few 429s go on at the floor, where a limit that fell would show as a window over it:
-      -- they are stray ones, their share is noise, and the rate goes back to the limit measured
-      s.noise, s.noised = s.lthr / answers, s.ts
-      limiter_settle(s, math.max(s.lo, s.measured), nil)
-    else
+    local floor = math.min(s.lo, s.measured * KEEP)
+    local lo, share = math.max(math.min(s.lo * BACK, passed), floor), s.lthr / answers
+    if lo > floor or (lo < s.lo and share > NOISE_MAX) then
       limiter_settle(s, lo, math.min(s.hi or s.lo, s.lo))
+    else  -- at the floor, or a step that would go under it with few enough 429s to be noise
+      limiter_at_floor(s, share, answers)
     end
   end
 end
