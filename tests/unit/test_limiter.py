@@ -42,14 +42,11 @@ def test_finds_the_account_limit_whatever_its_counter(make_store: Any, counter: 
                                                       retry_after: bool) -> None:
     """5 POST/s counted as a token bucket, a fixed or a sliding window: at least 90% of it used,
     under 5% of POSTs answered 429 (the first seconds, at the ceiling, included), and under 3%
-    once the limit is learnt (what running at it costs, probes included). Finding it costs at
-    most seven 429s: a second over it is measured, and nothing is sent while its last answers
-    come back (sent on at the ceiling, 8-10)."""
+    once the limit is learnt (what running at it costs, probes included)."""
     figures = limited(make_store, Account(limit=5, counter=counter, retry_after=retry_after))
     assert figures.accepted == figures.jobs
     assert figures.rate / 5 >= 0.9 and figures.share_429 < 0.05, figures
     assert figures.share_429_learnt < 0.03, figures
-    assert figures.throttled - figures.throttled_learnt <= 7, figures
 
 
 @pytest.mark.parametrize("counter", ["bucket", "sliding"])

@@ -9,15 +9,12 @@
 -- one over a limit, teaches anything:
 -- * Until a limit is seen the rate is the ceiling (ASTRIA_RATE_LIMIT_PER_SECOND). A window with
 --   at least OVER_ANSWERS answers, OVERSHOOT_COUNT of them 429 and more than OVERSHOOT of them
---   (a few stray 429s are not a limit) is over one. It brackets the limit: `lo`, a STEP under
---   its rate at most, passes: what the limit passed of the requests sent in the WINDOW from
---   the second 429's (before it, a bucket's burst or a window's edge passed more), counted by
---   when they were sent, since answers overtake each other (each report gives every answer's
---   age: the sent list, `wfirst`, `wsecond`); `hi`, a STEP over lo, fails: that is all the
---   limit passed, so probes start next to it, not halfway to the rate far over it (one that
---   passes at or above hi forgets it, should a stray have made the measure low). It closes
---   once their answers are back (as far as its slowest answer says, `wlat`) and half its
---   answers are 429; from the WINDOW's end until then, nothing is sent (limiter_held_until).
+--   (a few stray 429s are not a limit) is over one. It brackets the limit: `hi`, its rate,
+--   fails; `lo`, a STEP under hi at most, passes: what the limit passed of the requests sent in
+--   the WINDOW from the second 429's (before it, a bucket's burst or a window's edge passed
+--   more), counted by when they were sent, since answers overtake each other (each report
+--   gives every answer's age: the sent list, `wfirst`, `wsecond`). It closes once their answers
+--   are back (as far as its slowest answer says, `wlat`) and half its answers are 429.
 -- * The rate is lo (between FLOOR x the ceiling and the ceiling). While the bracket is wider
 --   than CLOSE, every window probes at the lesser of STEP x lo and the bracket's middle; once it
 --   is closed, every CYCLE-th window probes at STEP x lo (a lifted limit is found within
@@ -168,9 +165,9 @@ local function limiter_learn(s, seconds, over)
   if over then
     -- what passed once the limit was met, not a bucket's burst or a window's edge before (a
     -- window over a limit closes only once measured in full: limiter_close)
-    local failed = math.min(s.hi or s.rate, s.rate)
-    local lo = math.min(s.wok / seconds, passed_after_429s(s), failed / STEP)
-    limiter_settle(s, lo, lo * STEP)
+    local hi = math.min(s.hi or s.rate, s.rate)
+    local passed = math.min(s.wok / seconds, passed_after_429s(s))
+    limiter_settle(s, math.min(passed, hi / STEP), hi)
     s.measured, s.phase = s.lo, 0
     return
   end
@@ -255,20 +252,8 @@ local function limiter_report(s, report, now)
   limiter_close(s, now)
 end
 
--- Until when nothing is sent: a Retry-After pause, or the last answers of a window over a limit.
--- What is sent after the WINDOW it is measured on cannot change the measure, and at a rate over
--- the limit much of it would be answered 429; so nothing is, until the window closes (as far as
--- its slowest answer says), unless the window is held back (see the top) and measures nothing.
-local function limiter_held_until(s, now)
-  if s.wsecond == 0 or s.probe or (s.lo and s.overs == 0) or not window_over(s)
-      or now < s.wsecond + WINDOW + 0.5 / s.rate then
-    return s.pause
-  end
-  return math.max(s.pause, s.wsecond + WINDOW + math.min(s.wlat, WINDOW))
-end
-
 local function limiter_available(s, now)
-  if now < limiter_held_until(s, now) then return 0 end
+  if now < s.pause then return 0 end
   return math.max(0, math.floor(s.tokens - s.used))
 end
 
@@ -282,8 +267,7 @@ local function limiter_on_credit(s, now)
 end
 
 local function limiter_wait(s, now)
-  local held = limiter_held_until(s, now)
-  if now < held then return held - now end
+  if now < s.pause then return s.pause - now end
   return math.max(0, 1 - (s.tokens - s.used)) / s.rate
 end
 
